@@ -1,0 +1,17 @@
+//! Compiles the `.proto` files with protox (pure Rust), so no system `protoc`
+//! is needed on a developer machine or in CI.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto");
+    let files = ["d2c/common/v1/common.proto", "d2c/orders/v1/orders.proto"];
+    for file in &files {
+        println!("cargo:rerun-if-changed=proto/{file}");
+    }
+    let descriptors = protox::compile(files, [&root])?;
+    prost_build::Config::new()
+        .enable_type_names()
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Processor configuration: environment variables with defaults that work on
+//! a developer machine. One struct, printed at start.
+
+use crate::RuntimeError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// D2C_KAFKA_BROKERS
+    pub brokers: String,
+    /// D2C_TOPIC_PREFIX: prepended to every topic name (test isolation).
+    pub topic_prefix: String,
+    /// D2C_GROUP_ID: the consumer group; defaults to the service name.
+    pub group_id: String,
+    /// D2C_STATE_DIR: where the RocksDB partition stores live.
+    pub state_dir: PathBuf,
+    /// D2C_ADMIN_ADDR: /health, /ready and /metrics.
+    pub admin_addr: SocketAddr,
+    /// D2C_FETCH_WAIT_MS: how long a fetch may wait for data. tansu is not
+    /// woken by new data, so every hop can cost this much; keep it small.
+    pub fetch_wait: Duration,
+    /// D2C_SESSION_TIMEOUT_MS: how soon a dead instance's partitions move.
+    pub session_timeout: Duration,
+    /// D2C_LINGER_MS: producer batching delay.
+    pub linger: Duration,
+    /// D2C_MAX_BATCH: messages of one partition handled per commit.
+    pub max_batch: usize,
+    /// D2C_PARTITION_QUEUE: messages buffered per partition worker.
+    pub partition_queue: usize,
+    /// D2C_SYNC_WRITES: fsync RocksDB's WAL on each commit.
+    pub sync_writes: bool,
+    /// D2C_RESTORE_TIMEOUT_MS: give up restoring a partition after this long.
+    pub restore_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// Reads the environment; `service` picks the defaults (group, state
+    /// directory) and `default_admin_port` the admin port.
+    pub fn from_env(service: &str, default_admin_port: u16) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            brokers: var("D2C_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
+            topic_prefix: var("D2C_TOPIC_PREFIX", String::new())?,
+            group_id: var("D2C_GROUP_ID", service.to_owned())?,
+            state_dir: var(
+                "D2C_STATE_DIR",
+                PathBuf::from(format!(".d2c/state/{service}")),
+            )?,
+            admin_addr: var(
+                "D2C_ADMIN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], default_admin_port)),
+            )?,
+            fetch_wait: Duration::from_millis(var("D2C_FETCH_WAIT_MS", 5)?),
+            session_timeout: Duration::from_millis(var("D2C_SESSION_TIMEOUT_MS", 10_000)?),
+            linger: Duration::from_millis(var("D2C_LINGER_MS", 1)?),
+            max_batch: var("D2C_MAX_BATCH", 256)?,
+            partition_queue: var("D2C_PARTITION_QUEUE", 1024)?,
+            sync_writes: var("D2C_SYNC_WRITES", false)?,
+            restore_timeout: Duration::from_millis(var("D2C_RESTORE_TIMEOUT_MS", 300_000)?),
+        })
+    }
+}
+
+/// One environment variable, parsed, or its default when unset.
+pub fn var<T: FromStr>(name: &str, default: T) -> Result<T, RuntimeError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|error| RuntimeError::Config(format!("{name}={value:?}: {error}"))),
+        _ => Ok(default),
+    }
+}

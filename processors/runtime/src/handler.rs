@@ -1,0 +1,144 @@
+//! What a service writes: a handler from (state, message) to effects.
+
+use d2c_proto::{Envelope, ReplyTo};
+use d2c_state::{ChangeSet, StateError, StateRead, Table};
+
+/// One consumed message, decoded as far as the runtime can.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    pub envelope: &'a Envelope,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Incoming<'_> {
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, HandlerError> {
+        M::decode(self.payload).map_err(|error| {
+            HandlerError::Malformed(format!(
+                "payload is not a valid {}: {error}",
+                self.envelope.message_type
+            ))
+        })
+    }
+}
+
+/// A message to produce. `topic` is logical (the runtime adds the prefix)
+/// unless `partition` is set by a reply, whose address is already physical.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub destination: Destination,
+    pub key: Vec<u8>,
+    pub envelope: Envelope,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A declared topic, partitioned by key.
+    Topic(String),
+    /// An exact partition named by a reply-to header.
+    Reply(ReplyTo),
+}
+
+/// What handling one message does: state changes and messages to send. The
+/// runtime performs them; the handler only records them.
+#[derive(Debug)]
+pub struct Effects {
+    cause: Envelope,
+    changes: ChangeSet,
+    outgoing: Vec<Outgoing>,
+}
+
+impl Effects {
+    pub fn new(cause: &Envelope) -> Self {
+        Self {
+            cause: cause.clone(),
+            changes: ChangeSet::default(),
+            outgoing: Vec::new(),
+        }
+    }
+
+    pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
+        self.changes.put(table, key, value);
+    }
+
+    pub fn delete(&mut self, table: Table, key: &[u8]) {
+        self.changes.delete(table, key);
+    }
+
+    /// Send `message` to a declared topic, keyed by `key`.
+    pub fn send<M: prost::Message + prost::Name>(&mut self, topic: &str, key: &str, message: &M) {
+        let envelope = self.caused_envelope::<M>();
+        self.outgoing.push(Outgoing {
+            destination: Destination::Topic(topic.to_owned()),
+            key: key.as_bytes().to_vec(),
+            envelope,
+            payload: message.encode_to_vec(),
+        });
+    }
+
+    /// Answer the sender, if it asked for an answer (a `reply-to` header).
+    pub fn reply<M: prost::Message + prost::Name>(&mut self, key: &str, message: &M) {
+        let Some(reply_to) = self.cause.reply_to.clone() else {
+            return;
+        };
+        let envelope = self.caused_envelope::<M>();
+        self.outgoing.push(Outgoing {
+            destination: Destination::Reply(reply_to),
+            key: key.as_bytes().to_vec(),
+            envelope,
+            payload: message.encode_to_vec(),
+        });
+    }
+
+    fn caused_envelope<M: prost::Name>(&self) -> Envelope {
+        let index = self.outgoing.len() as u32;
+        self.cause.caused(M::full_name(), index)
+    }
+
+    pub fn changes(&self) -> &ChangeSet {
+        &self.changes
+    }
+
+    pub fn outgoing(&self) -> &[Outgoing] {
+        &self.outgoing
+    }
+
+    pub fn into_parts(self) -> (ChangeSet, Vec<Outgoing>) {
+        (self.changes, self.outgoing)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The message can never be handled (bad payload, unknown type): it goes
+    /// to the dead-letter topic and the partition moves on.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Reading state failed; the runtime retries the batch.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl HandlerError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HandlerError::Malformed(_) => false,
+            HandlerError::State(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// A service's message handling. Implementations must be deterministic: the
+/// same state and message give the same effects (use the envelope's sent-at
+/// as the time), because a replay must repeat, not diverge.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        state: &dyn StateRead,
+        message: &Incoming<'_>,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError>;
+}

@@ -1,0 +1,60 @@
+//! The processor runtime, written once for every service.
+//!
+//! A service supplies a [`Handler`]: a plain function of (state, message) →
+//! effects (state changes, outgoing messages), with no I/O. The runtime owns
+//! the rest: the Kafka consumer group, one sequential worker per owned
+//! partition, RocksDB partition stores with the consumed offset in the same
+//! write batch as the state, the changelog topic and restore from it, the
+//! producer, dead letters, metrics, health and graceful shutdown.
+//!
+//! Delivery: at-least-once in, idempotent effects out. Outgoing message ids
+//! are derived from the input message id, so a message handled twice (after a
+//! crash between producing and committing) produces the same ids twice, and
+//! receivers drop the copy.
+
+pub mod admin;
+pub mod config;
+pub mod handler;
+pub mod kafka;
+pub mod metrics;
+mod partitions;
+mod restore;
+mod run;
+pub mod telemetry;
+mod worker;
+
+pub use config::RuntimeConfig;
+pub use handler::{Effects, Handler, HandlerError, Incoming, Outgoing};
+pub use run::{run, ProcessorSpec};
+
+/// Errors of the runtime. Kafka errors carry where they happened.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("Kafka failed on {topic}[{partition}]: {source}")]
+    Kafka {
+        topic: String,
+        partition: i32,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Kafka client setup failed: {0}")]
+    KafkaSetup(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    State(#[from] d2c_state::StateError),
+    #[error("restoring partition {partition} from {topic} failed: {reason}")]
+    Restore {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Milliseconds since the Unix epoch, for the sent-at header of messages that
+/// start a causal chain (handlers never read the clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

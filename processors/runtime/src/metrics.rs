@@ -1,0 +1,119 @@
+//! Metric definitions of the runtime, in one place. Names follow Prometheus
+//! conventions (`_total` counters, `_seconds` histograms, base units).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub messages_consumed: IntCounterVec,
+    pub messages_produced: IntCounterVec,
+    pub messages_handled: IntCounterVec,
+    pub handler_duration: HistogramVec,
+    pub batch_commit_duration: HistogramVec,
+    pub dead_letters: IntCounterVec,
+    pub assigned_partitions: IntGauge,
+    pub partition_restores: IntCounterVec,
+}
+
+/// Latency buckets from 100 µs to 10 s: wide enough for a handler and for a
+/// whole HTTP round trip.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
+    registry
+        .register(Box::new(counter.clone()))
+        .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
+    counter
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let histogram = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
+    registry
+        .register(Box::new(histogram.clone()))
+        .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
+    histogram
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let assigned_partitions = IntGauge::new(
+            "d2c_assigned_partitions",
+            "Input partitions this instance owns now.",
+        )
+        .unwrap_or_else(|error| panic!("metric malformed: {error}"));
+        registry
+            .register(Box::new(assigned_partitions.clone()))
+            .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
+        Self {
+            messages_consumed: counter(
+                &registry,
+                "d2c_messages_consumed_total",
+                "Records consumed, by topic.",
+                &["topic"],
+            ),
+            messages_produced: counter(
+                &registry,
+                "d2c_messages_produced_total",
+                "Records produced and acknowledged, by topic.",
+                &["topic"],
+            ),
+            messages_handled: counter(
+                &registry,
+                "d2c_messages_handled_total",
+                "Messages handled by the service's handler, by message type.",
+                &["message_type"],
+            ),
+            handler_duration: histogram(
+                &registry,
+                "d2c_handler_duration_seconds",
+                "Time in the handler per message, by message type.",
+                &["message_type"],
+            ),
+            batch_commit_duration: histogram(
+                &registry,
+                "d2c_batch_commit_duration_seconds",
+                "Time to make a batch's effects durable, by phase.",
+                &["phase"],
+            ),
+            dead_letters: counter(
+                &registry,
+                "d2c_dead_letters_total",
+                "Messages sent to a dead-letter topic, by source topic.",
+                &["topic"],
+            ),
+            partition_restores: counter(
+                &registry,
+                "d2c_partition_restores_total",
+                "Partition stores restored from the changelog, by outcome.",
+                &["outcome"],
+            ),
+            assigned_partitions,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%error, "Metrics could not be encoded");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

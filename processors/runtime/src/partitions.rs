@@ -1,0 +1,221 @@
+//! Partition ownership: what happens when the group hands this instance a
+//! partition or takes one away.
+//!
+//! The rebalance callback runs on the poll thread. On assignment it opens (or
+//! restores) each partition's store and assigns the partition at the offset
+//! after the store's applied offset, so the store, not the group's committed
+//! offset, decides where consumption resumes. On revocation it lets each
+//! worker finish its in-flight batch before giving the partition up, so two
+//! instances never handle one partition at once.
+
+use crate::admin::Readiness;
+use crate::metrics::METRICS;
+use crate::restore::open_partition;
+use crate::run::Shared;
+use crate::{worker, RuntimeError};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::OwnedMessage;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+struct Worker {
+    inbox: mpsc::Sender<OwnedMessage>,
+    revoked: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Partitions {
+    shared: Arc<Shared>,
+    workers: Mutex<HashMap<i32, Worker>>,
+    readiness: Arc<Readiness>,
+    /// Set when an assignment could not be honoured; the process must exit.
+    pub fatal: Mutex<Option<RuntimeError>>,
+}
+
+impl Partitions {
+    pub fn new(shared: Arc<Shared>, readiness: Arc<Readiness>) -> Self {
+        Self {
+            shared,
+            workers: Mutex::new(HashMap::new()),
+            readiness,
+            fatal: Mutex::new(None),
+        }
+    }
+
+    fn workers(&self) -> MutexGuard<'_, HashMap<i32, Worker>> {
+        // A worker map poisoned by a panic is still consistent: entries are
+        // inserted and removed whole.
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Open stores and start workers; returns where each partition resumes.
+    fn assign(&self, partitions: &[i32]) -> Result<Vec<(i32, Offset)>, RuntimeError> {
+        let mut resume = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let store = open_partition(&self.shared, partition)?;
+            let offset = match store.applied_offset()? {
+                Some(applied) => Offset::Offset(applied + 1),
+                None => Offset::Beginning,
+            };
+            let (inbox, receiver) = mpsc::channel(self.shared.config.partition_queue);
+            let revoked = Arc::new(AtomicBool::new(false));
+            let task = self.shared.runtime.spawn(worker::run(
+                Arc::clone(&self.shared),
+                store,
+                receiver,
+                Arc::clone(&revoked),
+            ));
+            if let Some(previous) = self.workers().insert(
+                partition,
+                Worker {
+                    inbox,
+                    revoked,
+                    task,
+                },
+            ) {
+                previous.task.abort();
+            }
+            tracing::info!(partition, ?offset, "Partition assigned");
+            resume.push((partition, offset));
+        }
+        METRICS.assigned_partitions.set(self.workers().len() as i64);
+        self.readiness.assigned.store(true, Ordering::Release);
+        Ok(resume)
+    }
+
+    /// Stop the workers of `partitions` after their in-flight batch.
+    pub fn revoke(&self, partitions: &[i32]) {
+        let stopping: Vec<(i32, Worker)> = {
+            let mut workers = self.workers();
+            partitions
+                .iter()
+                .filter_map(|partition| {
+                    workers.remove(partition).map(|worker| (*partition, worker))
+                })
+                .collect()
+        };
+        for (partition, worker) in stopping {
+            worker.revoked.store(true, Ordering::Release);
+            // Closing the inbox ends the worker's loop after its current batch.
+            drop(worker.inbox);
+            if let Err(error) = self.shared.runtime.block_on(worker.task) {
+                tracing::error!(%error, partition, "Partition worker ended abnormally");
+            }
+            tracing::info!(partition, "Partition revoked");
+        }
+        METRICS.assigned_partitions.set(self.workers().len() as i64);
+    }
+
+    pub fn revoke_all(&self) {
+        let all: Vec<i32> = self.workers().keys().copied().collect();
+        self.revoke(&all);
+    }
+
+    /// Hand a consumed message to its partition's worker. Blocks while that
+    /// worker's inbox is full: back-pressure all the way to the broker.
+    pub fn dispatch(&self, message: OwnedMessage) {
+        let partition = rdkafka::Message::partition(&message);
+        let inbox = self
+            .workers()
+            .get(&partition)
+            .map(|worker| worker.inbox.clone());
+        match inbox {
+            Some(inbox) => {
+                if inbox.blocking_send(message).is_err() {
+                    tracing::debug!(
+                        partition,
+                        "Message for a stopping worker dropped; it will be redelivered"
+                    );
+                }
+            }
+            None => tracing::warn!(partition, "Message for an unowned partition ignored"),
+        }
+    }
+
+    fn record_fatal(&self, error: RuntimeError) {
+        tracing::error!(%error, "Assignment failed; the instance will stop");
+        *self
+            .fatal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+    }
+}
+
+/// The consumer context: routes rebalances to [`Partitions`].
+pub(crate) struct RebalanceContext {
+    pub partitions: Arc<Partitions>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = list
+            .elements()
+            .iter()
+            .map(|element| element.partition())
+            .collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let resume = match self.partitions.assign(&partitions) {
+                    Ok(resume) => resume,
+                    Err(error) => {
+                        self.partitions.record_fatal(error);
+                        return;
+                    }
+                };
+                let mut assignment = TopicPartitionList::new();
+                for element in list.elements() {
+                    let offset = resume
+                        .iter()
+                        .find(|(partition, _)| *partition == element.partition())
+                        .map(|(_, offset)| *offset)
+                        .unwrap_or(Offset::Beginning);
+                    if let Err(error) = assignment.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
+                        self.partitions.record_fatal(error.into());
+                        return;
+                    }
+                }
+                if let Err(error) = consumer.incremental_assign(&assignment) {
+                    self.partitions.record_fatal(error.into());
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.partitions.revoke(&partitions);
+                if let Err(error) = consumer.incremental_unassign(list) {
+                    tracing::error!(%error, "Incremental unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(?other, "Rebalance failed; releasing every partition");
+                self.partitions.revoke_all();
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "Unassign failed");
+                }
+            }
+        }
+    }
+}
+
+impl Partitions {
+    pub fn input_topic(&self) -> &str {
+        &self.shared.topics.input
+    }
+}

@@ -1,0 +1,440 @@
+//! One worker per owned input partition.
+//!
+//! Delivery and ordering rule: messages of a partition are handled strictly in
+//! offset order, one batch at a time. A batch becomes durable in three steps,
+//! each retried until it succeeds (or the partition is revoked):
+//!   1. produce its outgoing messages and dead letters, and wait for the acks;
+//!   2. write state changes + applied offset in one RocksDB WriteBatch;
+//!   3. append the same entries to the changelog (offset record last).
+//! A crash before 2 replays the batch: same state, same outgoing message ids.
+//! A crash between 2 and 3 leaves the changelog one batch short, which a
+//! restore elsewhere repairs by replaying that batch (see `restore`).
+
+use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
+use crate::metrics::METRICS;
+use crate::run::Shared;
+use d2c_proto::envelope::header;
+use d2c_proto::Envelope;
+use d2c_state::{
+    applied_offset_key, changelog_outbox_entry, encode_offset, ChangeSet, Entry, Overlay,
+    PartitionStore, StateError,
+};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A record ready for the producer: physical topic, optional fixed partition.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What a batch decided, before anything is made durable.
+#[derive(Default)]
+struct Plan {
+    entries: Vec<Entry>,
+    records: Vec<Record>,
+    last_offset: Option<i64>,
+    handled: Vec<String>,
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    store: PartitionStore,
+    mut inbox: mpsc::Receiver<OwnedMessage>,
+    revoked: Arc<AtomicBool>,
+) {
+    let partition = store.partition();
+    let mut applied = match store.applied_offset() {
+        Ok(offset) => offset,
+        Err(error) => {
+            tracing::error!(%error, partition, "Cannot read the applied offset; partition stopped");
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(shared.config.max_batch);
+    while let Some(first) = inbox.recv().await {
+        batch.push(first);
+        while batch.len() < shared.config.max_batch {
+            match inbox.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        match process_batch(&shared, &store, &batch, applied, &revoked).await {
+            Outcome::Applied(last) => {
+                applied = Some(last);
+                // The poll thread stores it for the next auto-commit.
+                let _ = shared.offsets.send((partition, last));
+            }
+            Outcome::NothingNew => {}
+            Outcome::Stopped => {
+                if !revoked.load(Ordering::Acquire) {
+                    // Skipping would break the partition's order; stall
+                    // instead, visibly (lag grows, the error is logged).
+                    tracing::error!(partition, "Partition stopped on a permanent error");
+                }
+                return;
+            }
+        }
+        batch.clear();
+    }
+}
+
+enum Outcome {
+    Applied(i64),
+    NothingNew,
+    Stopped,
+}
+
+async fn process_batch(
+    shared: &Shared,
+    store: &PartitionStore,
+    batch: &[OwnedMessage],
+    applied: Option<i64>,
+    revoked: &AtomicBool,
+) -> Outcome {
+    let Some(plan) = retry(revoked, "handle batch", || {
+        plan_batch(shared, store, batch, applied)
+            .map_err(|error| (error.is_retryable(), error.to_string()))
+    })
+    .await
+    else {
+        return Outcome::Stopped;
+    };
+    let Some(last_offset) = plan.last_offset else {
+        return Outcome::NothingNew;
+    };
+
+    let started = Instant::now();
+    if retry_async(revoked, "produce outgoing messages", || {
+        send_all(shared, &plan.records)
+    })
+    .await
+    .is_none()
+    {
+        return Outcome::Stopped;
+    }
+    observe_phase("produce", started);
+
+    let started = Instant::now();
+    let mut local = plan.entries.clone();
+    local.push(changelog_outbox_entry(&plan.entries));
+    if retry(revoked, "commit state", || {
+        store
+            .write(&local)
+            .map_err(|error| (error.is_retryable(), error.to_string()))
+    })
+    .await
+    .is_none()
+    {
+        return Outcome::Stopped;
+    }
+    observe_phase("commit", started);
+    for message_type in &plan.handled {
+        METRICS
+            .messages_handled
+            .with_label_values(&[message_type])
+            .inc();
+    }
+
+    let started = Instant::now();
+    let changelog = changelog_records(shared, store.partition(), &plan.entries);
+    // Past this point the batch is committed; the offset moves on even if the
+    // partition is revoked before the changelog catches up: the outbox keeps
+    // the entries for whoever owns the partition next (see `restore`).
+    match retry_async(revoked, "append changelog", || send_all(shared, &changelog)).await {
+        Some(Some(last)) => {
+            if let Err(error) = store.changelog_appended(last + 1) {
+                tracing::warn!(%error, "Changelog checkpoint not written; the outbox will be re-sent");
+            }
+        }
+        Some(None) => {}
+        None => tracing::warn!(
+            partition = store.partition(),
+            "Changelog append abandoned on revoke"
+        ),
+    }
+    observe_phase("changelog", started);
+    Outcome::Applied(last_offset)
+}
+
+fn observe_phase(phase: &str, started: Instant) {
+    METRICS
+        .batch_commit_duration
+        .with_label_values(&[phase])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+fn plan_batch(
+    shared: &Shared,
+    store: &PartitionStore,
+    batch: &[OwnedMessage],
+    applied: Option<i64>,
+) -> Result<Plan, StateError> {
+    let mut changes = ChangeSet::default();
+    let mut plan = Plan::default();
+    for message in batch {
+        // Redelivered after a restart or rebalance: its effects are in the store.
+        if applied.is_some_and(|applied| message.offset() <= applied) {
+            continue;
+        }
+        plan.last_offset = Some(message.offset());
+        METRICS
+            .messages_consumed
+            .with_label_values(&[message.topic()])
+            .inc();
+        let envelope = match envelope_of(message) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                plan.records.push(dead_letter(shared, message, &reason));
+                continue;
+            }
+        };
+        let span = tracing::debug_span!(
+            "handle",
+            messaging.system = "kafka",
+            messaging.destination.name = message.topic(),
+            messaging.kafka.destination.partition = message.partition(),
+            messaging.kafka.message.offset = message.offset(),
+            messaging.message.id = %envelope.message_id,
+            d2c.message_type = %envelope.message_type,
+        );
+        let _entered = span.enter();
+        let incoming = Incoming {
+            envelope: &envelope,
+            key: message.key(),
+            payload: message.payload().unwrap_or_default(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let mut effects = Effects::new(&envelope);
+        let started = Instant::now();
+        let overlay = Overlay {
+            base: store,
+            changes: &changes,
+        };
+        let outcome = shared.handler.handle(&overlay, &incoming, &mut effects);
+        METRICS
+            .handler_duration
+            .with_label_values(&[&envelope.message_type])
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                let (state, outgoing) = effects.into_parts();
+                changes.extend(state);
+                plan.records
+                    .extend(outgoing.into_iter().map(|out| to_record(shared, out)));
+                plan.handled.push(envelope.message_type.clone());
+            }
+            Err(HandlerError::Malformed(reason)) => {
+                tracing::warn!(%reason, "Message dead-lettered");
+                plan.records.push(dead_letter(shared, message, &reason));
+            }
+            Err(HandlerError::State(error)) => return Err(error),
+        }
+    }
+    if let Some(last) = plan.last_offset {
+        plan.entries = changes.into_entries();
+        plan.entries.push(Entry {
+            key: applied_offset_key(),
+            value: Some(encode_offset(last)),
+        });
+    }
+    Ok(plan)
+}
+
+fn envelope_of(message: &OwnedMessage) -> Result<Envelope, String> {
+    let headers = message.headers().ok_or("message has no headers")?;
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter_map(|header| header.value.map(|value| (header.key, value)))
+        .collect();
+    Envelope::from_headers(pairs).map_err(|error| error.to_string())
+}
+
+fn to_record(shared: &Shared, outgoing: Outgoing) -> Record {
+    let (topic, partition) = match outgoing.destination {
+        Destination::Topic(logical) => (shared.names.name(&logical), None),
+        Destination::Reply(reply_to) => (reply_to.topic, Some(reply_to.partition)),
+    };
+    Record {
+        topic,
+        partition,
+        key: outgoing.key,
+        payload: Some(outgoing.payload),
+        headers: outgoing
+            .envelope
+            .headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.into_bytes()))
+            .collect(),
+    }
+}
+
+/// The original record, its headers, and why it could not be handled.
+fn dead_letter(shared: &Shared, message: &OwnedMessage, reason: &str) -> Record {
+    METRICS
+        .dead_letters
+        .with_label_values(&[message.topic()])
+        .inc();
+    let mut headers: Vec<(String, Vec<u8>)> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    headers.push((
+        header::DEAD_LETTER_REASON.to_owned(),
+        reason.as_bytes().to_vec(),
+    ));
+    headers.push((
+        "d2c-dead-letter-source".to_owned(),
+        format!(
+            "{}/{}@{}",
+            message.topic(),
+            message.partition(),
+            message.offset()
+        )
+        .into_bytes(),
+    ));
+    Record {
+        topic: shared.topics.dead_letter.clone(),
+        partition: None,
+        key: message.key().unwrap_or_default().to_vec(),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+pub(crate) fn changelog_records(shared: &Shared, partition: i32, entries: &[Entry]) -> Vec<Record> {
+    entries
+        .iter()
+        .map(|entry| Record {
+            topic: shared.topics.changelog.clone(),
+            partition: Some(partition),
+            key: entry.key.clone(),
+            payload: entry.value.clone(),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// Enqueue every record in order, then wait for all acknowledgements. Records
+/// are enqueued one by one (waiting out a full queue) so that order within a
+/// partition is the order given.
+pub(crate) async fn send_all(shared: &Shared, records: &[Record]) -> Result<Option<i64>, String> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let headers = record
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
+            .key(record.key.as_slice())
+            .headers(headers);
+        if let Some(payload) = &record.payload {
+            future_record = future_record.payload(payload.as_slice());
+        }
+        if let Some(partition) = record.partition {
+            future_record = future_record.partition(partition);
+        }
+        loop {
+            match shared.producer.send_result(future_record) {
+                Ok(delivery) => {
+                    deliveries.push((record.topic.as_str(), delivery));
+                    break;
+                }
+                Err((error, returned)) => {
+                    if !matches!(
+                        error.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        return Err(format!("enqueue to {} failed: {error}", record.topic));
+                    }
+                    future_record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    let mut highest = None;
+    for (topic, delivery) in deliveries {
+        match delivery.await {
+            Ok(Ok(delivery)) => {
+                METRICS.messages_produced.with_label_values(&[topic]).inc();
+                highest = highest.max(Some(delivery.offset));
+            }
+            Ok(Err((error, _))) => return Err(format!("delivery to {topic} failed: {error}")),
+            Err(_) => return Err(format!("delivery to {topic} was cancelled")),
+        }
+    }
+    Ok(highest)
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Retry a step with exponential backoff until it succeeds, fails for good,
+/// or the partition is revoked (then `None`: a new owner takes over).
+async fn retry<T>(
+    revoked: &AtomicBool,
+    what: &str,
+    mut step: impl FnMut() -> Result<T, (bool, String)>,
+) -> Option<T> {
+    let mut backoff = BACKOFF_START;
+    loop {
+        match step() {
+            Ok(value) => return Some(value),
+            Err((retryable, error)) => {
+                tracing::error!(%error, retryable, "Step failed: {what}");
+                if !retryable || revoked.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn retry_async<T, F, Fut>(revoked: &AtomicBool, what: &str, mut step: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut backoff = BACKOFF_START;
+    loop {
+        match step().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::error!(%error, "Step failed, retrying: {what}");
+                if revoked.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

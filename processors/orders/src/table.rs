@@ -1,0 +1,40 @@
+//! The orders table: order id → OrderRecord (protobuf).
+
+use d2c_proto::orders::v1::OrderRecord;
+use d2c_runtime::{Effects, HandlerError};
+use d2c_state::{StateRead, Table};
+use prost::Message;
+
+pub trait OrderRead {
+    fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, HandlerError>;
+}
+
+pub trait OrderWrite {
+    fn put_order(&mut self, record: &OrderRecord);
+}
+
+impl<S: StateRead + ?Sized> OrderRead for S {
+    fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, HandlerError> {
+        let Some(bytes) = self.get(Table::Orders, order_id.as_bytes())? else {
+            return Ok(None);
+        };
+        OrderRecord::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|error| {
+                HandlerError::State(d2c_state::StateError::Corrupt(format!(
+                    "order {order_id}: {error}"
+                )))
+            })
+    }
+}
+
+impl OrderWrite for Effects {
+    fn put_order(&mut self, record: &OrderRecord) {
+        let order_id = record
+            .order
+            .as_ref()
+            .map(|order| order.order_id.as_str())
+            .unwrap_or_default();
+        self.put(Table::Orders, order_id.as_bytes(), record.encode_to_vec());
+    }
+}

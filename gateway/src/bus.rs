@@ -1,0 +1,96 @@
+//! Sending commands to processors and waiting for their replies (the deferred
+//! result of an HTTP request).
+
+use crate::error::ApiError;
+use crate::replies::{Pending, Reply};
+use d2c_proto::{Envelope, ReplyTo};
+use d2c_topology::TopicNames;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub enum Outcome {
+    Replied(Reply),
+    /// The command was sent but its reply did not come in time.
+    TimedOut,
+    /// The command was sent without waiting: too many requests are parked.
+    NotWaited,
+}
+
+#[derive(Clone)]
+pub struct Bus {
+    pub producer: FutureProducer,
+    pub names: TopicNames,
+    pub reply_to: ReplyTo,
+    pub pending: Arc<Pending>,
+    pub reply_timeout: Duration,
+}
+
+impl Bus {
+    /// Publish `message` to `topic` keyed by `key` and wait for the reply
+    /// until the reply timeout (counted from now) runs out.
+    pub async fn request<M: prost::Message + prost::Name>(
+        &self,
+        topic: &str,
+        key: &str,
+        message: &M,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, ApiError> {
+        let deadline = Instant::now() + self.reply_timeout;
+        let correlation_id = Uuid::new_v4().to_string();
+        // Parked before sending, so even an instant reply finds its request.
+        let parked = self.pending.park(&correlation_id);
+        let mut envelope = Envelope::new(M::full_name(), Uuid::new_v4(), d2c_runtime::now_ms());
+        envelope.correlation_id = Some(correlation_id);
+        envelope.reply_to = Some(self.reply_to.clone());
+        envelope.idempotency_key = idempotency_key.map(str::to_owned);
+        self.publish(topic, key, &envelope, &message.encode_to_vec(), deadline)
+            .await?;
+        let Some(parked) = parked else {
+            return Ok(Outcome::NotWaited);
+        };
+        let mut parked = parked;
+        match tokio::time::timeout_at(deadline, &mut parked.receiver).await {
+            Ok(Ok(reply)) => Ok(Outcome::Replied(reply)),
+            _ => Ok(Outcome::TimedOut),
+        }
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        envelope: &Envelope,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let topic = self.names.name(topic);
+        let headers =
+            envelope
+                .headers()
+                .iter()
+                .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                    headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    })
+                });
+        let record = FutureRecord::to(&topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        // The send itself may take longer than the reply budget when the
+        // broker is slow; the command must still reach it, so wait for the
+        // ack up to the producer's own delivery timeout.
+        let queue_timeout = deadline.saturating_duration_since(Instant::now());
+        match self.producer.send(record, queue_timeout).await {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(ApiError::unavailable(format!(
+                "the request could not be handed to the platform: {error}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Parked requests and the reply consumer.
+//!
+//! Each gateway instance reads exactly one partition of `gateway.replies`,
+//! named in the reply-to header of every command it sends. A reply completes
+//! the request parked under its correlation id; a reply nobody waits for any
+//! more (the request already answered 202, or a duplicate) is dropped.
+
+use crate::metrics::GATEWAY_METRICS;
+use d2c_proto::Envelope;
+use d2c_runtime::kafka::assigned_consumer_config;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A reply as it came off the topic.
+#[derive(Debug)]
+pub struct Reply {
+    pub message_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// Requests waiting for their reply, bounded.
+pub struct Pending {
+    waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    capacity: usize,
+}
+
+/// Removes the entry when the request stops waiting (answered, timed out or
+/// the client went away), so the map only holds live requests.
+pub struct Parked {
+    pending: Arc<Pending>,
+    correlation_id: String,
+    pub receiver: oneshot::Receiver<Reply>,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.correlation_id);
+        GATEWAY_METRICS
+            .pending
+            .set(self.pending.lock().len() as i64);
+    }
+}
+
+impl Pending {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::new(HashMap::new()),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Park a request; `None` when the map is full (the caller then answers
+    /// without waiting).
+    pub fn park(self: &Arc<Self>, correlation_id: &str) -> Option<Parked> {
+        let (sender, receiver) = oneshot::channel();
+        let mut waiting = self.lock();
+        if waiting.len() >= self.capacity {
+            GATEWAY_METRICS.pending_full.inc();
+            return None;
+        }
+        waiting.insert(correlation_id.to_owned(), sender);
+        GATEWAY_METRICS.pending.set(waiting.len() as i64);
+        Some(Parked {
+            pending: Arc::clone(self),
+            correlation_id: correlation_id.to_owned(),
+            receiver,
+        })
+    }
+
+    fn complete(&self, correlation_id: &str, reply: Reply) -> bool {
+        match self.lock().remove(correlation_id) {
+            Some(sender) => sender.send(reply).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Start reading this instance's reply partition from its current end.
+/// Returns once the partition is assigned, so no reply to a request sent
+/// after this returns can be missed.
+pub async fn start_reply_consumer(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    fetch_wait: Duration,
+    pending: Arc<Pending>,
+    assigned: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
+    let consumer: StreamConsumer =
+        assigned_consumer_config(brokers, "gateway-replies", fetch_wait).create()?;
+    let topic_owned = topic.to_owned();
+    let probe = consumer_watermarks(brokers, &topic_owned, partition, fetch_wait).await?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(probe))?;
+    consumer.assign(&assignment)?;
+    assigned.store(true, Ordering::Release);
+    tracing::info!(topic, partition, offset = probe, "Reading replies");
+    Ok(tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(message) => deliver(&pending, &message),
+                Err(error) => {
+                    tracing::warn!(%error, "Reply consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// The partition's high watermark: where replies to requests sent from now on
+/// will land.
+async fn consumer_watermarks(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    fetch_wait: Duration,
+) -> Result<i64, rdkafka::error::KafkaError> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        assigned_consumer_config(brokers, "gateway-replies-probe", fetch_wait).create()?;
+    let topic = topic.to_owned();
+    let (_, high) = tokio::task::spawn_blocking(move || {
+        consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
+    Ok(high)
+}
+
+fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
+    let Some(headers) = message.headers() else {
+        return;
+    };
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter_map(|header| header.value.map(|value| (header.key, value)))
+        .collect();
+    let envelope = match Envelope::from_headers(pairs) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(%error, "Reply without a valid envelope dropped");
+            return;
+        }
+    };
+    let Some(correlation_id) = envelope.correlation_id else {
+        return;
+    };
+    let reply = Reply {
+        message_type: envelope.message_type,
+        payload: message.payload().unwrap_or_default().to_vec(),
+    };
+    if !pending.complete(&correlation_id, reply) {
+        GATEWAY_METRICS.late_replies.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_map_is_bounded_and_cleans_up() {
+        let pending = Pending::new(2);
+        let first = pending.park("a").expect("room");
+        let _second = pending.park("b").expect("room");
+        assert!(pending.park("c").is_none(), "full map refuses");
+        drop(first);
+        assert_eq!(pending.len(), 1);
+        assert!(pending.park("c").is_some());
+    }
+
+    #[tokio::test]
+    async fn reply_completes_the_parked_request_once() {
+        let pending = Pending::new(10);
+        let parked = pending.park("c-1").expect("room");
+        let reply = || Reply {
+            message_type: "t".into(),
+            payload: vec![1],
+        };
+        assert!(pending.complete("c-1", reply()));
+        assert!(
+            !pending.complete("c-1", reply()),
+            "a duplicate finds nobody"
+        );
+        let mut parked = parked;
+        let got = (&mut parked.receiver).await.expect("reply arrives");
+        assert_eq!(got.payload, vec![1]);
+    }
+}

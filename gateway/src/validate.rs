@@ -1,0 +1,302 @@
+//! Input validation at the edge: domain values are built only by parsing, so
+//! nothing invalid gets past this module. Errors name the offending field.
+
+use crate::error::ApiError;
+use axum::http::HeaderMap;
+use d2c_proto::orders::v1::{OrderLine, PlaceOrder};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MAX_LINES: usize = 100;
+pub const MAX_QUANTITY: i64 = 10_000;
+/// 100 million in minor units (1,000,000.00 EUR) per unit.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000;
+pub const MAX_ID_LEN: usize = 64;
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Active ISO 4217 codes that a shop may plausibly charge in.
+const CURRENCIES: &[&str] = &[
+    "AED", "ARS", "AUD", "BGN", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CZK", "DKK", "EGP",
+    "EUR", "GBP", "HKD", "HUF", "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KRW", "MAD", "MXN",
+    "MYR", "NGN", "NOK", "NZD", "PEN", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "SAR", "SEK",
+    "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VND", "ZAR",
+];
+
+/// The client's `Idempotency-Key`: 1–255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(value: &str) -> Result<Self, ApiError> {
+        let valid = !value.is_empty()
+            && value.len() <= MAX_KEY_LEN
+            && value.bytes().all(|byte| byte.is_ascii_graphic());
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+            ))
+            .with_field("Idempotency-Key"))
+        }
+    }
+
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let value = headers.get("idempotency-key").ok_or_else(|| {
+            ApiError::bad_request("the Idempotency-Key header is required for POST /orders")
+                .with_field("Idempotency-Key")
+        })?;
+        let value = value.to_str().map_err(|_| {
+            ApiError::bad_request("Idempotency-Key must be visible ASCII")
+                .with_field("Idempotency-Key")
+        })?;
+        Self::parse(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `POST /orders` body as sent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: String,
+    pub currency: String,
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// Parse JSON: not JSON at all → 400; JSON of the wrong shape → 422 naming
+/// the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!("request body is not valid JSON: {error}"))
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        ApiError::invalid(field_of(&path, &message), message)
+    })
+}
+
+/// serde names a missing field only in its message (path = the parent).
+fn field_of(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (".", None) => "body".to_owned(),
+        (path, None) => path.to_owned(),
+    }
+}
+
+fn is_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_ID_LEN
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
+}
+
+/// An order request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidOrder {
+    customer_id: String,
+    currency: String,
+    lines: Vec<OrderLine>,
+}
+
+impl ValidOrder {
+    pub fn parse(request: PlaceOrderRequest) -> Result<Self, ApiError> {
+        if !is_identifier(&request.customer_id) {
+            return Err(ApiError::invalid(
+                "customer_id",
+                format!("customer_id must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
+            ));
+        }
+        if !CURRENCIES.contains(&request.currency.as_str()) {
+            return Err(ApiError::invalid(
+                "currency",
+                format!(
+                    "{:?} is not a supported ISO 4217 currency code",
+                    request.currency
+                ),
+            ));
+        }
+        if request.lines.is_empty() {
+            return Err(ApiError::invalid(
+                "lines",
+                "an order needs at least one line",
+            ));
+        }
+        if request.lines.len() > MAX_LINES {
+            return Err(ApiError::invalid(
+                "lines",
+                format!("an order has at most {MAX_LINES} lines"),
+            ));
+        }
+        let lines = request
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(index, line)| parse_line(index, line))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            customer_id: request.customer_id,
+            currency: request.currency,
+            lines,
+        })
+    }
+
+    /// The command for this request under `key`. The request hash lets the
+    /// orders processor tell a retry from a different request under the same key.
+    pub fn into_command(self, key: &IdempotencyKey) -> PlaceOrder {
+        let order_id = d2c_proto::ids::order_id(&self.customer_id, key.as_str()).to_string();
+        let request_hash = self.fingerprint();
+        PlaceOrder {
+            order_id,
+            customer_id: self.customer_id,
+            lines: self.lines,
+            currency: self.currency,
+            idempotency_key: key.as_str().to_owned(),
+            request_hash,
+        }
+    }
+
+    /// SHA-256 over the parsed request, so whitespace or key order in the JSON
+    /// does not make a retry look like a different request.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        for part in [&self.customer_id, &self.currency] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        for line in &self.lines {
+            hasher.update((line.sku.len() as u64).to_be_bytes());
+            hasher.update(line.sku.as_bytes());
+            hasher.update(line.quantity.to_be_bytes());
+            hasher.update(line.unit_price_minor.to_be_bytes());
+        }
+        hasher.finalize().to_vec()
+    }
+}
+
+fn parse_line(index: usize, line: &LineRequest) -> Result<OrderLine, ApiError> {
+    if !is_identifier(&line.sku) {
+        return Err(ApiError::invalid(
+            format!("lines[{index}].sku"),
+            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
+        ));
+    }
+    if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+        return Err(ApiError::invalid(
+            format!("lines[{index}].quantity"),
+            format!("quantity must be between 1 and {MAX_QUANTITY}"),
+        ));
+    }
+    if !(0..=MAX_UNIT_PRICE_MINOR).contains(&line.unit_price_minor) {
+        return Err(ApiError::invalid(
+            format!("lines[{index}].unit_price_minor"),
+            format!("unit_price_minor must be between 0 and {MAX_UNIT_PRICE_MINOR}"),
+        ));
+    }
+    Ok(OrderLine {
+        sku: line.sku.clone(),
+        quantity: line.quantity,
+        unit_price_minor: line.unit_price_minor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> Result<ValidOrder, ApiError> {
+        ValidOrder::parse(parse_json(json.as_bytes())?)
+    }
+
+    const GOOD: &str = r#"{"customer_id":"c-1","currency":"EUR","lines":[{"sku":"S-1","quantity":2,"unit_price_minor":100}]}"#;
+
+    #[test]
+    fn good_request_parses() {
+        assert!(request(GOOD).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("not json", 400, None),
+            (r#"{"currency":"EUR","lines":[]}"#, 422, Some("customer_id")),
+            (
+                r#"{"customer_id":"c","currency":"EURO","lines":[]}"#,
+                422,
+                Some("currency"),
+            ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[]}"#,
+                422,
+                Some("lines"),
+            ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":0,"unit_price_minor":1}]}"#,
+                422,
+                Some("lines[0].quantity"),
+            ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":"x","unit_price_minor":1}]}"#,
+                422,
+                Some("lines[0].quantity"),
+            ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":1}]}"#,
+                422,
+                Some("lines[0].unit_price_minor"),
+            ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[],"extra":1}"#,
+                422,
+                Some("extra"),
+            ),
+        ];
+        for (json, status, field) in cases {
+            let error = request(json).expect_err(json);
+            assert_eq!(error.status.as_u16(), status, "{json}: {error:?}");
+            assert_eq!(error.field.as_deref(), field, "{json}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn idempotency_key_rules() {
+        assert!(IdempotencyKey::parse("abc-123").is_ok());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn same_request_same_order_and_fingerprint() {
+        let key = IdempotencyKey::parse("k1").expect("valid key");
+        let spaced = GOOD.replace(',', " , ");
+        let a = request(GOOD).expect("valid").into_command(&key);
+        let b = request(&spaced).expect("valid").into_command(&key);
+        assert_eq!(a.order_id, b.order_id);
+        assert_eq!(a.request_hash, b.request_hash);
+        let other = request(&GOOD.replace("\"quantity\":2", "\"quantity\":3"))
+            .expect("valid")
+            .into_command(&key);
+        assert_eq!(a.order_id, other.order_id);
+        assert_ne!(a.request_hash, other.request_hash);
+    }
+}

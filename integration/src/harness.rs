@@ -1,0 +1,235 @@
+//! Starting and stopping the platform's real binaries for a test.
+//!
+//! Each [`Platform`] gets its own topic prefix (so tests share one broker
+//! without seeing each other), its own state directories, and ports chosen by
+//! the OS. Binaries are found in D2C_BIN_DIR, or next to the test executable's
+//! target directory; `./dev test` builds them first.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn brokers() -> String {
+    std::env::var("D2C_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("D2C_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"))
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (cargo build --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub struct Platform {
+    pub prefix: String,
+    pub brokers: String,
+    pub work: tempfile::TempDir,
+}
+
+impl Platform {
+    /// A fresh prefix with the topology applied under it (only the topics of
+    /// `services`, to keep the broker small).
+    pub async fn new(services: &[&str]) -> anyhow::Result<Self> {
+        let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let brokers = brokers();
+        let output = Command::new(binary("topology")?)
+            .args([
+                "apply",
+                "--prefix",
+                &prefix,
+                "--brokers",
+                &brokers,
+                "--only",
+                &services.join(","),
+            ])
+            .output()
+            .await
+            .context("running topology apply")?;
+        if !output.status.success() {
+            bail!(
+                "topology apply failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let work = tempfile::Builder::new().prefix("d2c-it-").tempdir()?;
+        Ok(Self {
+            prefix,
+            brokers,
+            work,
+        })
+    }
+
+    fn base_env(&self, command: &mut Command) {
+        command
+            .env("D2C_KAFKA_BROKERS", &self.brokers)
+            .env("D2C_TOPIC_PREFIX", &self.prefix)
+            .env(
+                "RUST_LOG",
+                std::env::var("D2C_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+
+    /// An orders processor whose RocksDB lives in `<work>/<name>` (reuse the
+    /// name to restart "the same" instance).
+    pub async fn orders(&self, name: &str) -> anyhow::Result<Service> {
+        let mut command = Command::new(binary("d2c-orders")?);
+        self.base_env(&mut command);
+        command
+            .env("D2C_STATE_DIR", self.work.path().join(name))
+            .env("D2C_ADMIN_ADDR", "127.0.0.1:0")
+            .env("D2C_SESSION_TIMEOUT_MS", "6000");
+        Service::spawn(name, command, "ADMIN_LISTENING", self.work.path()).await
+    }
+
+    pub async fn gateway(
+        &self,
+        name: &str,
+        reply_partition: i32,
+        reply_timeout_ms: u64,
+    ) -> anyhow::Result<Service> {
+        let mut command = Command::new(binary("d2c-gateway")?);
+        self.base_env(&mut command);
+        command
+            .env("D2C_HTTP_ADDR", "127.0.0.1:0")
+            .env("D2C_REPLY_PARTITION", reply_partition.to_string())
+            .env("D2C_REPLY_TIMEOUT_MS", reply_timeout_ms.to_string());
+        Service::spawn(name, command, "HTTP_LISTENING", self.work.path()).await
+    }
+}
+
+/// A running binary. Killed (SIGKILL) when dropped.
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Service {
+    async fn spawn(
+        name: &str,
+        mut command: Command,
+        marker: &str,
+        work: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = work.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix(marker) {
+                    return Ok::<_, anyhow::Error>(Some(addr.trim().parse::<SocketAddr>()?));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .with_context(|| format!("{name} did not start within 30 s (log: {})", log.display()))??
+        .with_context(|| format!("{name} exited before listening (log: {})", log.display()))?;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            log,
+            child,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or commit anything.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("already exited")?;
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Wait until `/ready` answers 200.
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(response) = client.get(self.url("/ready")).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{} not ready within {within:?}; log tail:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A counter or gauge from `/metrics`, summed over its label sets.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}

@@ -1,0 +1,79 @@
+//! Reading topics back, to check what the platform published.
+
+use anyhow::Context;
+use d2c_proto::Envelope;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub envelope: Option<Envelope>,
+    pub payload: Vec<u8>,
+}
+
+/// Every record of `topic` up to its current end, all partitions.
+pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<Vec<Record>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0usize;
+    let mut ends = std::collections::HashMap::new();
+    for partition in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
+        if high > low {
+            assignment.add_partition_offset(topic, *partition, Offset::Offset(low))?;
+            ends.insert(*partition, high);
+            remaining += 1;
+        }
+    }
+    let mut records = Vec::new();
+    if remaining == 0 {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + within;
+    while remaining > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.context("consuming")?;
+        let envelope = message.headers().and_then(|headers| {
+            let pairs: Vec<(&str, &[u8])> = headers
+                .iter()
+                .filter_map(|h| h.value.map(|v| (h.key, v)))
+                .collect();
+            Envelope::from_headers(pairs).ok()
+        });
+        records.push(Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().unwrap_or_default().to_vec(),
+            envelope,
+            payload: message.payload().unwrap_or_default().to_vec(),
+        });
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            remaining -= 1;
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,6 @@
+//! Drives the platform from outside, as a storefront and an operator would:
+//! real binaries, a real broker, HTTP on loopback. Shared by the integration
+//! tests and the load generator.
+
+pub mod harness;
+pub mod kafka;

@@ -1,0 +1,524 @@
+//! The backbone against a real broker: gateway → orders.messages → orders
+//! processor → reply and orders.events, with crashes and rebalances.
+
+use d2c_integration::harness::Platform;
+use d2c_integration::kafka::read_all;
+use d2c_proto::orders::v1::OrderPlaced;
+use prost::{Message, Name};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const SERVICES: &[&str] = &["orders", "gateway"];
+
+fn order_body(customer: &str, quantity: i64) -> Value {
+    json!({
+        "customer_id": customer,
+        "currency": "EUR",
+        "lines": [
+            {"sku": "SKU-1", "quantity": quantity, "unit_price_minor": 1250},
+            {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 500}
+        ]
+    })
+}
+
+async fn post_order(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = client
+        .post(format!("{base}/orders"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("gateway answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+/// OrderPlaced events per order id, as (distinct message ids, copies).
+fn placed_events(platform: &Platform) -> BTreeMap<String, (BTreeSet<String>, usize)> {
+    let records = read_all(
+        &platform.brokers,
+        &platform.topic("orders.events"),
+        Duration::from_secs(60),
+    )
+    .expect("orders.events readable");
+    let mut by_order: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
+    for record in records {
+        let envelope = record.envelope.expect("every event has an envelope");
+        assert_eq!(envelope.message_type, OrderPlaced::full_name());
+        let event = OrderPlaced::decode(record.payload.as_slice()).expect("event decodes");
+        let order_id = event.order.expect("event carries the order").order_id;
+        assert_eq!(
+            record.key,
+            order_id.as_bytes(),
+            "events are keyed by order id"
+        );
+        let entry = by_order.entry(order_id).or_default();
+        entry.0.insert(envelope.message_id.to_string());
+        entry.1 += 1;
+    }
+    by_order
+}
+
+/// GET /orders/{id} until it answers 200 (the processor may still be starting).
+async fn wait_for_order(
+    client: &reqwest::Client,
+    base: &str,
+    order_id: &str,
+    within: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = client
+            .get(format!("{base}/orders/{order_id}"))
+            .send()
+            .await
+            .expect("gateway answers");
+        if response.status().as_u16() == 200 {
+            return response.json().await.expect("order json");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} not found in time: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_placed_and_retries_map_to_the_same_order() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let orders = platform.orders("orders-a").await.expect("orders starts");
+    let gateway = platform
+        .gateway("gateway", 0, 5_000)
+        .await
+        .expect("gateway starts");
+    orders
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("orders ready");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+    let client = reqwest::Client::new();
+    let base = gateway.url("");
+
+    let (status, first, headers) =
+        post_order(&client, &base, "key-1", &order_body("cust-1", 2)).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["total_minor"], 3_000);
+    assert_eq!(first["status"], "placed");
+    assert!(headers.contains_key("x-request-id"));
+    let order_id = first["order_id"].as_str().expect("order id").to_owned();
+
+    // Sequential retry: same order, flagged as a replay, nothing new emitted.
+    let (status, again, headers) =
+        post_order(&client, &base, "key-1", &order_body("cust-1", 2)).await;
+    assert_eq!(status, 201);
+    assert_eq!(again, first);
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("true")
+    );
+
+    // Concurrent retries of a new key: one order.
+    let concurrent = futures::future::join_all((0..8).map(|_| {
+        let client = client.clone();
+        let base = base.clone();
+        async move { post_order(&client, &base, "key-2", &order_body("cust-1", 1)).await }
+    }))
+    .await;
+    let ids: BTreeSet<String> = concurrent
+        .iter()
+        .map(|(status, body, _)| {
+            assert_eq!(*status, 201, "{body}");
+            body["order_id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "all retries name one order");
+
+    // Same key, different body: refused like Stripe does.
+    let (status, body, _) = post_order(&client, &base, "key-1", &order_body("cust-1", 5)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+
+    // The same key from another customer is another order.
+    let (status, other, _) = post_order(&client, &base, "key-1", &order_body("cust-2", 2)).await;
+    assert_eq!(status, 201);
+    assert_ne!(other["order_id"], first["order_id"]);
+
+    let read = wait_for_order(&client, &base, &order_id, Duration::from_secs(10)).await;
+    assert_eq!(read, first);
+    let missing = client
+        .get(format!("{base}/orders/{}", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(missing.status().as_u16(), 404);
+
+    let events = placed_events(&platform);
+    assert_eq!(events.len(), 3, "three distinct orders: {events:?}");
+    for (order, (ids, copies)) in &events {
+        assert_eq!(ids.len(), 1, "exactly one OrderPlaced for {order}");
+        assert_eq!(*copies, 1, "no replayed copy either for {order}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let gateway = platform
+        .gateway("gateway", 1, 2_000)
+        .await
+        .expect("gateway starts");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+    let client = reqwest::Client::new();
+    let url = gateway.url("/orders");
+
+    let no_key = client
+        .post(&url)
+        .json(&order_body("c", 1))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(no_key.status().as_u16(), 400);
+    let body: Value = no_key.json().await.expect("json error");
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+
+    let malformed = client
+        .post(&url)
+        .header("Idempotency-Key", "k")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(malformed.status().as_u16(), 400);
+
+    for (body, field) in [
+        (
+            json!({"customer_id": "c", "currency": "EUR", "lines": []}),
+            "lines",
+        ),
+        (
+            json!({"customer_id": "c", "currency": "euro", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
+            "currency",
+        ),
+        (
+            json!({"customer_id": "c", "currency": "EUR", "lines": [{"sku": "S", "quantity": 0, "unit_price_minor": 1}]}),
+            "lines[0].quantity",
+        ),
+        (
+            json!({"customer_id": "c", "currency": "EUR", "lines": [{"sku": "S", "quantity": -3, "unit_price_minor": 1}]}),
+            "lines[0].quantity",
+        ),
+    ] {
+        let (status, error, _) = post_order(&client, &gateway.url(""), "k", &body).await;
+        assert_eq!(status, 422, "{body} → {error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+
+    let huge = client
+        .post(&url)
+        .header("Idempotency-Key", "k")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(huge.status().as_u16(), 413);
+    let body: Value = huge.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], "body_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reply_gives_202_and_the_order_is_found_later() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    // No processor yet: the command waits in orders.messages.
+    let gateway = platform
+        .gateway("gateway", 2, 1_000)
+        .await
+        .expect("gateway starts");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+    let client = reqwest::Client::new();
+    let base = gateway.url("");
+    let response = client
+        .post(format!("{base}/orders"))
+        .header("Idempotency-Key", "slow-1")
+        .json(&order_body("cust-9", 1))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let pending: Value = response.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/orders/{}", pending["order_id"].as_str().expect("id"))
+    );
+
+    let orders = platform.orders("orders-late").await.expect("orders starts");
+    orders
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("orders ready");
+    let order = wait_for_order(
+        &client,
+        &base,
+        pending["order_id"].as_str().expect("id"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(order["customer_id"], "cust-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let mut orders = platform.orders("orders-k").await.expect("orders starts");
+    let gateway = platform
+        .gateway("gateway", 3, 3_000)
+        .await
+        .expect("gateway starts");
+    orders
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("orders ready");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+    let client = reqwest::Client::new();
+    let base = gateway.url("");
+
+    // 150 orders at ~75/s; the processor is killed a third of the way in.
+    let total = 150usize;
+    let sender = {
+        let client = client.clone();
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for index in 0..total {
+                let client = client.clone();
+                let base = base.clone();
+                tasks.push(tokio::spawn(async move {
+                    let key = format!("kill-{index}");
+                    let (status, body, _) = post_order(
+                        &client,
+                        &base,
+                        &key,
+                        &order_body(&format!("cust-{index}"), 1),
+                    )
+                    .await;
+                    (key, status, body)
+                }));
+                tokio::time::sleep(Duration::from_millis(13)).await;
+            }
+            futures::future::join_all(tasks).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    orders.kill9().await.expect("killed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orders = platform
+        .orders("orders-k")
+        .await
+        .expect("orders restarts on the same store");
+    orders
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("orders ready again");
+
+    let results = sender.await.expect("sender finished");
+    let mut order_ids = BTreeSet::new();
+    for result in results {
+        let (key, status, body) = result.expect("request task");
+        assert!(status == 201 || status == 202, "{key}: {status} {body}");
+        order_ids.insert(body["order_id"].as_str().expect("order id").to_owned());
+    }
+    assert_eq!(order_ids.len(), total, "one order per key");
+    for order_id in &order_ids {
+        wait_for_order(&client, &base, order_id, Duration::from_secs(60)).await;
+    }
+    let events = placed_events(&platform);
+    assert_eq!(
+        events.keys().cloned().collect::<BTreeSet<_>>(),
+        order_ids,
+        "an event for every order, none extra"
+    );
+    let replayed: usize = events.values().map(|(_, copies)| copies - 1).sum();
+    for (order, (ids, _)) in &events {
+        assert_eq!(ids.len(), 1, "order {order} placed once (one message id)");
+    }
+    eprintln!("sigkill: {total} orders, {replayed} replayed copies of events (same message id, dropped by receivers)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_partitions_and_take_over_each_other() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let first = platform.orders("orders-1").await.expect("first starts");
+    first
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("first ready");
+    let mut second = platform.orders("orders-2").await.expect("second starts");
+    second
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("second ready");
+    let gateway = platform
+        .gateway("gateway", 4, 5_000)
+        .await
+        .expect("gateway starts");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+
+    // The group settles with both members owning part of the 48 partitions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = first
+            .metric("d2c_assigned_partitions")
+            .await
+            .expect("metrics");
+        let b = second
+            .metric("d2c_assigned_partitions")
+            .await
+            .expect("metrics");
+        if a > 0.0 && b > 0.0 && a + b == 48.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not shared: {a} + {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let client = reqwest::Client::new();
+    let base = gateway.url("");
+    for index in 0..60 {
+        let (status, body, _) = post_order(
+            &client,
+            &base,
+            &format!("share-{index}"),
+            &order_body(&format!("c{index}"), 1),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let handled_first = first
+        .metric("d2c_messages_handled_total")
+        .await
+        .expect("metrics");
+    let handled_second = second
+        .metric("d2c_messages_handled_total")
+        .await
+        .expect("metrics");
+    assert!(
+        handled_first > 0.0 && handled_second > 0.0,
+        "both handled work: {handled_first} / {handled_second}"
+    );
+    assert_eq!(handled_first + handled_second, 60.0);
+
+    // A graceful stop hands every partition to the survivor, with its state
+    // (restored from the changelog: the survivor never saw those orders).
+    let status = second.terminate().await.expect("second stops");
+    assert!(status.success(), "clean exit: {status}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while first
+        .metric("d2c_assigned_partitions")
+        .await
+        .expect("metrics")
+        < 48.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "survivor did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for index in 0..60 {
+        let (status, body, headers) = post_order(
+            &client,
+            &base,
+            &format!("share-{index}"),
+            &order_body(&format!("c{index}"), 1),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert!(
+            headers.contains_key("idempotent-replayed"),
+            "order {index} known after takeover"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_restores_state_from_the_changelog() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let mut original = platform.orders("orders-old").await.expect("starts");
+    let gateway = platform
+        .gateway("gateway", 5, 5_000)
+        .await
+        .expect("gateway starts");
+    original
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("ready");
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("gateway ready");
+    let client = reqwest::Client::new();
+    let base = gateway.url("");
+    let mut ids = Vec::new();
+    for index in 0..20 {
+        let (status, body, _) = post_order(
+            &client,
+            &base,
+            &format!("restore-{index}"),
+            &order_body("c-r", 1),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["order_id"].as_str().expect("id").to_owned());
+    }
+    original.kill9().await.expect("killed");
+    // A new instance with an empty disk: everything comes from orders.changelog.
+    let fresh = platform.orders("orders-new").await.expect("starts");
+    fresh
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
+    for id in &ids {
+        wait_for_order(&client, &base, id, Duration::from_secs(60)).await;
+    }
+    // Replaying a placed order must not emit a second event.
+    let (status, _, headers) = post_order(&client, &base, "restore-0", &order_body("c-r", 1)).await;
+    assert_eq!(status, 201);
+    assert!(headers.contains_key("idempotent-replayed"));
+    let events = placed_events(&platform);
+    assert_eq!(events.len(), 20);
+    assert!(events.values().all(|(ids, _)| ids.len() == 1));
+}

@@ -221,6 +221,12 @@ impl Service {
 
     /// A counter or gauge from `/metrics`, summed over its label sets.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        self.metric_where(name, "").await
+    }
+
+    /// Like [`Service::metric`], over the series whose labels contain `labels`
+    /// (e.g. `outcome="restored"`).
+    pub async fn metric_where(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;
         Ok(text
             .lines()
@@ -229,6 +235,7 @@ impl Service {
                 line.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
             })
+            .filter(|line| line.contains(labels))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }

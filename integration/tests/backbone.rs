@@ -514,6 +514,18 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
     for id in &ids {
         wait_for_order(&client, &base, id, Duration::from_secs(60)).await;
     }
+    // The state came from the changelog, not from re-handling the commands:
+    // the restored offsets let the new instance skip every PlaceOrder.
+    let restored = fresh
+        .metric_where("d2c_partition_restores_total", "outcome=\"restored\"")
+        .await
+        .expect("metrics");
+    assert!(restored >= 20.0, "partitions restored: {restored}");
+    let replayed_commands = fresh
+        .metric_where("d2c_messages_handled_total", "d2c.orders.v1.PlaceOrder")
+        .await
+        .expect("metrics");
+    assert_eq!(replayed_commands, 0.0, "no PlaceOrder handled again");
     // Replaying a placed order must not emit a second event.
     let (status, _, headers) = post_order(&client, &base, "restore-0", &order_body("c-r", 1)).await;
     assert_eq!(status, 201);

@@ -6,9 +6,10 @@
 //!   1. produce its outgoing messages and dead letters, and wait for the acks;
 //!   2. write state changes + applied offset in one RocksDB WriteBatch;
 //!   3. append the same entries to the changelog (offset record last).
+//!
 //! A crash before 2 replays the batch: same state, same outgoing message ids.
-//! A crash between 2 and 3 leaves the changelog one batch short, which a
-//! restore elsewhere repairs by replaying that batch (see `restore`).
+//! A crash between 2 and 3 is repaired from the outbox committed in 2, or by
+//! the next owner replaying that batch (see `restore`).
 
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
 use crate::metrics::METRICS;

@@ -13,6 +13,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Partitions per topic in tests: enough for several owners to share, few
+/// enough that tansu (whose fetch cost grows per partition) stays responsive
+/// while many tests run at once.
+pub const TEST_PARTITIONS: i32 = 8;
+
 pub fn brokers() -> String {
     std::env::var("D2C_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
@@ -60,6 +65,8 @@ impl Platform {
                 &brokers,
                 "--only",
                 &services.join(","),
+                "--max-partitions",
+                &TEST_PARTITIONS.to_string(),
             ])
             .output()
             .await
@@ -71,7 +78,10 @@ impl Platform {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let work = tempfile::Builder::new().prefix("d2c-it-").tempdir()?;
+        let work = tempfile::Builder::new()
+            .prefix("d2c-it-")
+            .keep(std::env::var_os("D2C_KEEP_LOGS").is_some())
+            .tempdir()?;
         Ok(Self {
             prefix,
             brokers,

@@ -1,7 +1,7 @@
 //! The backbone against a real broker: gateway → orders.messages → orders
 //! processor → reply and orders.events, with crashes and rebalances.
 
-use d2c_integration::harness::Platform;
+use d2c_integration::harness::{Platform, TEST_PARTITIONS};
 use d2c_integration::kafka::read_all;
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
@@ -395,7 +395,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
         .await
         .expect("gateway ready");
 
-    // The group settles with both members owning part of the 48 partitions.
+    // The group settles with both members owning part of the partitions.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let a = first
@@ -406,7 +406,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
             .metric("d2c_assigned_partitions")
             .await
             .expect("metrics");
-        if a > 0.0 && b > 0.0 && a + b == 48.0 {
+        if a > 0.0 && b > 0.0 && a + b == f64::from(TEST_PARTITIONS) {
             break;
         }
         assert!(
@@ -450,7 +450,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
         .metric("d2c_assigned_partitions")
         .await
         .expect("metrics")
-        < 48.0
+        < f64::from(TEST_PARTITIONS)
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -520,7 +520,11 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         .metric_where("d2c_partition_restores_total", "outcome=\"restored\"")
         .await
         .expect("metrics");
-    assert!(restored >= 20.0, "partitions restored: {restored}");
+    assert_eq!(
+        restored,
+        f64::from(TEST_PARTITIONS),
+        "every partition restored"
+    );
     let replayed_commands = fresh
         .metric_where("d2c_messages_handled_total", "d2c.orders.v1.PlaceOrder")
         .await

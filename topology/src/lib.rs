@@ -156,6 +156,22 @@ impl Topology {
         Self { topics }
     }
 
+    /// The same topology with no topic above `max` partitions. For local
+    /// brokers only: tansu's fetch cost grows with every partition a consumer
+    /// reads, so a laptop stack runs few; production keeps the declared
+    /// counts. Changelogs stay mirrors of their inputs (both are capped alike).
+    pub fn capped(&self, max: i32) -> Self {
+        let topics = self
+            .topics
+            .iter()
+            .map(|topic| TopicSpec {
+                partitions: topic.partitions.min(max.max(1)),
+                ..topic.clone()
+            })
+            .collect();
+        Self { topics }
+    }
+
     /// The same topology with every name prefixed.
     pub fn with_prefix(&self, prefix: &str) -> Self {
         let topics = self
@@ -297,6 +313,27 @@ mod tests {
             "{base}[[topics]]\nname = \"a\"\n[[topics]]\nname = \"a\"\n"
         ))
         .is_err());
+    }
+
+    #[test]
+    fn cap_lowers_only_larger_counts() {
+        let topology = Topology::embedded().expect("parses").capped(4);
+        assert_eq!(
+            topology.topic(topic::ORDERS_MESSAGES).map(|t| t.partitions),
+            Some(4)
+        );
+        assert_eq!(
+            topology
+                .topic(topic::ORDERS_CHANGELOG)
+                .map(|t| t.partitions),
+            Some(4)
+        );
+        assert_eq!(
+            topology
+                .topic(topic::ORDERS_DEAD_LETTER)
+                .map(|t| t.partitions),
+            Some(1)
+        );
     }
 
     #[test]

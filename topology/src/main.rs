@@ -2,8 +2,9 @@
 //! topology.toml.
 //!
 //! Environment: D2C_KAFKA_BROKERS (default 127.0.0.1:9092), D2C_TOPIC_PREFIX
-//! (default empty). `--file PATH` reads another topology file than the one
-//! built in.
+//! (default empty), D2C_MAX_PARTITIONS (default none: the declared counts).
+//! `--file PATH` reads another topology file than the one built in;
+//! `--max-partitions N` caps every topic at N partitions, for local brokers.
 
 use anyhow::{bail, Context};
 use d2c_topology::{apply, inspect, topic_partitions, Topology};
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: topology <apply|verify|health|list> [--file PATH] [--prefix PREFIX] [--brokers HOST:PORT] [--timeout-secs N] [--only SERVICE,...]";
+const USAGE: &str = "usage: topology <apply|verify|health|list> [--file PATH] [--prefix PREFIX] [--brokers HOST:PORT] [--timeout-secs N] [--only SERVICE,...] [--max-partitions N]";
 
 struct Args {
     command: String,
@@ -20,6 +21,7 @@ struct Args {
     brokers: String,
     timeout: Duration,
     only: Option<String>,
+    max_partitions: Option<i32>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -31,6 +33,12 @@ fn parse_args() -> anyhow::Result<Args> {
         brokers: std::env::var("D2C_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         timeout: Duration::from_secs(10),
         only: None,
+        max_partitions: std::env::var("D2C_MAX_PARTITIONS")
+            .ok()
+            .filter(|value| !value.is_empty())
+            .map(|value| value.parse())
+            .transpose()
+            .context("D2C_MAX_PARTITIONS")?,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -39,6 +47,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--prefix" => parsed.prefix = value("--prefix")?,
             "--brokers" => parsed.brokers = value("--brokers")?,
             "--only" => parsed.only = Some(value("--only")?),
+            "--max-partitions" => {
+                parsed.max_partitions = Some(
+                    value("--max-partitions")?
+                        .parse()
+                        .context("--max-partitions")?,
+                )
+            }
             "--timeout-secs" => {
                 parsed.timeout =
                     Duration::from_secs(value("--timeout-secs")?.parse().context("--timeout-secs")?)
@@ -73,6 +88,9 @@ async fn run() -> anyhow::Result<ExitCode> {
     if let Some(only) = &args.only {
         let services: Vec<&str> = only.split(',').map(str::trim).collect();
         topology = topology.only_services(&services);
+    }
+    if let Some(max) = args.max_partitions {
+        topology = topology.capped(max);
     }
     let topology = topology.with_prefix(&args.prefix);
     match args.command.as_str() {

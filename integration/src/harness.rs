@@ -80,7 +80,7 @@ impl Platform {
         }
         let work = tempfile::Builder::new()
             .prefix("d2c-it-")
-            .keep(std::env::var_os("D2C_KEEP_LOGS").is_some())
+            .disable_cleanup(std::env::var_os("D2C_KEEP_LOGS").is_some())
             .tempdir()?;
         Ok(Self {
             prefix,

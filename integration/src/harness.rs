@@ -131,6 +131,28 @@ impl Platform {
     }
 }
 
+impl Drop for Platform {
+    /// A failing test shows what its services logged, so a CI failure can be
+    /// read from CI's output alone.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.work.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("----- {} (last 60 lines) -----", path.display());
+                eprintln!("{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            }
+        }
+    }
+}
+
 /// A running binary. Killed (SIGKILL) when dropped.
 pub struct Service {
     pub name: String,

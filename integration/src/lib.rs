@@ -2,5 +2,6 @@
 //! real binaries, a real broker, HTTP on loopback. Shared by the integration
 //! tests and the load generator.
 
+pub mod cli;
 pub mod harness;
 pub mod kafka;

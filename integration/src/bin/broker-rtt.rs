@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use d2c_integration::cli::{parse_num, Flag, Flags};
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -69,31 +70,19 @@ impl Args {
                 None => 5,
             },
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            if arg == "-h" || arg == "--help" {
+        let mut flags = Flags::from_env(USAGE);
+        while let Some(parsed) = flags.next_flag()? {
+            let Flag::Value { name: flag, value } = parsed else {
                 println!("{USAGE}");
                 return Ok(None);
-            }
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
-                None => (arg, None),
-            };
-            let mut value = || -> Result<String> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => it
-                        .next()
-                        .with_context(|| format!("{flag} needs a value\n{USAGE}")),
-                }
             };
             match flag.as_str() {
-                "--brokers" => args.brokers = value()?,
-                "--topic" => args.topic = value()?,
-                "--partition" => args.partition = parse_num(&flag, &value()?)?,
-                "--count" => args.count = parse_num(&flag, &value()?)?,
-                "--rate" => args.rate = parse_num(&flag, &value()?)?,
-                "--fetch-wait-ms" => args.fetch_wait_ms = parse_num(&flag, &value()?)?,
+                "--brokers" => args.brokers = value,
+                "--topic" => args.topic = value,
+                "--partition" => args.partition = parse_num(&flag, &value)?,
+                "--count" => args.count = parse_num(&flag, &value)?,
+                "--rate" => args.rate = parse_num(&flag, &value)?,
+                "--fetch-wait-ms" => args.fetch_wait_ms = parse_num(&flag, &value)?,
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
@@ -108,15 +97,6 @@ impl Args {
         }
         Ok(Some(args))
     }
-}
-
-fn parse_num<T>(flag: &str, raw: &str) -> Result<T>
-where
-    T: std::str::FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    raw.parse()
-        .with_context(|| format!("invalid value {raw:?} for {flag}"))
 }
 
 fn new_histogram() -> Result<Histogram<u64>> {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use d2c_integration::cli::{parse_num, Flag, Flags};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -64,36 +65,24 @@ impl Args {
             max_in_flight: 20_000,
             warmup_s: 1.0,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            if arg == "-h" || arg == "--help" {
+        let mut flags = Flags::from_env(USAGE);
+        while let Some(parsed) = flags.next_flag()? {
+            let Flag::Value { name: flag, value } = parsed else {
                 println!("{USAGE}");
                 return Ok(None);
-            }
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
-                None => (arg, None),
-            };
-            let mut value = || -> Result<String> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => it
-                        .next()
-                        .with_context(|| format!("{flag} needs a value\n{USAGE}")),
-                }
             };
             match flag.as_str() {
-                "--url" => args.url = value()?,
-                "--rate" => args.rate = parse_num(&flag, &value()?)?,
-                "--duration" => args.duration_s = parse_num(&flag, &value()?)?,
+                "--url" => args.url = value,
+                "--rate" => args.rate = parse_num(&flag, &value)?,
+                "--duration" => args.duration_s = parse_num(&flag, &value)?,
                 "--timeout-ms" => {
-                    args.timeout = Duration::from_millis(parse_num(&flag, &value()?)?);
+                    args.timeout = Duration::from_millis(parse_num(&flag, &value)?);
                 }
-                "--customers" => args.customers = parse_num(&flag, &value()?)?,
-                "--skus" => args.skus = parse_num(&flag, &value()?)?,
-                "--lines" => args.lines = parse_num(&flag, &value()?)?,
-                "--max-in-flight" => args.max_in_flight = parse_num(&flag, &value()?)?,
-                "--warmup" => args.warmup_s = parse_num(&flag, &value()?)?,
+                "--customers" => args.customers = parse_num(&flag, &value)?,
+                "--skus" => args.skus = parse_num(&flag, &value)?,
+                "--lines" => args.lines = parse_num(&flag, &value)?,
+                "--max-in-flight" => args.max_in_flight = parse_num(&flag, &value)?,
+                "--warmup" => args.warmup_s = parse_num(&flag, &value)?,
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
@@ -115,15 +104,6 @@ impl Args {
         }
         Ok(Some(args))
     }
-}
-
-fn parse_num<T>(flag: &str, raw: &str) -> Result<T>
-where
-    T: std::str::FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    raw.parse()
-        .with_context(|| format!("invalid value {raw:?} for {flag}"))
 }
 
 /// splitmix64: enough spread for picking ids and keeps runs reproducible

@@ -41,10 +41,3 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
         })),
     )
 }
-
-pub async fn metrics() -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        d2c_runtime::metrics::METRICS.render(),
-    )
-}

@@ -42,7 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(orders::get_order))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(d2c_runtime::admin::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(observe))

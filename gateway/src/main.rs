@@ -54,26 +54,11 @@ async fn main() -> anyhow::Result<()> {
     println!("HTTP_LISTENING {bound}");
     tracing::info!(%bound, "Gateway listening");
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(d2c_runtime::shutdown_signal())
         .await?;
     producer
         .flush(Duration::from_secs(10))
         .context("flushing the producer")?;
     tracing::info!("Stopped cleanly");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }

@@ -6,10 +6,9 @@
 //! more (the request already answered 202, or a duplicate) is dropped.
 
 use crate::metrics::GATEWAY_METRICS;
-use d2c_proto::Envelope;
-use d2c_runtime::kafka::assigned_consumer_config;
+use d2c_runtime::kafka::{assigned_consumer_config, envelope_of};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,15 +105,22 @@ pub async fn start_reply_consumer(
     pending: Arc<Pending>,
     assigned: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer =
-        assigned_consumer_config(brokers, "gateway-replies", fetch_wait).create()?;
-    let topic_owned = topic.to_owned();
-    let probe = consumer_watermarks(brokers, &topic_owned, partition, fetch_wait).await?;
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(assigned_consumer_config(brokers, "gateway-replies", fetch_wait).create()?);
+    // Start at the high watermark: where replies to requests sent from now on
+    // will land. The lookup blocks, so it runs off the async threads.
+    let lookup = Arc::clone(&consumer);
+    let lookup_topic = topic.to_owned();
+    let (_, high) = tokio::task::spawn_blocking(move || {
+        lookup.fetch_watermarks(&lookup_topic, partition, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(probe))?;
+    assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
     consumer.assign(&assignment)?;
     assigned.store(true, Ordering::Release);
-    tracing::info!(topic, partition, offset = probe, "Reading replies");
+    tracing::info!(topic, partition, offset = high, "Reading replies");
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {
@@ -128,34 +134,8 @@ pub async fn start_reply_consumer(
     }))
 }
 
-/// The partition's high watermark: where replies to requests sent from now on
-/// will land.
-async fn consumer_watermarks(
-    brokers: &str,
-    topic: &str,
-    partition: i32,
-    fetch_wait: Duration,
-) -> Result<i64, rdkafka::error::KafkaError> {
-    let consumer: rdkafka::consumer::BaseConsumer =
-        assigned_consumer_config(brokers, "gateway-replies-probe", fetch_wait).create()?;
-    let topic = topic.to_owned();
-    let (_, high) = tokio::task::spawn_blocking(move || {
-        consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
-    })
-    .await
-    .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
-    Ok(high)
-}
-
 fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
-    let Some(headers) = message.headers() else {
-        return;
-    };
-    let pairs: Vec<(&str, &[u8])> = headers
-        .iter()
-        .filter_map(|header| header.value.map(|value| (header.key, value)))
-        .collect();
-    let envelope = match Envelope::from_headers(pairs) {
+    let envelope = match envelope_of(message) {
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::warn!(%error, "Reply without a valid envelope dropped");

@@ -115,6 +115,27 @@ impl Platform {
         Service::spawn(name, command, "ADMIN_LISTENING", self.work.path()).await
     }
 
+    /// An orders processor that has finished its first assignment.
+    pub async fn orders_ready(&self, name: &str) -> anyhow::Result<Service> {
+        let service = self.orders(name).await?;
+        service.wait_ready(Duration::from_secs(60)).await?;
+        Ok(service)
+    }
+
+    /// A gateway that reads its reply partition and reaches the broker.
+    pub async fn gateway_ready(
+        &self,
+        name: &str,
+        reply_partition: i32,
+        reply_timeout_ms: u64,
+    ) -> anyhow::Result<Service> {
+        let service = self
+            .gateway(name, reply_partition, reply_timeout_ms)
+            .await?;
+        service.wait_ready(Duration::from_secs(30)).await?;
+        Ok(service)
+    }
+
     pub async fn gateway(
         &self,
         name: &str,

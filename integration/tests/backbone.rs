@@ -96,19 +96,11 @@ async fn wait_for_order(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_placed_and_retries_map_to_the_same_order() {
     let platform = Platform::new(SERVICES).await.expect("platform");
-    let orders = platform.orders("orders-a").await.expect("orders starts");
-    let gateway = platform
-        .gateway("gateway", 0, 5_000)
-        .await
-        .expect("gateway starts");
-    orders
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("orders ready");
-    gateway
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("gateway ready");
+    let (_orders, gateway) = tokio::try_join!(
+        platform.orders_ready("orders-a"),
+        platform.gateway_ready("gateway", 0, 5_000),
+    )
+    .expect("orders and gateway ready");
     let client = reqwest::Client::new();
     let base = gateway.url("");
 
@@ -179,11 +171,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
 async fn bad_input_gets_clear_errors() {
     let platform = Platform::new(SERVICES).await.expect("platform");
     let gateway = platform
-        .gateway("gateway", 1, 2_000)
-        .await
-        .expect("gateway starts");
-    gateway
-        .wait_ready(Duration::from_secs(30))
+        .gateway_ready("gateway", 1, 2_000)
         .await
         .expect("gateway ready");
     let client = reqwest::Client::new();
@@ -250,11 +238,7 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
     let platform = Platform::new(SERVICES).await.expect("platform");
     // No processor yet: the command waits in orders.messages.
     let gateway = platform
-        .gateway("gateway", 2, 1_000)
-        .await
-        .expect("gateway starts");
-    gateway
-        .wait_ready(Duration::from_secs(30))
+        .gateway_ready("gateway", 2, 1_000)
         .await
         .expect("gateway ready");
     let client = reqwest::Client::new();
@@ -277,9 +261,8 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         format!("/orders/{}", pending["order_id"].as_str().expect("id"))
     );
 
-    let orders = platform.orders("orders-late").await.expect("orders starts");
-    orders
-        .wait_ready(Duration::from_secs(60))
+    let _orders = platform
+        .orders_ready("orders-late")
         .await
         .expect("orders ready");
     let order = wait_for_order(
@@ -295,19 +278,11 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let platform = Platform::new(SERVICES).await.expect("platform");
-    let mut orders = platform.orders("orders-k").await.expect("orders starts");
-    let gateway = platform
-        .gateway("gateway", 3, 3_000)
-        .await
-        .expect("gateway starts");
-    orders
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("orders ready");
-    gateway
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("gateway ready");
+    let (mut orders, gateway) = tokio::try_join!(
+        platform.orders_ready("orders-k"),
+        platform.gateway_ready("gateway", 3, 3_000),
+    )
+    .expect("orders and gateway ready");
     let client = reqwest::Client::new();
     let base = gateway.url("");
 
@@ -340,12 +315,8 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     orders.kill9().await.expect("killed");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let orders = platform
-        .orders("orders-k")
-        .await
-        .expect("orders restarts on the same store");
-    orders
-        .wait_ready(Duration::from_secs(60))
+    let _orders = platform
+        .orders_ready("orders-k")
         .await
         .expect("orders ready again");
 
@@ -378,22 +349,16 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_partitions_and_take_over_each_other() {
     let platform = Platform::new(SERVICES).await.expect("platform");
-    let first = platform.orders("orders-1").await.expect("first starts");
-    first
-        .wait_ready(Duration::from_secs(60))
+    let first = platform
+        .orders_ready("orders-1")
         .await
         .expect("first ready");
-    let mut second = platform.orders("orders-2").await.expect("second starts");
-    second
-        .wait_ready(Duration::from_secs(60))
+    let mut second = platform
+        .orders_ready("orders-2")
         .await
         .expect("second ready");
     let gateway = platform
-        .gateway("gateway", 4, 5_000)
-        .await
-        .expect("gateway starts");
-    gateway
-        .wait_ready(Duration::from_secs(30))
+        .gateway_ready("gateway", 4, 5_000)
         .await
         .expect("gateway ready");
 
@@ -479,19 +444,11 @@ async fn instances_share_partitions_and_take_over_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_instance_restores_state_from_the_changelog() {
     let platform = Platform::new(SERVICES).await.expect("platform");
-    let mut original = platform.orders("orders-old").await.expect("starts");
-    let gateway = platform
-        .gateway("gateway", 5, 5_000)
-        .await
-        .expect("gateway starts");
-    original
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("ready");
-    gateway
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("gateway ready");
+    let (mut original, gateway) = tokio::try_join!(
+        platform.orders_ready("orders-old"),
+        platform.gateway_ready("gateway", 5, 5_000),
+    )
+    .expect("orders and gateway ready");
     let client = reqwest::Client::new();
     let base = gateway.url("");
     let mut ids = Vec::new();

@@ -44,7 +44,8 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+/// `/metrics`: every metric of this process (runtime and service alike).
+pub async fn metrics() -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
         METRICS.render(),

@@ -2,7 +2,9 @@
 //! reason measured on our broker (tansu) or required for correctness on real
 //! Kafka.
 
+use d2c_proto::Envelope;
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Headers, Message};
 use std::time::Duration;
 
 /// An idempotent producer: a retried send is written once per partition, in
@@ -25,6 +27,22 @@ pub fn producer_config(brokers: &str, client_id: &str, linger: Duration) -> Clie
     config
 }
 
+/// What every consumer shares: where to fetch from, how long a fetch may wait
+/// (tansu answers only when the wait is over), and offsets stored only by the
+/// application.
+fn consumer_config(brokers: &str, client_id: &str, fetch_wait: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        .set("enable.auto.offset.store", "false")
+        .set("socket.nagle.disable", "true")
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
+        .set("fetch.min.bytes", "1")
+        .set("enable.partition.eof", "false");
+    config
+}
+
 /// A group member. Offsets are stored by the application only after the
 /// message's effects are durable, then auto-committed (for lag monitoring and
 /// tools; the runtime resumes from the offset in its own store).
@@ -35,19 +53,13 @@ pub fn group_consumer_config(
     fetch_wait: Duration,
     session_timeout: Duration,
 ) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = consumer_config(brokers, client_id, fetch_wait);
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
-        .set("client.id", client_id)
-        .set("socket.nagle.disable", "true")
         // With `range`, tansu never hands a killed member's partitions on.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
-        .set("fetch.min.bytes", "1")
         .set(
             "session.timeout.ms",
             session_timeout.as_millis().to_string(),
@@ -55,8 +67,7 @@ pub fn group_consumer_config(
         .set(
             "heartbeat.interval.ms",
             (session_timeout.as_millis() / 5).max(100).to_string(),
-        )
-        .set("enable.partition.eof", "false");
+        );
     config
 }
 
@@ -67,17 +78,20 @@ pub fn assigned_consumer_config(
     client_id: &str,
     fetch_wait: Duration,
 ) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = consumer_config(brokers, client_id, fetch_wait);
     config
-        .set("bootstrap.servers", brokers)
-        .set("client.id", client_id)
         // librdkafka wants a group id even for assign(); it is never joined.
         .set("group.id", format!("{client_id}-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("socket.nagle.disable", "true")
-        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
-        .set("fetch.min.bytes", "1")
-        .set("enable.partition.eof", "false");
+        .set("enable.auto.commit", "false");
     config
+}
+
+/// The envelope in a consumed record's headers.
+pub fn envelope_of(message: &impl Message) -> Result<Envelope, String> {
+    let headers = message.headers().ok_or("message has no headers")?;
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter_map(|header| header.value.map(|value| (header.key, value)))
+        .collect();
+    Envelope::from_headers(pairs).map_err(|error| error.to_string())
 }

@@ -25,7 +25,7 @@ mod worker;
 
 pub use config::RuntimeConfig;
 pub use handler::{Effects, Handler, HandlerError, Incoming, Outgoing};
-pub use run::{run, ProcessorSpec};
+pub use run::{run, shutdown_signal, ProcessorSpec};
 
 /// Errors of the runtime. Kafka errors carry where they happened.
 #[derive(Debug, thiserror::Error)]

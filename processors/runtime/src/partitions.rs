@@ -10,7 +10,7 @@
 
 use crate::admin::Readiness;
 use crate::metrics::METRICS;
-use crate::restore::open_partition;
+use crate::restore;
 use crate::run::Shared;
 use crate::{worker, RuntimeError};
 use rdkafka::client::ClientContext;
@@ -59,8 +59,9 @@ impl Partitions {
     /// Open stores and start workers; returns where each partition resumes.
     fn assign(&self, partitions: &[i32]) -> Result<Vec<(i32, Offset)>, RuntimeError> {
         let mut resume = Vec::with_capacity(partitions.len());
+        let changelog = restore::changelog_reader(&self.shared)?;
         for &partition in partitions {
-            let store = open_partition(&self.shared, partition)?;
+            let store = restore::open_partition(&self.shared, &changelog, partition)?;
             let offset = match store.applied_offset()? {
                 Some(applied) => Offset::Offset(applied + 1),
                 None => Offset::Beginning,
@@ -123,6 +124,10 @@ impl Partitions {
     /// worker's inbox is full: back-pressure all the way to the broker.
     pub fn dispatch(&self, message: OwnedMessage) {
         let partition = rdkafka::Message::partition(&message);
+        METRICS
+            .messages_consumed
+            .with_label_values(&[rdkafka::Message::topic(&message)])
+            .inc();
         let inbox = self
             .workers()
             .get(&partition)
@@ -138,6 +143,10 @@ impl Partitions {
             }
             None => tracing::warn!(partition, "Message for an unowned partition ignored"),
         }
+    }
+
+    pub fn input_topic(&self) -> &str {
+        &self.shared.topics.input
     }
 
     fn record_fatal(&self, error: RuntimeError) {
@@ -211,11 +220,5 @@ impl ConsumerContext for RebalanceContext {
                 }
             }
         }
-    }
-}
-
-impl Partitions {
-    pub fn input_topic(&self) -> &str {
-        &self.shared.topics.input
     }
 }

@@ -27,17 +27,22 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 /// The store of `partition`, brought up to date with the changelog.
-pub(crate) fn open_partition(
-    shared: &Shared,
-    partition: i32,
-) -> Result<PartitionStore, RuntimeError> {
-    let started = Instant::now();
-    let consumer: BaseConsumer = assigned_consumer_config(
+/// A reader of the changelog, shared by every partition of one assignment.
+pub(crate) fn changelog_reader(shared: &Shared) -> Result<BaseConsumer, RuntimeError> {
+    Ok(assigned_consumer_config(
         &shared.config.brokers,
         &format!("{}-restore", shared.service),
         shared.config.fetch_wait,
     )
-    .create()?;
+    .create()?)
+}
+
+pub(crate) fn open_partition(
+    shared: &Shared,
+    consumer: &BaseConsumer,
+    partition: i32,
+) -> Result<PartitionStore, RuntimeError> {
+    let started = Instant::now();
     let (low, high) = consumer
         .fetch_watermarks(&shared.topics.changelog, partition, Duration::from_secs(10))
         .map_err(|error| restore_error(shared, partition, format!("watermarks: {error}")))?;
@@ -50,7 +55,7 @@ pub(crate) fn open_partition(
                 return Ok(store);
             }
             if next >= low && next < high {
-                let applied = apply_changelog(shared, &consumer, &store, next, high)?;
+                let applied = apply_changelog(shared, consumer, &store, next, high)?;
                 store.changelog_appended(high)?;
                 tracing::info!(
                     partition,
@@ -67,7 +72,7 @@ pub(crate) fn open_partition(
         shared.store.drop_partition(partition)?;
     }
     let store = shared.store.create_partition(partition)?;
-    let restored = apply_changelog(shared, &consumer, &store, low, high);
+    let restored = apply_changelog(shared, consumer, &store, low, high);
     let outcome = if restored.is_ok() {
         "restored"
     } else {
@@ -156,6 +161,9 @@ fn apply_changelog(
                 tracing::warn!(%error, partition, "Changelog read failed; retrying");
                 continue;
             }
+            // The reader is reused across partitions; never let a record of
+            // the previous one reach this store.
+            Some(Ok(message)) if message.partition() != partition => continue,
             Some(Ok(message)) => message,
         };
         let entry = Entry {

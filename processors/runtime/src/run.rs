@@ -132,14 +132,14 @@ fn poll_loop(
     stored_offsets: &Receiver<(i32, i64)>,
     stop: &AtomicBool,
 ) -> Result<(), RuntimeError> {
-    let input = partitions_topic(partitions);
+    let input = partitions.input_topic();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => partitions.dispatch(message.detach()),
             Some(Err(error)) => tracing::warn!(%error, "Consumer error"),
             None => {}
         }
-        store_offsets(consumer, &input, stored_offsets);
+        store_offsets(consumer, input, stored_offsets);
         if let Some(error) = partitions
             .fatal
             .lock()
@@ -150,7 +150,7 @@ fn poll_loop(
         }
     }
     partitions.revoke_all();
-    store_offsets(consumer, &input, stored_offsets);
+    store_offsets(consumer, input, stored_offsets);
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
         Err(error)
@@ -159,10 +159,6 @@ fn poll_loop(
     }
     consumer.unsubscribe();
     Ok(())
-}
-
-fn partitions_topic(partitions: &Partitions) -> String {
-    partitions.input_topic().to_owned()
 }
 
 fn store_offsets(
@@ -178,7 +174,8 @@ fn store_offsets(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -12,10 +12,10 @@
 //! the next owner replaying that batch (see `restore`).
 
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
+use crate::kafka::envelope_of;
 use crate::metrics::METRICS;
 use crate::run::Shared;
 use d2c_proto::envelope::header;
-use d2c_proto::Envelope;
 use d2c_state::{
     applied_offset_key, changelog_outbox_entry, encode_offset, ChangeSet, Entry, Overlay,
     PartitionStore, StateError,
@@ -44,6 +44,7 @@ struct Plan {
     records: Vec<Record>,
     last_offset: Option<i64>,
     handled: Vec<String>,
+    dead_letters: u64,
 }
 
 pub(crate) async fn run(
@@ -103,8 +104,10 @@ async fn process_batch(
     revoked: &AtomicBool,
 ) -> Outcome {
     let Some(plan) = retry(revoked, "handle batch", || {
-        plan_batch(shared, store, batch, applied)
-            .map_err(|error| (error.is_retryable(), error.to_string()))
+        std::future::ready(
+            plan_batch(shared, store, batch, applied)
+                .map_err(|error| (error.is_retryable(), error.to_string())),
+        )
     })
     .await
     else {
@@ -115,8 +118,8 @@ async fn process_batch(
     };
 
     let started = Instant::now();
-    if retry_async(revoked, "produce outgoing messages", || {
-        send_all(shared, &plan.records)
+    if retry(revoked, "produce outgoing messages", || async {
+        send_all(shared, &plan.records).await.map_err(transient)
     })
     .await
     .is_none()
@@ -124,14 +127,22 @@ async fn process_batch(
         return Outcome::Stopped;
     }
     observe_phase("produce", started);
+    if plan.dead_letters > 0 {
+        METRICS
+            .dead_letters
+            .with_label_values(&[&shared.topics.input])
+            .inc_by(plan.dead_letters);
+    }
 
     let started = Instant::now();
     let mut local = plan.entries.clone();
     local.push(changelog_outbox_entry(&plan.entries));
     if retry(revoked, "commit state", || {
-        store
-            .write(&local)
-            .map_err(|error| (error.is_retryable(), error.to_string()))
+        std::future::ready(
+            store
+                .write(&local)
+                .map_err(|error| (error.is_retryable(), error.to_string())),
+        )
     })
     .await
     .is_none()
@@ -151,7 +162,10 @@ async fn process_batch(
     // Past this point the batch is committed; the offset moves on even if the
     // partition is revoked before the changelog catches up: the outbox keeps
     // the entries for whoever owns the partition next (see `restore`).
-    match retry_async(revoked, "append changelog", || send_all(shared, &changelog)).await {
+    let appended = retry(revoked, "append changelog", || async {
+        send_all(shared, &changelog).await.map_err(transient)
+    });
+    match appended.await {
         Some(Some(last)) => {
             if let Err(error) = store.changelog_appended(last + 1) {
                 tracing::warn!(%error, "Changelog checkpoint not written; the outbox will be re-sent");
@@ -188,14 +202,11 @@ fn plan_batch(
             continue;
         }
         plan.last_offset = Some(message.offset());
-        METRICS
-            .messages_consumed
-            .with_label_values(&[message.topic()])
-            .inc();
         let envelope = match envelope_of(message) {
             Ok(envelope) => envelope,
             Err(reason) => {
                 plan.records.push(dead_letter(shared, message, &reason));
+                plan.dead_letters += 1;
                 continue;
             }
         };
@@ -238,6 +249,7 @@ fn plan_batch(
             Err(HandlerError::Malformed(reason)) => {
                 tracing::warn!(%reason, "Message dead-lettered");
                 plan.records.push(dead_letter(shared, message, &reason));
+                plan.dead_letters += 1;
             }
             Err(HandlerError::State(error)) => return Err(error),
         }
@@ -250,15 +262,6 @@ fn plan_batch(
         });
     }
     Ok(plan)
-}
-
-fn envelope_of(message: &OwnedMessage) -> Result<Envelope, String> {
-    let headers = message.headers().ok_or("message has no headers")?;
-    let pairs: Vec<(&str, &[u8])> = headers
-        .iter()
-        .filter_map(|header| header.value.map(|value| (header.key, value)))
-        .collect();
-    Envelope::from_headers(pairs).map_err(|error| error.to_string())
 }
 
 fn to_record(shared: &Shared, outgoing: Outgoing) -> Record {
@@ -282,10 +285,6 @@ fn to_record(shared: &Shared, outgoing: Outgoing) -> Record {
 
 /// The original record, its headers, and why it could not be handled.
 fn dead_letter(shared: &Shared, message: &OwnedMessage, reason: &str) -> Record {
-    METRICS
-        .dead_letters
-        .with_label_values(&[message.topic()])
-        .inc();
     let mut headers: Vec<(String, Vec<u8>)> = message
         .headers()
         .map(|headers| {
@@ -396,41 +395,29 @@ pub(crate) async fn send_all(shared: &Shared, records: &[Record]) -> Result<Opti
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Retry a step with exponential backoff until it succeeds, fails for good,
-/// or the partition is revoked (then `None`: a new owner takes over).
-async fn retry<T>(
-    revoked: &AtomicBool,
-    what: &str,
-    mut step: impl FnMut() -> Result<T, (bool, String)>,
-) -> Option<T> {
-    let mut backoff = BACKOFF_START;
-    loop {
-        match step() {
-            Ok(value) => return Some(value),
-            Err((retryable, error)) => {
-                tracing::error!(%error, retryable, "Step failed: {what}");
-                if !retryable || revoked.load(Ordering::Acquire) {
-                    return None;
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
+/// A failed step: whether trying again can help, and why it failed.
+type Failure = (bool, String);
+
+/// Broker errors pass (the producer already retried internally; the broker
+/// may be back by the next attempt).
+fn transient(error: String) -> Failure {
+    (true, error)
 }
 
-async fn retry_async<T, F, Fut>(revoked: &AtomicBool, what: &str, mut step: F) -> Option<T>
+/// Retry a step with exponential backoff until it succeeds, fails for good,
+/// or the partition is revoked (then `None`: a new owner takes over).
+async fn retry<T, F, Fut>(revoked: &AtomicBool, what: &str, mut step: F) -> Option<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let mut backoff = BACKOFF_START;
     loop {
         match step().await {
             Ok(value) => return Some(value),
-            Err(error) => {
-                tracing::error!(%error, "Step failed, retrying: {what}");
-                if revoked.load(Ordering::Acquire) {
+            Err((retryable, error)) => {
+                tracing::error!(%error, retryable, "Step failed: {what}");
+                if !retryable || revoked.load(Ordering::Acquire) {
                     return None;
                 }
             }

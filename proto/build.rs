@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let files = ["d2c/common/v1/common.proto", "d2c/orders/v1/orders.proto"];
+    let files = [
+        "d2c/common/v1/common.proto",
+        "d2c/orders/v1/orders.proto",
+        "d2c/inventory/v1/inventory.proto",
+        "d2c/payments/v1/payments.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed=proto/{file}");
     }

@@ -19,6 +19,18 @@ pub mod orders {
     }
 }
 
+pub mod inventory {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/d2c.inventory.v1.rs"));
+    }
+}
+
+pub mod payments {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/d2c.payments.v1.rs"));
+    }
+}
+
 /// The protobuf full name of a message type, as carried in the
 /// `d2c-message-type` header.
 pub fn type_name<M: prost::Name>() -> String {

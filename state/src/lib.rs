@@ -24,6 +24,14 @@ pub enum Table {
     SeenMessages = 0x01,
     /// Orders by order id.
     Orders = 0x10,
+    /// Stock per SKU (inventory).
+    Stock = 0x20,
+    /// Reservations by (SKU, order id) (inventory).
+    Reservations = 0x21,
+    /// Stock adjustment ids already applied, by (SKU, adjustment id).
+    StockAdjustments = 0x22,
+    /// Payments by order id.
+    Payments = 0x30,
 }
 
 impl Table {

@@ -15,6 +15,10 @@ pub mod topic {
     pub const ORDERS_EVENTS: &str = "orders.events";
     pub const ORDERS_CHANGELOG: &str = "orders.changelog";
     pub const ORDERS_DEAD_LETTER: &str = "orders.dead-letter";
+    pub const INVENTORY_MESSAGES: &str = "inventory.messages";
+    pub const INVENTORY_EVENTS: &str = "inventory.events";
+    pub const PAYMENTS_MESSAGES: &str = "payments.messages";
+    pub const PAYMENTS_EVENTS: &str = "payments.events";
     pub const GATEWAY_REPLIES: &str = "gateway.replies";
 }
 

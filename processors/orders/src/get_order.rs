@@ -17,6 +17,7 @@ pub fn apply(
             code: Code::NotFound as i32,
             field: "order_id".into(),
             message: format!("order {} does not exist", query.order_id),
+            ..Rejection::default()
         })),
     };
     effects.reply(

@@ -1,23 +1,47 @@
 //! The orders processor: owns each order (keyed by order id) and answers for
 //! it. Handlers are pure: state and message in, effects out.
 //!
-//! Order states (enforced by the handlers; more arrive with the checkout saga):
+//! # The checkout saga
+//!
+//! orders orchestrates; inventory (keyed by SKU) and payments (keyed by order
+//! id) answer on `orders.messages`, keyed by order id, so every step of one
+//! order is handled by the partition that owns it, in order, with no lock.
 //!
 //! ```text
-//!   (none) --PlaceOrder--> PLACED
+//!   (none) --PlaceOrder--> PLACED          ReserveStock per line
+//!   PLACED --all lines reserved--> AWAITING_PAYMENT     AuthorizePayment
+//!   PLACED --all answered, any refused--> REJECTED      ReleaseStock (reserved lines), 409
+//!   AWAITING_PAYMENT --authorized--> CONFIRMED          CommitStock per line, 201
+//!   AWAITING_PAYMENT --declined--> REJECTED             ReleaseStock per line, 402
+//!   CONFIRMED --CancelOrder--> CANCELLING               ReleaseStock + RefundPayment
+//!   CANCELLING --refunded--> CANCELLED                  answer the cancel
 //! ```
 //!
-//! A PlaceOrder for an order that exists is an idempotent retry: same request
-//! → the order as it stands, nothing new emitted; same key with a different
-//! request → refused as a conflict.
+//! The table lives in [`status::is_allowed`] and every change goes through
+//! [`status::transition`]. A command that asks for an illegal step (cancel a
+//! rejected order) is refused with ILLEGAL_TRANSITION; an answer that arrives
+//! twice or after its step is over changes nothing.
+//!
+//! The request that started a step (the gateway's parked HTTP request) is
+//! remembered as a reply address + correlation id and answered when the step
+//! settles. A PlaceOrder for an order that exists is an idempotent retry: same
+//! request → the order as it stands; same key with a different request →
+//! refused as a conflict.
 
+pub mod cancel;
 pub mod get_order;
 pub mod place_order;
+pub mod saga;
+pub mod status;
 mod table;
+#[cfg(test)]
+mod testing;
 
 pub use table::{OrderRead, OrderWrite};
 
-use d2c_proto::orders::v1::{GetOrder, PlaceOrder};
+use d2c_proto::inventory::v1::ReservationResult;
+use d2c_proto::orders::v1::{CancelOrder, GetOrder, PlaceOrder};
+use d2c_proto::payments::v1::PaymentResult;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
 use prost::Name;
@@ -39,6 +63,12 @@ impl Handler for OrdersHandler {
         let message_type = message.envelope.message_type.as_str();
         if message_type == PlaceOrder::full_name() {
             place_order::apply(state, message.envelope, message.decode()?, effects)
+        } else if message_type == ReservationResult::full_name() {
+            saga::on_reservation(state, message.decode()?, effects)
+        } else if message_type == PaymentResult::full_name() {
+            saga::on_payment(state, message.decode()?, effects)
+        } else if message_type == CancelOrder::full_name() {
+            cancel::apply(state, message.decode()?, effects)
         } else if message_type == GetOrder::full_name() {
             get_order::apply(state, message.decode()?, effects)
         } else {

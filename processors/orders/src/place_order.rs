@@ -2,8 +2,9 @@
 
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
+use d2c_proto::inventory::v1::ReserveStock;
 use d2c_proto::orders::v1::{
-    order_reply, Order, OrderPlaced, OrderRecord, OrderReply, OrderStatus, PlaceOrder,
+    order_reply, LineStatus, Order, OrderPlaced, OrderRecord, OrderReply, OrderStatus, PlaceOrder,
 };
 use d2c_proto::Envelope;
 use d2c_runtime::{Effects, HandlerError};
@@ -28,6 +29,7 @@ pub fn apply(
                 code: Code::Conflict as i32,
                 field: "Idempotency-Key".into(),
                 message: "this Idempotency-Key was already used with a different request".into(),
+                ..Rejection::default()
             })
         };
         effects.reply(&reply_key, &reply);
@@ -40,10 +42,19 @@ pub fn apply(
             return Ok(());
         }
     };
-    effects.put_order(&OrderRecord {
-        order: Some(order.clone()),
-        request_hash: command.request_hash,
-    });
+    // The gateway gets its answer when the saga settles (see saga.rs); a
+    // retry meanwhile is answered at once with the order as it stands.
+    for line in &order.lines {
+        effects.send(
+            topic::INVENTORY_MESSAGES,
+            &line.sku,
+            &ReserveStock {
+                order_id: order.order_id.clone(),
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            },
+        );
+    }
     effects.send(
         topic::ORDERS_EVENTS,
         &order.order_id,
@@ -51,17 +62,22 @@ pub fn apply(
             order: Some(order.clone()),
         },
     );
-    effects.reply(
-        &reply_key,
-        &OrderReply {
-            result: Some(order_reply::Result::Order(order)),
-            replayed: false,
-        },
-    );
+    effects.put_order(&OrderRecord {
+        line_status: vec![LineStatus::Pending as i32; order.lines.len()],
+        order: Some(order),
+        request_hash: command.request_hash,
+        reply_to: envelope
+            .reply_to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        correlation_id: envelope.correlation_id.clone().unwrap_or_default(),
+        payment_method: command.payment_method,
+    });
     Ok(())
 }
 
-fn rejected(rejection: Rejection) -> OrderReply {
+pub(crate) fn rejected(rejection: Rejection) -> OrderReply {
     OrderReply {
         result: Some(order_reply::Result::Rejected(rejection)),
         replayed: false,
@@ -73,6 +89,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Rejection {
         code: Code::Invalid as i32,
         field: field.into(),
         message: message.into(),
+        ..Rejection::default()
     }
 }
 
@@ -91,6 +108,9 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
             "currency must be an ISO 4217 code such as EUR",
         ));
     }
+    if command.payment_method.is_empty() {
+        return Err(invalid("payment_method", "payment_method is required"));
+    }
     if command.lines.is_empty() {
         return Err(invalid("lines", "an order needs at least one line"));
     }
@@ -98,6 +118,15 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
     for (index, line) in command.lines.iter().enumerate() {
         if line.sku.is_empty() {
             return Err(invalid(format!("lines[{index}].sku"), "sku is required"));
+        }
+        if command.lines[..index]
+            .iter()
+            .any(|earlier| earlier.sku == line.sku)
+        {
+            return Err(invalid(
+                format!("lines[{index}].sku"),
+                "each SKU may appear on one line only",
+            ));
         }
         if line.quantity <= 0 {
             return Err(invalid(
@@ -126,143 +155,69 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
         status: OrderStatus::Placed as i32,
         placed_at_ms: envelope.sent_at_ms,
         idempotency_key: command.idempotency_key.clone(),
+        rejection: None,
+        payment_ref: String::new(),
+        updated_at_ms: envelope.sent_at_ms,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::OrdersHandler;
-    use d2c_proto::orders::v1::OrderLine;
-    use d2c_proto::ReplyTo;
-    use d2c_runtime::handler::Destination;
-    use d2c_runtime::{Handler, Incoming};
-    use d2c_state::{Overlay, Store, StoreOptions};
-    use prost::{Message, Name};
-
-    fn command(order_id: &str, hash: &[u8]) -> PlaceOrder {
-        PlaceOrder {
-            order_id: order_id.into(),
-            customer_id: "cust-1".into(),
-            lines: vec![
-                OrderLine {
-                    sku: "SKU-1".into(),
-                    quantity: 2,
-                    unit_price_minor: 1_250,
-                },
-                OrderLine {
-                    sku: "SKU-2".into(),
-                    quantity: 1,
-                    unit_price_minor: 500,
-                },
-            ],
-            currency: "EUR".into(),
-            idempotency_key: "key-1".into(),
-            request_hash: hash.to_vec(),
-        }
-    }
-
-    fn envelope(id: u128) -> Envelope {
-        let mut envelope = Envelope::new(
-            PlaceOrder::full_name(),
-            uuid::Uuid::from_u128(id),
-            1_700_000_000_000,
-        );
-        envelope.reply_to = Some(ReplyTo {
-            topic: "gateway.replies".into(),
-            partition: 0,
-        });
-        envelope
-    }
-
-    /// Runs the handler the way the runtime does, against a real (temporary)
-    /// RocksDB store, committing the changes.
-    fn handle(
-        store: &d2c_state::PartitionStore,
-        envelope: &Envelope,
-        command: &PlaceOrder,
-    ) -> Effects {
-        let payload = command.encode_to_vec();
-        let incoming = Incoming {
-            envelope,
-            key: None,
-            payload: &payload,
-            partition: 0,
-            offset: 0,
-        };
-        let mut effects = Effects::new(envelope);
-        let empty = d2c_state::ChangeSet::default();
-        OrdersHandler
-            .handle(
-                &Overlay {
-                    base: store,
-                    changes: &empty,
-                },
-                &incoming,
-                &mut effects,
-            )
-            .expect("handled");
-        store
-            .write(&effects.changes().clone().into_entries())
-            .expect("committed");
-        effects
-    }
-
-    fn reply_of(effects: &Effects) -> OrderReply {
-        let reply = effects
-            .outgoing()
-            .iter()
-            .find(|out| matches!(out.destination, Destination::Reply(_)))
-            .expect("a reply");
-        OrderReply::decode(reply.payload.as_slice()).expect("reply decodes")
-    }
-
-    fn temp_store() -> (tempfile::TempDir, d2c_state::PartitionStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
-        let partition = store.create_partition(0).expect("partition");
-        (dir, partition)
-    }
+    use crate::testing::{command, envelope, reply_of, sent_of, Harness};
+    use prost::Name;
 
     #[test]
-    fn new_order_is_recorded_announced_and_answered() {
-        let (_dir, store) = temp_store();
-        let effects = handle(&store, &envelope(1), &command("o-1", b"h"));
-        let reply = reply_of(&effects);
-        let Some(order_reply::Result::Order(order)) = reply.result else {
-            panic!("order expected")
-        };
+    fn new_order_reserves_each_line_and_is_announced() {
+        let harness = Harness::new();
+        let effects = harness.handle(&envelope(1), &command("o-1", b"h"));
+        let reserves: Vec<ReserveStock> = sent_of(&effects, topic::INVENTORY_MESSAGES);
+        assert_eq!(
+            reserves
+                .iter()
+                .map(|r| (r.sku.as_str(), r.quantity))
+                .collect::<Vec<_>>(),
+            [("SKU-1", 2), ("SKU-2", 1)]
+        );
+        let events = effects
+            .outgoing()
+            .iter()
+            .filter(|out| out.envelope.message_type == OrderPlaced::full_name())
+            .count();
+        assert_eq!(events, 1);
+        assert!(
+            reply_of(&effects).is_none(),
+            "answered when the saga settles"
+        );
+        let record = harness.store().order("o-1").expect("read").expect("stored");
+        let order = record.order.expect("order");
         assert_eq!(order.total_minor, 3_000);
         assert_eq!(order.placed_at_ms, 1_700_000_000_000);
-        assert!(!reply.replayed);
-        let events: Vec<_> = effects
-            .outgoing()
-            .iter()
-            .filter(|out| out.destination == Destination::Topic(topic::ORDERS_EVENTS.into()))
-            .collect();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].envelope.message_type, OrderPlaced::full_name());
-        assert!(store.order("o-1").expect("read").is_some());
+        assert_eq!(record.reply_to, "gateway.replies/0");
+        assert_eq!(record.line_status, [LineStatus::Pending as i32; 2]);
     }
 
     #[test]
-    fn retry_answers_the_same_order_and_emits_nothing() {
-        let (_dir, store) = temp_store();
-        let first = reply_of(&handle(&store, &envelope(1), &command("o-1", b"h")));
-        let retry = handle(&store, &envelope(2), &command("o-1", b"h"));
+    fn retry_answers_the_order_as_it_stands_and_emits_nothing() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        let retry = harness.handle(&envelope(2), &command("o-1", b"h"));
         assert_eq!(retry.outgoing().len(), 1, "only the reply");
         assert!(retry.changes().is_empty());
-        let again = reply_of(&retry);
+        let again = reply_of(&retry).expect("reply");
         assert!(again.replayed);
-        assert_eq!(again.result, first.result);
+        let Some(order_reply::Result::Order(order)) = again.result else {
+            panic!("order expected")
+        };
+        assert_eq!(order.status, OrderStatus::Placed as i32);
     }
 
     #[test]
     fn same_key_different_request_is_a_conflict() {
-        let (_dir, store) = temp_store();
-        handle(&store, &envelope(1), &command("o-1", b"h1"));
-        let reply = reply_of(&handle(&store, &envelope(2), &command("o-1", b"h2")));
-        let Some(order_reply::Result::Rejected(rejection)) = reply.result else {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h1"));
+        let reply = reply_of(&harness.handle(&envelope(2), &command("o-1", b"h2")));
+        let Some(order_reply::Result::Rejected(rejection)) = reply.expect("reply").result else {
             panic!("rejection expected")
         };
         assert_eq!(rejection.code, Code::Conflict as i32);
@@ -270,31 +225,37 @@ mod tests {
 
     #[test]
     fn invalid_lines_are_rejected_naming_the_field() {
-        let (_dir, store) = temp_store();
+        let harness = Harness::new();
+        let field_of = |order: &PlaceOrder, id: u128| {
+            let effects = harness.handle(&envelope(id), order);
+            assert!(effects.changes().is_empty());
+            match reply_of(&effects).and_then(|reply| reply.result) {
+                Some(order_reply::Result::Rejected(rejection)) => rejection.field,
+                other => panic!("rejection expected, got {other:?}"),
+            }
+        };
         let mut bad = command("o-2", b"h");
         bad.lines[1].quantity = 0;
-        let effects = handle(&store, &envelope(3), &bad);
-        let Some(order_reply::Result::Rejected(rejection)) = reply_of(&effects).result else {
-            panic!("rejection expected")
-        };
-        assert_eq!(rejection.field, "lines[1].quantity");
-        assert!(effects.changes().is_empty());
+        assert_eq!(field_of(&bad, 3), "lines[1].quantity");
         let mut overflow = command("o-3", b"h");
         overflow.lines[0].quantity = i64::MAX;
-        let Some(order_reply::Result::Rejected(rejection)) =
-            reply_of(&handle(&store, &envelope(4), &overflow)).result
-        else {
-            panic!("rejection expected")
-        };
-        assert_eq!(rejection.field, "lines[0]");
+        assert_eq!(field_of(&overflow, 4), "lines[0]");
+        let mut twice = command("o-4", b"h");
+        twice.lines[1].sku = "SKU-1".into();
+        assert_eq!(field_of(&twice, 5), "lines[1].sku");
+        let mut no_payment = command("o-5", b"h");
+        no_payment.payment_method.clear();
+        assert_eq!(field_of(&no_payment, 6), "payment_method");
     }
 
     #[test]
     fn replaying_a_message_gives_identical_effects() {
-        let (_dir_a, store_a) = temp_store();
-        let (_dir_b, store_b) = temp_store();
-        let a = handle(&store_a, &envelope(9), &command("o-9", b"h"));
-        let b = handle(&store_b, &envelope(9), &command("o-9", b"h"));
+        let a = Harness::new().handle(&envelope(9), &command("o-9", b"h"));
+        let b = Harness::new().handle(&envelope(9), &command("o-9", b"h"));
         assert_eq!(a.outgoing(), b.outgoing());
+        assert_eq!(
+            a.outgoing()[0].envelope.message_type,
+            ReserveStock::full_name()
+        );
     }
 }

@@ -93,6 +93,35 @@ impl Effects {
         });
     }
 
+    /// Answer someone who asked earlier (an address and correlation id kept in
+    /// state), e.g. the gateway waiting for a saga to finish.
+    pub fn reply_to<M: prost::Message + prost::Name>(
+        &mut self,
+        address: ReplyTo,
+        correlation_id: Option<String>,
+        key: &str,
+        message: &M,
+    ) {
+        let mut envelope = self.caused_envelope::<M>();
+        envelope.correlation_id = correlation_id;
+        self.outgoing.push(Outgoing {
+            destination: Destination::Reply(address),
+            key: key.as_bytes().to_vec(),
+            envelope,
+            payload: message.encode_to_vec(),
+        });
+    }
+
+    /// Store a protobuf record under `key` in `table`.
+    pub fn put_record<M: prost::Message>(&mut self, table: Table, key: &str, record: &M) {
+        self.put(table, key.as_bytes(), record.encode_to_vec());
+    }
+
+    /// The message that caused these effects.
+    pub fn cause(&self) -> &Envelope {
+        &self.cause
+    }
+
     fn caused_envelope<M: prost::Name>(&self) -> Envelope {
         let index = self.outgoing.len() as u32;
         self.cause.caused(M::full_name(), index)
@@ -109,6 +138,22 @@ impl Effects {
     pub fn into_parts(self) -> (ChangeSet, Vec<Outgoing>) {
         (self.changes, self.outgoing)
     }
+}
+
+/// A protobuf record stored under `key` in `table`, if there is one.
+pub fn read_record<M: prost::Message + Default>(
+    state: &dyn StateRead,
+    table: Table,
+    key: &str,
+) -> Result<Option<M>, HandlerError> {
+    let Some(bytes) = state.get(table, key.as_bytes())? else {
+        return Ok(None);
+    };
+    M::decode(bytes.as_slice()).map(Some).map_err(|error| {
+        HandlerError::State(d2c_state::StateError::Corrupt(format!(
+            "{table:?} record {key}: {error}"
+        )))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use d2c_proto::Envelope;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use std::time::Duration;
 
 /// An idempotent producer: a retried send is written once per partition, in
@@ -84,6 +84,19 @@ pub fn assigned_consumer_config(
         .set("group.id", format!("{client_id}-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false");
     config
+}
+
+/// The Kafka headers that carry `envelope`.
+pub fn envelope_headers(envelope: &Envelope) -> OwnedHeaders {
+    envelope
+        .headers()
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (name, value)| {
+            headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            })
+        })
 }
 
 /// The envelope in a consumed record's headers.

@@ -21,10 +21,11 @@ mod partitions;
 mod restore;
 mod run;
 pub mod telemetry;
+pub mod testing;
 mod worker;
 
 pub use config::RuntimeConfig;
-pub use handler::{Effects, Handler, HandlerError, Incoming, Outgoing};
+pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
 pub use run::{run, shutdown_signal, ProcessorSpec};
 
 /// Errors of the runtime. Kafka errors carry where they happened.

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
+    pub group_rejoins: prometheus::IntCounter,
 }
 
 /// Latency buckets from 100 µs to 10 s: wide enough for a handler and for a
@@ -57,7 +58,16 @@ impl Metrics {
         registry
             .register(Box::new(assigned_partitions.clone()))
             .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
+        let group_rejoins = prometheus::IntCounter::new(
+            "d2c_group_rejoins_total",
+            "Times this instance left and rejoined its group after owning nothing for too long.",
+        )
+        .unwrap_or_else(|error| panic!("metric malformed: {error}"));
+        registry
+            .register(Box::new(group_rejoins.clone()))
+            .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
         Self {
+            group_rejoins,
             messages_consumed: counter(
                 &registry,
                 "d2c_messages_consumed_total",

@@ -1,0 +1,439 @@
+//! The checkout saga's later steps: inventory's and payments' answers move
+//! the order on, and each settled step answers whoever waits for it.
+//!
+//! Answers are matched against the order's state, never trusted blindly: an
+//! answer that arrives twice, or for a step the order has left, changes
+//! nothing (Kafka redelivers, and a replayed processor re-sends).
+
+use crate::status::{self, label, transition};
+use crate::table::{OrderRead, OrderWrite};
+use d2c_proto::common::v1::{rejection::Code, Rejection};
+use d2c_proto::inventory::v1::{CommitStock, ReleaseStock, ReservationResult};
+use d2c_proto::orders::v1::{
+    order_reply, LineStatus, Order, OrderCancelled, OrderConfirmed, OrderRecord, OrderRejected,
+    OrderReply, OrderStatus,
+};
+use d2c_proto::payments::v1::{AuthorizePayment, PaymentResult, PaymentStatus};
+use d2c_proto::ReplyTo;
+use d2c_runtime::{Effects, HandlerError};
+use d2c_state::StateRead;
+use d2c_topology::topic;
+
+/// Inventory answered one line's ReserveStock.
+pub fn on_reservation(
+    state: &dyn StateRead,
+    result: ReservationResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let Some(mut record) = state.order(&result.order_id)? else {
+        return Ok(());
+    };
+    let Some(order) = record.order.as_ref() else {
+        return Ok(());
+    };
+    if status::status_of(order) != OrderStatus::Placed {
+        return Ok(());
+    }
+    let Some(index) = order.lines.iter().position(|line| line.sku == result.sku) else {
+        return Ok(());
+    };
+    if record.line_status.get(index).copied() != Some(LineStatus::Pending as i32) {
+        return Ok(());
+    }
+    let answered = if result.reserved {
+        LineStatus::Reserved
+    } else {
+        LineStatus::Refused
+    };
+    record.line_status[index] = answered as i32;
+    if !result.reserved {
+        note_refusal(&mut record, index, &result);
+    }
+    if record.line_status.contains(&(LineStatus::Pending as i32)) {
+        effects.put_order(&record);
+        return Ok(());
+    }
+    all_lines_answered(record, effects)
+}
+
+/// Payments answered AuthorizePayment or RefundPayment.
+pub fn on_payment(
+    state: &dyn StateRead,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let Some(record) = state.order(&result.order_id)? else {
+        return Ok(());
+    };
+    let current = record
+        .order
+        .as_ref()
+        .map(status::status_of)
+        .unwrap_or_default();
+    let payment = PaymentStatus::try_from(result.status).unwrap_or_default();
+    match (current, payment) {
+        (OrderStatus::AwaitingPayment, PaymentStatus::Authorized) => {
+            confirm(record, result, effects)
+        }
+        (OrderStatus::AwaitingPayment, PaymentStatus::Declined) => decline(record, result, effects),
+        (OrderStatus::Cancelling, PaymentStatus::Refunded) => finish_cancel(record, effects),
+        // A duplicate, or an answer for a step this order has left.
+        _ => Ok(()),
+    }
+}
+
+fn note_refusal(record: &mut OrderRecord, index: usize, result: &ReservationResult) {
+    let Some(order) = record.order.as_mut() else {
+        return;
+    };
+    let rejection = order.rejection.get_or_insert_with(|| Rejection {
+        code: Code::OutOfStock as i32,
+        field: format!("lines[{index}].sku"),
+        ..Rejection::default()
+    });
+    rejection.skus.push(result.sku.clone());
+    let detail = format!(
+        "{} (requested {}, available {})",
+        result.sku,
+        result.requested,
+        result.available.max(0)
+    );
+    rejection.message = if rejection.message.is_empty() {
+        format!("out of stock: {detail}")
+    } else {
+        format!("{}; {detail}", rejection.message)
+    };
+}
+
+/// Every line has an answer: pay, or give back what was reserved and reject.
+fn all_lines_answered(mut record: OrderRecord, effects: &mut Effects) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let all_reserved = record
+        .line_status
+        .iter()
+        .all(|line| *line == LineStatus::Reserved as i32);
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    if all_reserved {
+        order.rejection = None;
+        transition(order, OrderStatus::AwaitingPayment, now).map_err(illegal)?;
+        let authorize = AuthorizePayment {
+            order_id: order.order_id.clone(),
+            customer_id: order.customer_id.clone(),
+            amount_minor: order.total_minor,
+            currency: order.currency.clone(),
+            payment_method: record.payment_method.clone(),
+        };
+        effects.send(topic::PAYMENTS_MESSAGES, &order.order_id, &authorize);
+        effects.put_order(&record);
+        return Ok(());
+    }
+    transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
+    let reserved: Vec<String> = order
+        .lines
+        .iter()
+        .zip(&record.line_status)
+        .filter(|(_, status)| **status == LineStatus::Reserved as i32)
+        .map(|(line, _)| line.sku.clone())
+        .collect();
+    release(effects, &order.order_id, reserved);
+    settle(record, effects, |order| OrderRejected {
+        order: Some(order),
+    })
+}
+
+fn confirm(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    transition(order, OrderStatus::Confirmed, now).map_err(illegal)?;
+    order.payment_ref = result.provider_ref;
+    for line in &order.lines {
+        effects.send(
+            topic::INVENTORY_MESSAGES,
+            &line.sku,
+            &CommitStock {
+                order_id: order.order_id.clone(),
+                sku: line.sku.clone(),
+            },
+        );
+    }
+    settle(record, effects, |order| OrderConfirmed {
+        order: Some(order),
+    })
+}
+
+fn decline(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
+    let message = if result.message.is_empty() {
+        format!("the payment was declined ({})", result.decline_code)
+    } else {
+        format!("the payment was declined: {}", result.message)
+    };
+    order.rejection = Some(Rejection {
+        code: Code::PaymentDeclined as i32,
+        field: "payment_method".into(),
+        message,
+        skus: Vec::new(),
+        reason: result.decline_code,
+    });
+    let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
+    release(effects, &order.order_id, skus);
+    settle(record, effects, |order| OrderRejected {
+        order: Some(order),
+    })
+}
+
+fn finish_cancel(mut record: OrderRecord, effects: &mut Effects) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    transition(order, OrderStatus::Cancelled, now).map_err(illegal)?;
+    settle(record, effects, |order| OrderCancelled {
+        order: Some(order),
+    })
+}
+
+/// Gives back stock held (or sold) for `order_id` on each SKU.
+pub(crate) fn release(effects: &mut Effects, order_id: &str, skus: Vec<String>) {
+    for sku in skus {
+        let release = ReleaseStock {
+            order_id: order_id.to_owned(),
+            sku,
+        };
+        effects.send(topic::INVENTORY_MESSAGES, &release.sku, &release);
+    }
+}
+
+/// A step settled: announce it, answer whoever waits, and store the order.
+fn settle<E: prost::Message + prost::Name>(
+    mut record: OrderRecord,
+    effects: &mut Effects,
+    event: impl FnOnce(Order) -> E,
+) -> Result<(), HandlerError> {
+    let Some(order) = record.order.clone() else {
+        return Ok(());
+    };
+    effects.send(topic::ORDERS_EVENTS, &order.order_id, &event(order.clone()));
+    answer_waiter(&mut record, effects, order);
+    effects.put_order(&record);
+    Ok(())
+}
+
+/// Replies to the request parked at the address kept in the record, once.
+pub(crate) fn answer_waiter(record: &mut OrderRecord, effects: &mut Effects, order: Order) {
+    let address = std::mem::take(&mut record.reply_to);
+    let correlation_id = std::mem::take(&mut record.correlation_id);
+    let Ok(address) = ReplyTo::parse(&address) else {
+        return;
+    };
+    let reply = OrderReply {
+        result: Some(order_reply::Result::Order(order.clone())),
+        replayed: false,
+    };
+    let correlation_id = (!correlation_id.is_empty()).then_some(correlation_id);
+    effects.reply_to(address, correlation_id, &order.order_id, &reply);
+}
+
+/// A transition the saga itself attempted was refused: the record disagrees
+/// with the code's assumptions, so the message must not be half-applied.
+fn illegal(error: status::IllegalTransition) -> HandlerError {
+    HandlerError::Malformed(format!(
+        "saga step refused ({error}); from {} to {}",
+        label(error.from),
+        label(error.to)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{command, envelope, from_service, reply_of, sent_of, Harness};
+    use d2c_proto::orders::v1::CancelOrder;
+    use d2c_proto::payments::v1::RefundPayment;
+    use d2c_runtime::handler::Destination;
+
+    fn reservation(sku: &str, reserved: bool) -> ReservationResult {
+        ReservationResult {
+            order_id: "o-1".into(),
+            sku: sku.into(),
+            reserved,
+            requested: 2,
+            available: if reserved { 10 } else { 1 },
+        }
+    }
+
+    fn payment(status: PaymentStatus) -> PaymentResult {
+        PaymentResult {
+            order_id: "o-1".into(),
+            status: status as i32,
+            provider_ref: "pi_1".into(),
+            decline_code: "insufficient_funds".into(),
+            message: "Your card has insufficient funds.".into(),
+        }
+    }
+
+    fn settled_order(effects: &Effects) -> Order {
+        match reply_of(effects).and_then(|reply| reply.result) {
+            Some(order_reply::Result::Order(order)) => order,
+            other => panic!("an order reply expected, got {other:?}"),
+        }
+    }
+
+    fn released(effects: &Effects) -> Vec<String> {
+        sent_of::<ReleaseStock>(effects, topic::INVENTORY_MESSAGES)
+            .into_iter()
+            .map(|release| release.sku)
+            .collect()
+    }
+
+    /// Placed and both lines reserved: waiting for the payment.
+    fn awaiting_payment(harness: &Harness) {
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        harness.handle(&from_service(2), &reservation("SKU-1", true));
+        let effects = harness.handle(&from_service(3), &reservation("SKU-2", true));
+        let authorize: Vec<AuthorizePayment> = sent_of(&effects, topic::PAYMENTS_MESSAGES);
+        assert_eq!(authorize.len(), 1);
+        assert_eq!(authorize[0].amount_minor, 3_000);
+        assert_eq!(authorize[0].payment_method, "pm_card_visa");
+    }
+
+    #[test]
+    fn reserved_and_authorized_confirms_and_answers_the_waiting_request() {
+        let harness = Harness::new();
+        awaiting_payment(&harness);
+        let effects = harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        let order = settled_order(&effects);
+        assert_eq!(order.status, OrderStatus::Confirmed as i32);
+        assert_eq!(order.payment_ref, "pi_1");
+        let reply = effects
+            .outgoing()
+            .iter()
+            .find(|out| matches!(out.destination, Destination::Reply(_)))
+            .expect("reply");
+        assert_eq!(reply.envelope.correlation_id.as_deref(), Some("corr-1"));
+        let commits: Vec<CommitStock> = sent_of(&effects, topic::INVENTORY_MESSAGES);
+        assert_eq!(commits.len(), 2);
+        assert_eq!(
+            sent_of::<OrderConfirmed>(&effects, topic::ORDERS_EVENTS).len(),
+            1
+        );
+        let record = harness.store().order("o-1").expect("read").expect("stored");
+        assert!(record.reply_to.is_empty(), "the waiter is answered once");
+    }
+
+    #[test]
+    fn a_refused_line_rejects_naming_the_sku_and_releases_the_reserved_ones() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        let first = harness.handle(&from_service(2), &reservation("SKU-1", true));
+        assert!(first.outgoing().is_empty(), "waits for every line");
+        let effects = harness.handle(&from_service(3), &reservation("SKU-2", false));
+        let order = settled_order(&effects);
+        assert_eq!(order.status, OrderStatus::Rejected as i32);
+        let rejection = order.rejection.expect("why");
+        assert_eq!(rejection.code, Code::OutOfStock as i32);
+        assert_eq!(rejection.skus, ["SKU-2"]);
+        assert_eq!(rejection.field, "lines[1].sku");
+        assert_eq!(released(&effects), ["SKU-1"]);
+        assert!(sent_of::<AuthorizePayment>(&effects, topic::PAYMENTS_MESSAGES).is_empty());
+    }
+
+    #[test]
+    fn a_decline_rejects_and_releases_every_line() {
+        let harness = Harness::new();
+        awaiting_payment(&harness);
+        let effects = harness.handle(&from_service(4), &payment(PaymentStatus::Declined));
+        let order = settled_order(&effects);
+        assert_eq!(order.status, OrderStatus::Rejected as i32);
+        let rejection = order.rejection.expect("why");
+        assert_eq!(rejection.code, Code::PaymentDeclined as i32);
+        assert_eq!(rejection.reason, "insufficient_funds");
+        assert_eq!(released(&effects), ["SKU-1", "SKU-2"]);
+    }
+
+    #[test]
+    fn duplicate_and_late_answers_change_nothing() {
+        let harness = Harness::new();
+        awaiting_payment(&harness);
+        for (id, late) in [(5, true), (6, false)] {
+            let effects = harness.handle(&from_service(id), &reservation("SKU-1", late));
+            assert!(effects.outgoing().is_empty() && effects.changes().is_empty());
+        }
+        harness.handle(&from_service(7), &payment(PaymentStatus::Authorized));
+        for status in [PaymentStatus::Authorized, PaymentStatus::Declined] {
+            let effects = harness.handle(&from_service(8), &payment(status));
+            assert!(effects.outgoing().is_empty() && effects.changes().is_empty());
+        }
+        let order = harness.store().order("o-1").expect("read").expect("stored");
+        assert_eq!(
+            order.order.expect("order").status,
+            OrderStatus::Confirmed as i32
+        );
+    }
+
+    #[test]
+    fn cancelling_a_confirmed_order_returns_stock_and_refunds_once() {
+        let harness = Harness::new();
+        awaiting_payment(&harness);
+        harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        let cancel = CancelOrder {
+            order_id: "o-1".into(),
+        };
+        let effects = harness.handle(&envelope(10), &cancel);
+        assert_eq!(released(&effects), ["SKU-1", "SKU-2"]);
+        assert_eq!(
+            sent_of::<RefundPayment>(&effects, topic::PAYMENTS_MESSAGES).len(),
+            1
+        );
+        assert!(reply_of(&effects).is_none(), "answered once refunded");
+        let again = harness.handle(&envelope(11), &cancel);
+        assert!(sent_of::<RefundPayment>(&again, topic::PAYMENTS_MESSAGES).is_empty());
+        let done = harness.handle(&from_service(12), &payment(PaymentStatus::Refunded));
+        assert_eq!(settled_order(&done).status, OrderStatus::Cancelled as i32);
+        let reply = done
+            .outgoing()
+            .iter()
+            .find(|out| matches!(out.destination, Destination::Reply(_)))
+            .expect("reply");
+        assert_eq!(reply.envelope.correlation_id.as_deref(), Some("corr-10"));
+    }
+
+    #[test]
+    fn cancelling_an_unsettled_or_rejected_order_is_refused() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        let cancel = CancelOrder {
+            order_id: "o-1".into(),
+        };
+        let refused = |effects: &Effects| match reply_of(effects).and_then(|reply| reply.result) {
+            Some(order_reply::Result::Rejected(rejection)) => rejection.code,
+            other => panic!("refusal expected, got {other:?}"),
+        };
+        let effects = harness.handle(&envelope(2), &cancel);
+        assert_eq!(refused(&effects), Code::IllegalTransition as i32);
+        assert!(effects.changes().is_empty());
+        let missing = harness.handle(
+            &envelope(3),
+            &CancelOrder {
+                order_id: "nope".into(),
+            },
+        );
+        assert_eq!(refused(&missing), Code::NotFound as i32);
+    }
+}

@@ -1,0 +1,112 @@
+//! The inventory processor: owns the stock of each SKU (keyed by SKU) and the
+//! reservations the orders saga holds on it. Handlers are pure: state and
+//! message in, effects out.
+//!
+//! Everything about one SKU arrives on `inventory.messages` keyed by SKU, so
+//! one worker owns each SKU and overselling cannot happen. Per SKU the stock
+//! record keeps these invariants after every message:
+//!
+//! ```text
+//!   0 <= reserved <= on_hand        available = on_hand - reserved
+//!   sold >= 0                       on_hand + sold fits in an i64
+//! ```
+//!
+//! Admin commands (answered with `StockReply` to the sender):
+//!
+//! - `SetStock` sets `on_hand`; refused (CONFLICT, field `on_hand`) below what
+//!   is reserved.
+//! - `AdjustStock` adds `delta` to `on_hand`, once per `adjustment_id` (a
+//!   retry answers the current level and changes nothing); refused (CONFLICT,
+//!   field `delta`) if `on_hand` would drop below `reserved` or overflow.
+//! - `GetStock` answers the level; an unknown SKU is NOT_FOUND.
+//!
+//! Reservations, one per (SKU, order id), follow the saga commands of orders:
+//!
+//! ```text
+//!                 ReserveStock, enough available
+//!   (none) ────────────────────────────────────────▶ RESERVED ──CommitStock──▶ COMMITTED
+//!     │ │                                               │                          │
+//!     │ │ ReserveStock, not enough                      │ ReleaseStock             │ ReleaseStock
+//!     │ └──────────────────────▶ REFUSED                ▼                          │
+//!     │                                             RELEASED ◀─────────────────────┘
+//!     │ ReleaseStock (before any ReserveStock)          ▲
+//!     └────────────────────── tombstone, quantity 0 ────┘
+//! ```
+//!
+//! | transition           | stock change (q = quantity)       | event on inventory.events |
+//! |----------------------|-----------------------------------|---------------------------|
+//! | (none) → RESERVED    | reserved += q                     | StockChanged RESERVED     |
+//! | (none) → REFUSED     | none                              | StockRefused              |
+//! | RESERVED → COMMITTED | reserved, on_hand -= q; sold += q | StockChanged COMMITTED    |
+//! | RESERVED → RELEASED  | reserved -= q                     | StockChanged RELEASED     |
+//! | COMMITTED → RELEASED | on_hand += q; sold -= q           | StockChanged RETURNED     |
+//! | (none) → RELEASED    | none (tombstone, quantity 0)      | none                      |
+//!
+//! Every ReserveStock is answered with a `ReservationResult` on
+//! `orders.messages` keyed by order id. A ReserveStock for a reservation that
+//! exists already is a retry: it gets the answer decided the first time
+//! (reserved unless REFUSED or a tombstone) and changes nothing. REFUSED and
+//! RELEASED are final; any other command that finds no transition above is
+//! ignored. The tombstone makes a ReleaseStock that overtakes its ReserveStock
+//! final too: the late ReserveStock is answered `reserved = false`.
+//! A reservation quantity below 1 is refused.
+//!
+//! Saga commands without an order id or SKU (or with a NUL byte in the SKU,
+//! which ends the SKU part of a key) are malformed and dead-lettered; the
+//! admin commands answer such a SKU with INVALID.
+
+pub mod adjust_stock;
+pub mod commit_stock;
+pub mod get_stock;
+pub mod release_stock;
+mod reply;
+pub mod reserve_stock;
+pub mod set_stock;
+mod table;
+
+#[cfg(test)]
+mod inventory_tests;
+
+pub use table::{level, InventoryRead, InventoryWrite};
+
+use d2c_proto::inventory::v1::{
+    AdjustStock, CommitStock, GetStock, ReleaseStock, ReserveStock, SetStock,
+};
+use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
+use d2c_state::StateRead;
+use prost::Name;
+
+pub const SERVICE: &str = "inventory";
+/// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
+pub const DEFAULT_ADMIN_PORT: u16 = 9102;
+
+#[derive(Debug, Default)]
+pub struct InventoryHandler;
+
+impl Handler for InventoryHandler {
+    fn handle(
+        &self,
+        state: &dyn StateRead,
+        message: &Incoming<'_>,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let message_type = message.envelope.message_type.as_str();
+        if message_type == ReserveStock::full_name() {
+            reserve_stock::apply(state, message.decode()?, effects)
+        } else if message_type == ReleaseStock::full_name() {
+            release_stock::apply(state, message.decode()?, effects)
+        } else if message_type == CommitStock::full_name() {
+            commit_stock::apply(state, message.decode()?, effects)
+        } else if message_type == SetStock::full_name() {
+            set_stock::apply(state, message.decode()?, effects)
+        } else if message_type == AdjustStock::full_name() {
+            adjust_stock::apply(state, message.decode()?, effects)
+        } else if message_type == GetStock::full_name() {
+            get_stock::apply(state, message.decode()?, effects)
+        } else {
+            Err(HandlerError::Malformed(format!(
+                "inventory does not handle {message_type}"
+            )))
+        }
+    }
+}

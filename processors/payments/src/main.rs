@@ -1,0 +1,58 @@
+use anyhow::Context as _;
+use d2c_payments::{
+    run_worker, PaymentsConfig, PaymentsHandler, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
+};
+use d2c_runtime::{ProcessorSpec, RuntimeConfig};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The runtime sets up logging inside `run`; do it first so the worker's
+    // start (and a bad configuration) is logged too. A second init is a no-op.
+    d2c_runtime::telemetry::init();
+    let payments = PaymentsConfig::from_env()?;
+    tracing::info!(config = ?payments, "Payments configuration");
+    let runtime = RuntimeConfig::from_env(SERVICE, DEFAULT_ADMIN_PORT)?;
+    let provider = payments
+        .build_provider()
+        .context("building the payment provider")?;
+    // The worker stops on SIGTERM/SIGINT like the processor, or when the
+    // processor has ended for another reason.
+    let (stop_worker, processor_ended) = tokio::sync::oneshot::channel::<()>();
+    let worker_shutdown = async move {
+        tokio::select! {
+            () = d2c_runtime::shutdown_signal() => {}
+            _ = processor_ended => {}
+        }
+    };
+    let worker = tokio::spawn(run_worker(
+        WorkerSettings::new(&runtime, &payments),
+        provider,
+        worker_shutdown,
+    ));
+    let processor = d2c_runtime::run(
+        ProcessorSpec {
+            service: SERVICE,
+            default_admin_port: DEFAULT_ADMIN_PORT,
+        },
+        Arc::new(PaymentsHandler),
+    );
+    tokio::pin!(processor);
+    tokio::pin!(worker);
+    tokio::select! {
+        result = &mut processor => {
+            // Stopped by a signal or failed: either way let the worker finish
+            // its current call.
+            let _ = stop_worker.send(());
+            let worker_result = worker.await.context("joining the provider worker")?;
+            result?;
+            worker_result
+        }
+        joined = &mut worker => {
+            // The worker only ends on its own when it cannot start; without it
+            // no payment is ever made, so the process must not run on.
+            joined.context("joining the provider worker")??;
+            processor.await
+        }
+    }
+}

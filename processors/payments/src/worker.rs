@@ -1,0 +1,700 @@
+//! The provider worker: the only part of payments with I/O.
+//!
+//! Its own consumer group (`{group_id}-provider`) reads `payments.events`.
+//! For each `PaymentRequested` / `RefundRequested` it calls the provider
+//! (with the request's fixed idempotency key), produces what the provider
+//! said as a `ProviderOutcome` to `payments.messages` keyed by order id, waits
+//! for the broker's acknowledgement, and only then stores the offset. A crash
+//! anywhere repeats the call with the same key (one charge) and the outcome
+//! with the same message id (derived from the event's), which the runtime
+//! drops. Other event types are skipped.
+//!
+//! Transient failures (5xx, 429, timeouts, connection errors) are retried with
+//! exponential backoff for ever: a charge given up on might have succeeded.
+//! A request the provider refuses outright (`ProviderError::Permanent`) is
+//! reported as declined with `provider_rejected`. A refund the provider
+//! refuses is reported as not approved (the payment stays REFUND_REQUESTED and
+//! an error is logged): retrying it with the same idempotency key could only
+//! get the same stored refusal back, and blocking the partition would stop
+//! the charges behind it.
+//!
+//! Partitions are handled concurrently, one sequential lane each, so a slow
+//! provider call holds up only its own partition (until its lane's queue is
+//! full). A partition revoked mid-call is finished anyway; its new owner
+//! repeats the unacknowledged calls, which the idempotency key makes harmless.
+//!
+//! Shutdown: the current provider call is finished and its outcome produced;
+//! a backoff wait is abandoned (the next owner retries); offsets are committed
+//! synchronously before returning.
+
+use crate::config::PaymentsConfig;
+use crate::provider::{
+    ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+};
+use d2c_proto::payments::v1::{
+    provider_outcome::Kind, PaymentRequested, ProviderOutcome, RefundRequested,
+};
+use d2c_proto::Envelope;
+use d2c_runtime::kafka::{envelope_headers, envelope_of, group_consumer_config, producer_config};
+use d2c_runtime::metrics::METRICS;
+use d2c_runtime::RuntimeConfig;
+use d2c_topology::{topic, TopicNames};
+use prometheus::IntCounterVec;
+use prost::{Message as _, Name};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Client id of the worker's consumer and producer.
+pub const CLIENT_ID: &str = "payments-provider";
+/// Decline code of a charge the provider refused as a request.
+pub const PROVIDER_REJECTED: &str = "provider_rejected";
+/// Records buffered per partition lane.
+const LANE_CAPACITY: usize = 64;
+
+/// Exponential backoff between retries: `initial`, doubling, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub brokers: String,
+    /// The processor's group; the worker joins `{group_id}-provider`.
+    pub group_id: String,
+    pub topic_prefix: String,
+    pub fetch_wait: Duration,
+    pub session_timeout: Duration,
+    pub linger: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl WorkerSettings {
+    pub fn new(runtime: &RuntimeConfig, payments: &PaymentsConfig) -> Self {
+        Self {
+            brokers: runtime.brokers.clone(),
+            group_id: runtime.group_id.clone(),
+            topic_prefix: runtime.topic_prefix.clone(),
+            fetch_wait: runtime.fetch_wait,
+            session_timeout: runtime.session_timeout,
+            linger: runtime.linger,
+            retry: payments.retry_policy(),
+        }
+    }
+
+    pub fn consumer_group(&self) -> String {
+        format!("{}-provider", self.group_id)
+    }
+}
+
+struct WorkerMetrics {
+    retries: IntCounterVec,
+    calls: IntCounterVec,
+}
+
+static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        let counter = IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+            .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
+        METRICS
+            .registry
+            .register(Box::new(counter.clone()))
+            .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
+        counter
+    };
+    WorkerMetrics {
+        retries: counter(
+            "d2c_payment_provider_retries_total",
+            "Provider calls retried after a transient failure, by operation.",
+            &["operation"],
+        ),
+        calls: counter(
+            "d2c_payment_provider_calls_total",
+            "Provider calls, by operation and result (approved, declined, rejected, transient).",
+            &["operation", "result"],
+        ),
+    }
+});
+
+struct Shared {
+    provider: Arc<dyn PaymentProvider>,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    input: String,
+    output: String,
+    retry: RetryPolicy,
+    stop: watch::Receiver<bool>,
+}
+
+/// Run the provider worker until `shutdown` resolves (or Kafka cannot be
+/// set up).
+pub async fn run_worker(
+    settings: WorkerSettings,
+    provider: Arc<dyn PaymentProvider>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let names = TopicNames::new(settings.topic_prefix.clone());
+    let input = names.name(topic::PAYMENTS_EVENTS);
+    let output = names.name(topic::PAYMENTS_MESSAGES);
+    let group = settings.consumer_group();
+    let consumer: StreamConsumer = group_consumer_config(
+        &settings.brokers,
+        &group,
+        CLIENT_ID,
+        settings.fetch_wait,
+        settings.session_timeout,
+    )
+    .create()?;
+    let producer: FutureProducer =
+        producer_config(&settings.brokers, CLIENT_ID, settings.linger).create()?;
+    consumer.subscribe(&[&input])?;
+    tracing::info!(
+        provider = provider.name(),
+        %group,
+        %input,
+        %output,
+        "Payment provider worker started"
+    );
+    LazyLock::force(&WORKER_METRICS);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let shared = Arc::new(Shared {
+        provider,
+        consumer,
+        producer,
+        input,
+        output,
+        retry: settings.retry,
+        stop: stop_rx.clone(),
+    });
+    let mut lanes: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let mut stop = stop_rx;
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            received = shared.consumer.recv() => received.map(|message| message.detach()),
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "Provider worker consumer error");
+                if sleep_unless_stopped(Duration::from_millis(100), &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        METRICS
+            .messages_consumed
+            .with_label_values(&[&shared.input])
+            .inc();
+        let partition = message.partition();
+        let lane = lanes.entry(partition).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
+            tasks.spawn(run_lane(Arc::clone(&shared), receiver));
+            sender
+        });
+        let sent = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            sent = lane.send(message) => sent.is_ok(),
+        };
+        if !sent {
+            // Lanes end only when stopping; start afresh if one did not.
+            tracing::error!(partition, "Provider worker lane ended unexpectedly");
+            lanes.remove(&partition);
+        }
+    }
+    tracing::info!("Payment provider worker stopping: finishing current calls");
+    drop(lanes);
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(%error, "Provider worker lane panicked");
+        }
+    }
+    match shared.consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(error)
+            if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
+        Err(error) => tracing::warn!(%error, "Provider worker final offset commit failed"),
+    }
+    shared.consumer.unsubscribe();
+    tracing::info!("Payment provider worker stopped");
+    Ok(())
+}
+
+/// One partition's records, in order.
+async fn run_lane(shared: Arc<Shared>, mut receiver: mpsc::Receiver<OwnedMessage>) {
+    let mut stop = shared.stop.clone();
+    while let Some(message) = receiver.recv().await {
+        if *stop.borrow() {
+            break;
+        }
+        if !handle_record(&shared, &message, &mut stop).await {
+            break;
+        }
+        // Fails harmlessly for a partition revoked meanwhile.
+        if let Err(error) =
+            shared
+                .consumer
+                .store_offset(&shared.input, message.partition(), message.offset())
+        {
+            tracing::debug!(%error, partition = message.partition(), "Offset not stored");
+        }
+    }
+}
+
+/// Handles one record; `false` when stopping interrupted it (its offset must
+/// not be stored).
+async fn handle_record(
+    shared: &Shared,
+    message: &OwnedMessage,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let envelope = match envelope_of(message) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                partition = message.partition(),
+                offset = message.offset(),
+                "Skipping a payments event without a valid envelope"
+            );
+            return true;
+        }
+    };
+    let payload = message.payload().unwrap_or_default();
+    let outcome = match outcome_for(
+        shared.provider.as_ref(),
+        &envelope.message_type,
+        payload,
+        shared.retry,
+        stop,
+    )
+    .await
+    {
+        Step::Skip => return true,
+        Step::Stopped => return false,
+        Step::Outcome(outcome) => outcome,
+    };
+    produce_outcome(shared, &envelope, &outcome, stop).await
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Not a provider request (or unreadable): move on.
+    Skip,
+    /// Report this.
+    Outcome(ProviderOutcome),
+    /// Stopping interrupted the retries.
+    Stopped,
+}
+
+/// Calls the provider for a request event, retrying transient failures.
+pub(crate) async fn outcome_for(
+    provider: &dyn PaymentProvider,
+    message_type: &str,
+    payload: &[u8],
+    retry: RetryPolicy,
+    stop: &mut watch::Receiver<bool>,
+) -> Step {
+    if message_type == PaymentRequested::full_name() {
+        let Some(requested) = decode::<PaymentRequested>(message_type, payload) else {
+            return Step::Skip;
+        };
+        let order_id = requested.order_id.clone();
+        let request = ChargeRequest {
+            order_id: requested.order_id,
+            customer_id: requested.customer_id,
+            amount_minor: requested.amount_minor,
+            currency: requested.currency,
+            payment_method: requested.payment_method,
+            idempotency_key: requested.idempotency_key,
+        };
+        let called = with_retries("charge", &order_id, retry, stop, || {
+            provider.charge(request.clone())
+        })
+        .await;
+        match called {
+            None => Step::Stopped,
+            Some(Ok(decision)) => Step::Outcome(outcome(order_id, Kind::Charge, decision)),
+            Some(Err(error)) => Step::Outcome(outcome(
+                order_id,
+                Kind::Charge,
+                ProviderDecision::declined(String::new(), PROVIDER_REJECTED, error.to_string()),
+            )),
+        }
+    } else if message_type == RefundRequested::full_name() {
+        let Some(requested) = decode::<RefundRequested>(message_type, payload) else {
+            return Step::Skip;
+        };
+        let order_id = requested.order_id.clone();
+        let request = RefundRequest {
+            order_id: requested.order_id,
+            provider_ref: requested.provider_ref,
+            amount_minor: requested.amount_minor,
+            currency: requested.currency,
+            idempotency_key: requested.idempotency_key,
+        };
+        let called = with_retries("refund", &order_id, retry, stop, || {
+            provider.refund(request.clone())
+        })
+        .await;
+        let decision = match called {
+            None => return Step::Stopped,
+            Some(Ok(decision)) => decision,
+            Some(Err(error)) => {
+                ProviderDecision::declined(String::new(), PROVIDER_REJECTED, error.to_string())
+            }
+        };
+        if !decision.approved {
+            tracing::error!(
+                %order_id,
+                decline_code = %decision.decline_code,
+                message = %decision.message,
+                "The provider refused a refund: the payment stays REFUND_REQUESTED and needs an operator"
+            );
+        }
+        Step::Outcome(outcome(order_id, Kind::Refund, decision))
+    } else {
+        Step::Skip
+    }
+}
+
+fn decode<M: prost::Message + Default>(message_type: &str, payload: &[u8]) -> Option<M> {
+    match M::decode(payload) {
+        Ok(message) => Some(message),
+        Err(error) => {
+            tracing::error!(%error, message_type, "Skipping an undecodable provider request");
+            None
+        }
+    }
+}
+
+fn outcome(order_id: String, kind: Kind, decision: ProviderDecision) -> ProviderOutcome {
+    ProviderOutcome {
+        order_id,
+        kind: kind as i32,
+        approved: decision.approved,
+        provider_ref: decision.provider_ref,
+        decline_code: decision.decline_code,
+        message: decision.message,
+    }
+}
+
+/// Calls until the provider decides (or refuses permanently), backing off
+/// after each transient failure. `None` if stopping interrupted a wait.
+async fn with_retries<'a, F>(
+    operation: &'static str,
+    order_id: &str,
+    retry: RetryPolicy,
+    stop: &mut watch::Receiver<bool>,
+    mut call: F,
+) -> Option<Result<ProviderDecision, ProviderError>>
+where
+    F: FnMut() -> futures::future::BoxFuture<'a, Result<ProviderDecision, ProviderError>>,
+{
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let result = call().await;
+        let label = match &result {
+            Ok(decision) if decision.approved => "approved",
+            Ok(_) => "declined",
+            Err(ProviderError::Permanent(_)) => "rejected",
+            Err(ProviderError::Transient(_)) => "transient",
+        };
+        WORKER_METRICS
+            .calls
+            .with_label_values(&[operation, label])
+            .inc();
+        match result {
+            Err(ProviderError::Transient(reason)) => {
+                let delay = retry.delay(attempt);
+                WORKER_METRICS.retries.with_label_values(&[operation]).inc();
+                tracing::warn!(
+                    operation,
+                    order_id,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    %reason,
+                    "Provider call failed; retrying with the same idempotency key"
+                );
+                if sleep_unless_stopped(delay, stop).await {
+                    return None;
+                }
+            }
+            Err(error @ ProviderError::Permanent(_)) => {
+                tracing::warn!(operation, order_id, attempt, %error, "Provider refused the request");
+                return Some(Err(error));
+            }
+            Ok(decision) => return Some(Ok(decision)),
+        }
+    }
+}
+
+/// Produce the outcome and wait for the acknowledgement, retrying until it is
+/// acknowledged; `false` if stopping interrupted the retries.
+async fn produce_outcome(
+    shared: &Shared,
+    cause: &Envelope,
+    outcome: &ProviderOutcome,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let envelope = cause.caused(ProviderOutcome::full_name(), 0);
+    let headers = envelope_headers(&envelope);
+    let payload = outcome.encode_to_vec();
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let record = FutureRecord::to(&shared.output)
+            .key(outcome.order_id.as_bytes())
+            .payload(payload.as_slice())
+            .headers(headers.clone());
+        match shared.producer.send(record, Timeout::Never).await {
+            Ok(_) => {
+                METRICS
+                    .messages_produced
+                    .with_label_values(&[&shared.output])
+                    .inc();
+                return true;
+            }
+            Err((error, _)) => {
+                let delay = shared.retry.delay(attempt);
+                tracing::warn!(
+                    %error,
+                    order_id = %outcome.order_id,
+                    attempt,
+                    "Producing a provider outcome failed; retrying"
+                );
+                if sleep_unless_stopped(delay, stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits `delay`; `true` if stopping came first.
+async fn sleep_unless_stopped(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        _ = stop.wait_for(|stopping| *stopping) => true,
+    }
+}
+
+#[cfg(test)]
+mod payments_worker_tests {
+    use super::*;
+    use crate::sandbox::{SandboxProvider, TOKEN_DECLINED, TOKEN_TRANSIENT_ERROR, TOKEN_VISA};
+    use futures::future::BoxFuture;
+
+    fn requested(token: &str) -> Vec<u8> {
+        PaymentRequested {
+            order_id: "o-1".into(),
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            payment_method: token.into(),
+            idempotency_key: "d2c-charge-o-1".into(),
+            customer_id: "c-1".into(),
+        }
+        .encode_to_vec()
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.delay(1), Duration::from_millis(100));
+        assert_eq!(policy.delay(2), Duration::from_millis(200));
+        assert_eq!(policy.delay(4), Duration::from_millis(800));
+        assert_eq!(policy.delay(7), Duration::from_secs(5));
+        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_a_decision() {
+        let sandbox = SandboxProvider::new();
+        let (_tx, mut stop) = watch::channel(false);
+        let step = outcome_for(
+            &sandbox,
+            &PaymentRequested::full_name(),
+            &requested(TOKEN_TRANSIENT_ERROR),
+            fast(),
+            &mut stop,
+        )
+        .await;
+        let Step::Outcome(outcome) = step else {
+            panic!("an outcome expected, got {step:?}")
+        };
+        assert!(outcome.approved);
+        assert_eq!(outcome.kind, Kind::Charge as i32);
+        assert_eq!(outcome.order_id, "o-1");
+    }
+
+    #[tokio::test]
+    async fn declines_and_refunds_become_outcomes() {
+        let sandbox = SandboxProvider::new();
+        let (_tx, mut stop) = watch::channel(false);
+        let declined = outcome_for(
+            &sandbox,
+            &PaymentRequested::full_name(),
+            &requested(TOKEN_DECLINED),
+            fast(),
+            &mut stop,
+        )
+        .await;
+        let Step::Outcome(declined) = declined else {
+            panic!("outcome expected")
+        };
+        assert!(!declined.approved);
+        assert_eq!(declined.decline_code, "card_declined");
+        let refund = RefundRequested {
+            order_id: "o-1".into(),
+            provider_ref: "sb_pi_1".into(),
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            idempotency_key: "d2c-refund-o-1".into(),
+        }
+        .encode_to_vec();
+        let Step::Outcome(refunded) = outcome_for(
+            &sandbox,
+            &RefundRequested::full_name(),
+            &refund,
+            fast(),
+            &mut stop,
+        )
+        .await
+        else {
+            panic!("outcome expected")
+        };
+        assert!(refunded.approved);
+        assert_eq!(refunded.kind, Kind::Refund as i32);
+        assert_eq!(
+            outcome_for(
+                &sandbox,
+                "d2c.payments.v1.PaymentAuthorized",
+                &[],
+                fast(),
+                &mut stop
+            )
+            .await,
+            Step::Skip
+        );
+        let visa = requested(TOKEN_VISA);
+        assert!(matches!(
+            outcome_for(
+                &sandbox,
+                &PaymentRequested::full_name(),
+                &visa,
+                fast(),
+                &mut stop
+            )
+            .await,
+            Step::Outcome(ProviderOutcome { approved: true, .. })
+        ));
+    }
+
+    struct Down;
+
+    impl PaymentProvider for Down {
+        fn charge(
+            &self,
+            _request: ChargeRequest,
+        ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+            Box::pin(async { Err(ProviderError::Transient("down".into())) })
+        }
+
+        fn refund(
+            &self,
+            _request: RefundRequest,
+        ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+            Box::pin(async { Err(ProviderError::Permanent("no such payment".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_is_never_given_up_but_stopping_interrupts_the_wait() {
+        let (tx, mut stop) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(true);
+        });
+        let step = outcome_for(
+            &Down,
+            &PaymentRequested::full_name(),
+            &requested(TOKEN_VISA),
+            fast(),
+            &mut stop,
+        )
+        .await;
+        assert_eq!(step, Step::Stopped);
+        stopper.await.expect("stopper");
+    }
+
+    #[tokio::test]
+    async fn a_refused_refund_is_reported_not_approved() {
+        let (_tx, mut stop) = watch::channel(false);
+        let refund = RefundRequested {
+            order_id: "o-1".into(),
+            provider_ref: "pi_1".into(),
+            ..RefundRequested::default()
+        }
+        .encode_to_vec();
+        let Step::Outcome(outcome) = outcome_for(
+            &Down,
+            &RefundRequested::full_name(),
+            &refund,
+            fast(),
+            &mut stop,
+        )
+        .await
+        else {
+            panic!("outcome expected")
+        };
+        assert!(!outcome.approved);
+        assert_eq!(outcome.decline_code, PROVIDER_REJECTED);
+    }
+}

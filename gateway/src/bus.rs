@@ -5,7 +5,6 @@ use crate::error::ApiError;
 use crate::replies::{Pending, Reply};
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_topology::TopicNames;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,16 +67,7 @@ impl Bus {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let topic = self.names.name(topic);
-        let headers =
-            envelope
-                .headers()
-                .iter()
-                .fold(OwnedHeaders::new(), |headers, (name, value)| {
-                    headers.insert(Header {
-                        key: name,
-                        value: Some(value.as_bytes()),
-                    })
-                });
+        let headers = d2c_runtime::kafka::envelope_headers(envelope);
         let record = FutureRecord::to(&topic)
             .key(key)
             .payload(payload)

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 mod health;
+pub mod inventory;
 pub mod metrics;
 pub mod orders;
 pub mod replies;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bus::Bus;
 use config::GatewayConfig;
@@ -40,6 +41,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", post(orders::place_order))
         .route("/orders/{id}", get(orders::get_order))
+        .route("/orders/{id}/cancel", post(orders::cancel_order))
+        .route("/admin/inventory/{sku}", put(inventory::set_stock))
+        .route("/inventory/{sku}", get(inventory::get_stock))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(d2c_runtime::admin::metrics))

@@ -66,6 +66,9 @@ pub struct PlaceOrderRequest {
     pub customer_id: String,
     pub currency: String,
     pub lines: Vec<LineRequest>,
+    /// A payment method token from the storefront's payment form (the
+    /// sandbox provider documents test tokens such as `pm_card_visa`).
+    pub payment_method: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -116,6 +119,7 @@ pub struct ValidOrder {
     customer_id: String,
     currency: String,
     lines: Vec<OrderLine>,
+    payment_method: String,
 }
 
 impl ValidOrder {
@@ -153,10 +157,28 @@ impl ValidOrder {
             .enumerate()
             .map(|(index, line)| parse_line(index, line))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(index) = first_repeated_sku(&lines) {
+            return Err(ApiError::invalid(
+                format!("lines[{index}].sku"),
+                format!(
+                    "{} appears on an earlier line; put the whole quantity on one line",
+                    lines[index].sku
+                ),
+            ));
+        }
+        if !is_identifier(&request.payment_method) {
+            return Err(ApiError::invalid(
+                "payment_method",
+                format!(
+                    "payment_method must be a token of 1 to {MAX_ID_LEN} letters, digits or -_.:"
+                ),
+            ));
+        }
         Ok(Self {
             customer_id: request.customer_id,
             currency: request.currency,
             lines,
+            payment_method: request.payment_method,
         })
     }
 
@@ -172,6 +194,7 @@ impl ValidOrder {
             currency: self.currency,
             idempotency_key: key.as_str().to_owned(),
             request_hash,
+            payment_method: self.payment_method,
         }
     }
 
@@ -179,7 +202,7 @@ impl ValidOrder {
     /// does not make a retry look like a different request.
     fn fingerprint(&self) -> Vec<u8> {
         let mut hasher = Sha256::new();
-        for part in [&self.customer_id, &self.currency] {
+        for part in [&self.customer_id, &self.currency, &self.payment_method] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
@@ -191,6 +214,14 @@ impl ValidOrder {
         }
         hasher.finalize().to_vec()
     }
+}
+
+/// Stock is reserved per (order, SKU), so one SKU may appear once.
+fn first_repeated_sku(lines: &[OrderLine]) -> Option<usize> {
+    let mut seen = std::collections::HashSet::new();
+    lines
+        .iter()
+        .position(|line| !seen.insert(line.sku.as_str()))
 }
 
 fn parse_line(index: usize, line: &LineRequest) -> Result<OrderLine, ApiError> {
@@ -227,7 +258,7 @@ mod tests {
         ValidOrder::parse(parse_json(json.as_bytes())?)
     }
 
-    const GOOD: &str = r#"{"customer_id":"c-1","currency":"EUR","lines":[{"sku":"S-1","quantity":2,"unit_price_minor":100}]}"#;
+    const GOOD: &str = r#"{"customer_id":"c-1","currency":"EUR","payment_method":"pm_card_visa","lines":[{"sku":"S-1","quantity":2,"unit_price_minor":100}]}"#;
 
     #[test]
     fn good_request_parses() {
@@ -269,12 +300,32 @@ mod tests {
                 422,
                 Some("extra"),
             ),
+            (
+                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price_minor":1},{"sku":"a","quantity":1,"unit_price_minor":1}]}"#,
+                422,
+                Some("lines[1].sku"),
+            ),
         ];
         for (json, status, field) in cases {
+            let json = &json.replacen("{\"", r#"{"payment_method":"pm_card_visa",""#, 1);
             let error = request(json).expect_err(json);
             assert_eq!(error.status.as_u16(), status, "{json}: {error:?}");
             assert_eq!(error.field.as_deref(), field, "{json}: {error:?}");
         }
+    }
+
+    #[test]
+    fn payment_method_is_required_and_checked() {
+        let without = GOOD.replace(r#""payment_method":"pm_card_visa","#, "");
+        assert_eq!(
+            request(&without).expect_err("missing").field.as_deref(),
+            Some("payment_method")
+        );
+        let bad = GOOD.replace("pm_card_visa", "4242 4242");
+        assert_eq!(
+            request(&bad).expect_err("bad").field.as_deref(),
+            Some("payment_method")
+        );
     }
 
     #[test]

@@ -103,23 +103,45 @@ impl Platform {
         format!("{}{logical}", self.prefix)
     }
 
-    /// An orders processor whose RocksDB lives in `<work>/<name>` (reuse the
-    /// name to restart "the same" instance).
-    pub async fn orders(&self, name: &str) -> anyhow::Result<Service> {
-        let mut command = Command::new(binary("d2c-orders")?);
+    /// A processor of `service` (orders, inventory, payments) whose RocksDB
+    /// lives in `<work>/<name>` (reuse the name to restart "the same"
+    /// instance), with `env` on top of the platform's.
+    pub async fn processor(
+        &self,
+        service: &str,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let mut command = Command::new(binary(&format!("d2c-{service}"))?);
         self.base_env(&mut command);
         command
             .env("D2C_STATE_DIR", self.work.path().join(name))
             .env("D2C_ADMIN_ADDR", "127.0.0.1:0")
             .env("D2C_SESSION_TIMEOUT_MS", "6000");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         Service::spawn(name, command, "ADMIN_LISTENING", self.work.path()).await
     }
 
-    /// An orders processor that has finished its first assignment.
+    /// A processor that has finished its first assignment.
+    pub async fn processor_ready(
+        &self,
+        service: &str,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let started = self.processor(service, name, env).await?;
+        started.wait_ready(Duration::from_secs(60)).await?;
+        Ok(started)
+    }
+
+    pub async fn orders(&self, name: &str) -> anyhow::Result<Service> {
+        self.processor("orders", name, &[]).await
+    }
+
     pub async fn orders_ready(&self, name: &str) -> anyhow::Result<Service> {
-        let service = self.orders(name).await?;
-        service.wait_ready(Duration::from_secs(60)).await?;
-        Ok(service)
+        self.processor_ready("orders", name, &[]).await
     }
 
     /// A gateway that reads its reply partition and reaches the broker.
@@ -156,9 +178,15 @@ impl Drop for Platform {
     /// A failing test shows what its services logged, so a CI failure can be
     /// read from CI's output alone.
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
+        if std::thread::panicking() {
+            self.print_logs();
         }
+    }
+}
+
+impl Platform {
+    /// The last lines of every service's log, on stderr.
+    pub fn print_logs(&self) {
         let Ok(entries) = std::fs::read_dir(self.work.path()) else {
             return;
         };

@@ -3,5 +3,7 @@
 //! tests and the load generator.
 
 pub mod cli;
+pub mod fake_provider;
 pub mod harness;
 pub mod kafka;
+pub mod shop;

@@ -1,20 +1,37 @@
 //! The backbone against a real broker: gateway → orders.messages → orders
-//! processor → reply and orders.events, with crashes and rebalances.
+//! processor (and the saga through inventory and payments) → reply and
+//! orders.events, with crashes and rebalances of the orders processor.
 
-use d2c_integration::harness::{Platform, TEST_PARTITIONS};
+use d2c_integration::harness::{Platform, Service, TEST_PARTITIONS};
 use d2c_integration::kafka::read_all;
+use d2c_integration::shop::{inventory_and_payments, set_stock, CHECKOUT_SERVICES};
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const SERVICES: &[&str] = &["orders", "gateway"];
+const SERVICES: &[&str] = CHECKOUT_SERVICES;
+
+/// Inventory and payments running, and plenty of the SKUs the orders use.
+async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
+    let peers = inventory_and_payments(platform)
+        .await
+        .expect("inventory and payments ready");
+    let client = reqwest::Client::new();
+    for sku in ["SKU-1", "SKU-2"] {
+        set_stock(&client, &gateway.url(""), sku, 1_000_000)
+            .await
+            .expect("stock set");
+    }
+    peers
+}
 
 fn order_body(customer: &str, quantity: i64) -> Value {
     json!({
         "customer_id": customer,
         "currency": "EUR",
+        "payment_method": "pm_card_visa",
         "lines": [
             {"sku": "SKU-1", "quantity": quantity, "unit_price_minor": 1250},
             {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 500}
@@ -52,7 +69,9 @@ fn placed_events(platform: &Platform) -> BTreeMap<String, (BTreeSet<String>, usi
     let mut by_order: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
     for record in records {
         let envelope = record.envelope.expect("every event has an envelope");
-        assert_eq!(envelope.message_type, OrderPlaced::full_name());
+        if envelope.message_type != OrderPlaced::full_name() {
+            continue;
+        }
         let event = OrderPlaced::decode(record.payload.as_slice()).expect("event decodes");
         let order_id = event.order.expect("event carries the order").order_id;
         assert_eq!(
@@ -67,7 +86,7 @@ fn placed_events(platform: &Platform) -> BTreeMap<String, (BTreeSet<String>, usi
     by_order
 }
 
-/// GET /orders/{id} until it answers 200 (the processor may still be starting).
+/// GET /orders/{id} until it is confirmed (processors may still be starting).
 async fn wait_for_order(
     client: &reqwest::Client,
     base: &str,
@@ -81,13 +100,16 @@ async fn wait_for_order(
             .send()
             .await
             .expect("gateway answers");
-        if response.status().as_u16() == 200 {
-            return response.json().await.expect("order json");
+        let status = response.status();
+        if status.as_u16() == 200 {
+            let order: Value = response.json().await.expect("order json");
+            if order["status"] == "confirmed" {
+                return order;
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "order {order_id} not found in time: {}",
-            response.status()
+            "order {order_id} not confirmed in time: {status}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -101,6 +123,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
         platform.gateway_ready("gateway", 0, 5_000),
     )
     .expect("orders and gateway ready");
+    let _peers = stocked(&platform, &gateway).await;
     let client = reqwest::Client::new();
     let base = gateway.url("");
 
@@ -108,7 +131,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
         post_order(&client, &base, "key-1", &order_body("cust-1", 2)).await;
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["total_minor"], 3_000);
-    assert_eq!(first["status"], "placed");
+    assert_eq!(first["status"], "confirmed");
     assert!(headers.contains_key("x-request-id"));
     let order_id = first["order_id"].as_str().expect("order id").to_owned();
 
@@ -124,7 +147,8 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
         Some("true")
     );
 
-    // Concurrent retries of a new key: one order.
+    // Concurrent retries of a new key: one order. The first request waits for
+    // the saga; a retry arriving meanwhile gets the order as it stands (202).
     let concurrent = futures::future::join_all((0..8).map(|_| {
         let client = client.clone();
         let base = base.clone();
@@ -134,7 +158,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     let ids: BTreeSet<String> = concurrent
         .iter()
         .map(|(status, body, _)| {
-            assert_eq!(*status, 201, "{body}");
+            assert!(*status == 201 || *status == 202, "{status} {body}");
             body["order_id"].as_str().unwrap_or_default().to_owned()
         })
         .collect();
@@ -199,19 +223,19 @@ async fn bad_input_gets_clear_errors() {
 
     for (body, field) in [
         (
-            json!({"customer_id": "c", "currency": "EUR", "lines": []}),
+            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": []}),
             "lines",
         ),
         (
-            json!({"customer_id": "c", "currency": "euro", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
+            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "euro", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
             "currency",
         ),
         (
-            json!({"customer_id": "c", "currency": "EUR", "lines": [{"sku": "S", "quantity": 0, "unit_price_minor": 1}]}),
+            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": 0, "unit_price_minor": 1}]}),
             "lines[0].quantity",
         ),
         (
-            json!({"customer_id": "c", "currency": "EUR", "lines": [{"sku": "S", "quantity": -3, "unit_price_minor": 1}]}),
+            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": -3, "unit_price_minor": 1}]}),
             "lines[0].quantity",
         ),
     ] {
@@ -236,11 +260,12 @@ async fn bad_input_gets_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_reply_gives_202_and_the_order_is_found_later() {
     let platform = Platform::new(SERVICES).await.expect("platform");
-    // No processor yet: the command waits in orders.messages.
+    // No orders processor yet: the command waits in orders.messages.
     let gateway = platform
         .gateway_ready("gateway", 2, 1_000)
         .await
         .expect("gateway ready");
+    let _peers = stocked(&platform, &gateway).await;
     let client = reqwest::Client::new();
     let base = gateway.url("");
     let response = client
@@ -283,6 +308,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         platform.gateway_ready("gateway", 3, 3_000),
     )
     .expect("orders and gateway ready");
+    let _peers = stocked(&platform, &gateway).await;
     let client = reqwest::Client::new();
     let base = gateway.url("");
 
@@ -361,6 +387,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
         .gateway_ready("gateway", 4, 5_000)
         .await
         .expect("gateway ready");
+    let _peers = stocked(&platform, &gateway).await;
 
     // The group settles with both members owning part of the partitions.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -395,18 +422,24 @@ async fn instances_share_partitions_and_take_over_each_other() {
         assert_eq!(status, 201, "{body}");
     }
     let handled_first = first
-        .metric("d2c_messages_handled_total")
+        .metric_where("d2c_messages_handled_total", "d2c.orders.v1.PlaceOrder")
         .await
         .expect("metrics");
     let handled_second = second
-        .metric("d2c_messages_handled_total")
+        .metric_where("d2c_messages_handled_total", "d2c.orders.v1.PlaceOrder")
         .await
         .expect("metrics");
     assert!(
         handled_first > 0.0 && handled_second > 0.0,
         "both handled work: {handled_first} / {handled_second}"
     );
-    assert_eq!(handled_first + handled_second, 60.0);
+    // At least once: a batch handled just before a rebalance moved its
+    // partition is handled again by the new owner (same effects, same ids).
+    assert!(
+        handled_first + handled_second >= 60.0,
+        "{handled_first} + {handled_second}"
+    );
+    eprintln!("share: PlaceOrder handled {handled_first} + {handled_second} times for 60 orders");
 
     // A graceful stop hands every partition to the survivor, with its state
     // (restored from the changelog: the survivor never saw those orders).
@@ -449,6 +482,7 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         platform.gateway_ready("gateway", 5, 5_000),
     )
     .expect("orders and gateway ready");
+    let _peers = stocked(&platform, &gateway).await;
     let client = reqwest::Client::new();
     let base = gateway.url("");
     let mut ids = Vec::new();

@@ -1,4 +1,6 @@
-//! Open-model load generator for the gateway's `POST /orders`.
+//! Open-model load generator for the gateway's `POST /orders`: every request
+//! is a whole checkout (stock reserved, payment authorized, order confirmed).
+//! `--stock N` first sets N units on hand for every SKU it will order.
 //!
 //! Arrivals follow a fixed schedule (`start_i = t0 + i / rate`) whatever the
 //! server does, and every latency is measured from the scheduled start rather
@@ -29,7 +31,9 @@ usage: loadgen [options]
   --skus N               distinct SKUs (default 100)
   --lines N              max lines per order (default 3)
   --max-in-flight N      arrivals beyond this many open requests count as client_overloaded (default 20000)
-  --warmup S             seconds run before the measured window, excluded from stats (default 1)";
+  --warmup S             seconds run before the measured window, excluded from stats (default 1)
+  --payment-method TOKEN payment method of every order (default pm_card_visa)
+  --stock N              before the run, set N units on hand for every SKU (default 0: leave stock as is)";
 
 /// Upper bound for the histograms; anything slower is clamped, and the
 /// request timeout keeps real values far below it anyway.
@@ -47,6 +51,8 @@ struct Args {
     lines: u64,
     max_in_flight: usize,
     warmup_s: f64,
+    payment_method: String,
+    stock: u64,
 }
 
 impl Args {
@@ -64,6 +70,8 @@ impl Args {
             lines: 3,
             max_in_flight: 20_000,
             warmup_s: 1.0,
+            payment_method: "pm_card_visa".to_owned(),
+            stock: 0,
         };
         let mut flags = Flags::from_env(USAGE);
         while let Some(parsed) = flags.next_flag()? {
@@ -83,6 +91,8 @@ impl Args {
                 "--lines" => args.lines = parse_num(&flag, &value)?,
                 "--max-in-flight" => args.max_in_flight = parse_num(&flag, &value)?,
                 "--warmup" => args.warmup_s = parse_num(&flag, &value)?,
+                "--payment-method" => args.payment_method = value,
+                "--stock" => args.stock = parse_num(&flag, &value)?,
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
@@ -138,6 +148,7 @@ struct PlaceOrder {
     customer_id: String,
     currency: &'static str,
     lines: Vec<OrderLine>,
+    payment_method: String,
 }
 
 fn order_for(index: u64, args: &Args) -> PlaceOrder {
@@ -164,12 +175,16 @@ fn order_for(index: u64, args: &Args) -> PlaceOrder {
                 unit_price_minor: rng.range(100, 10_000),
             })
             .collect(),
+        payment_method: args.payment_method.clone(),
     }
 }
 
 enum Outcome {
     Created,
     Accepted,
+    /// 409 out of stock or 402 declined: a correct business answer, timed
+    /// like a success but counted apart.
+    Refused,
     Error(String),
 }
 
@@ -177,6 +192,7 @@ enum Outcome {
 struct Stats {
     created: AtomicU64,
     accepted: AtomicU64,
+    refused: AtomicU64,
     errors_total: AtomicU64,
     /// Successes during the warmup, so a run that only worked while warming
     /// up still does not exit 1.
@@ -200,11 +216,11 @@ impl Stats {
         }
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         match outcome {
-            Outcome::Created | Outcome::Accepted => {
-                let counter = if matches!(outcome, Outcome::Created) {
-                    &self.created
-                } else {
-                    &self.accepted
+            Outcome::Created | Outcome::Accepted | Outcome::Refused => {
+                let counter = match outcome {
+                    Outcome::Created => &self.created,
+                    Outcome::Accepted => &self.accepted,
+                    _ => &self.refused,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let mut hist = self.hist.lock().unwrap_or_else(PoisonError::into_inner);
@@ -258,8 +274,34 @@ async fn send_one(client: &reqwest::Client, url: &str, body: &PlaceOrder) -> Out
     match status {
         201 => Outcome::Created,
         202 => Outcome::Accepted,
+        402 | 409 => Outcome::Refused,
         s => Outcome::Error(format!("http_{s}")),
     }
+}
+
+/// Sets `--stock` units on hand for every SKU the run may order.
+async fn seed_stock(client: &reqwest::Client, args: &Args) -> Result<()> {
+    for sku in 0..args.skus {
+        let url = format!("{}/admin/inventory/SKU-{sku}", args.url);
+        let response = client
+            .put(&url)
+            .json(&serde_json::json!({ "on_hand": args.stock }))
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!(
+                "PUT {url}: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
+    eprintln!(
+        "loadgen: {} units on hand for each of {} SKUs",
+        args.stock, args.skus
+    );
+    Ok(())
 }
 
 fn quantile_ms(hist: &Histogram<u64>, q: f64) -> f64 {
@@ -294,6 +336,9 @@ async fn main() -> Result<ExitCode> {
         .build()
         .context("building HTTP client")?;
 
+    if args.stock > 0 {
+        seed_stock(&client, &args).await?;
+    }
     let stats = Arc::new(Stats {
         hist: Mutex::new(Some(
             Histogram::new_with_bounds(1, HIST_MAX_US, 3).context("creating histogram")?,
@@ -392,6 +437,7 @@ async fn main() -> Result<ExitCode> {
 
     let created = stats.created.load(Ordering::Relaxed);
     let accepted = stats.accepted.load(Ordering::Relaxed);
+    let refused = stats.refused.load(Ordering::Relaxed);
     let errors_total = stats.errors_total.load(Ordering::Relaxed);
     let errors = stats
         .errors
@@ -404,11 +450,11 @@ async fn main() -> Result<ExitCode> {
         .unwrap_or_else(PoisonError::into_inner)
         .take()
         .context("histogram already taken")?;
-    let completed = created + accepted + errors_total;
+    let completed = created + accepted + refused + errors_total;
     // Over the nominal window, or longer if responses trailed past it, so a
     // backlog drained after the schedule ended does not inflate the rate.
     let span_s = (stats.last_done_us.load(Ordering::Relaxed) as f64 / 1e6).max(args.duration_s);
-    let achieved_rate = (created + accepted) as f64 / span_s;
+    let achieved_rate = (created + accepted + refused) as f64 / span_s;
     let (p50, p95, p99, p999) = (
         quantile_ms(&hist, 0.50),
         quantile_ms(&hist, 0.95),
@@ -426,7 +472,7 @@ async fn main() -> Result<ExitCode> {
         args.rate, args.duration_s, args.warmup_s, args.url
     );
     println!(
-        "achieved: {achieved_rate:.1} req/s completed, 201={created} 202={accepted} errors={errors_total}"
+        "achieved: {achieved_rate:.1} req/s completed, 201={created} 202={accepted} refused(409/402)={refused} errors={errors_total}"
     );
     println!(
         "latency from scheduled start (ms): p50={p50:.1} p95={p95:.1} p99={p99:.1} p99.9={p999:.1} max={max_ms:.1}"
@@ -444,6 +490,7 @@ async fn main() -> Result<ExitCode> {
         "completed": completed,
         "created": created,
         "accepted": accepted,
+        "refused": refused,
         "errors": errors,
         "achieved_rate": round_to(achieved_rate, 1),
         "p50_ms": round_to(p50, 3),

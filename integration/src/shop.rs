@@ -1,0 +1,199 @@
+//! The whole checkout path started for one test: orders, inventory, payments
+//! and a gateway on a fresh topic prefix, plus the HTTP calls a storefront
+//! and an operator make.
+
+use crate::harness::{Platform, Service};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Every service on the checkout path (topology `--only`).
+pub const CHECKOUT_SERVICES: &[&str] = &["orders", "inventory", "payments", "gateway"];
+
+/// Statuses after which an order does not move by itself.
+pub const SETTLED: &[&str] = &["confirmed", "rejected", "cancelled"];
+
+pub struct Shop {
+    pub platform: Platform,
+    pub orders: Service,
+    pub inventory: Service,
+    pub payments: Service,
+    pub gateway: Service,
+    pub client: reqwest::Client,
+}
+
+/// How to start a shop. `payments_env` configures the payment provider.
+pub struct ShopOptions {
+    pub reply_partition: i32,
+    pub reply_timeout_ms: u64,
+    pub payments_env: Vec<(&'static str, String)>,
+}
+
+impl Default for ShopOptions {
+    fn default() -> Self {
+        Self {
+            reply_partition: 0,
+            reply_timeout_ms: 5_000,
+            payments_env: Vec::new(),
+        }
+    }
+}
+
+impl Shop {
+    pub async fn start(options: ShopOptions) -> anyhow::Result<Self> {
+        let platform = Platform::new(CHECKOUT_SERVICES).await?;
+        let started = tokio::try_join!(
+            platform.processor_ready("orders", "orders", &[]),
+            platform.processor_ready("inventory", "inventory", &[]),
+            platform.processor_ready("payments", "payments", &options.payments_env),
+            platform.gateway_ready("gateway", options.reply_partition, options.reply_timeout_ms),
+        );
+        let (orders, inventory, payments, gateway) = match started {
+            Ok(services) => services,
+            Err(error) => {
+                platform.print_logs();
+                return Err(error);
+            }
+        };
+        Ok(Self {
+            platform,
+            orders,
+            inventory,
+            payments,
+            gateway,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.gateway.url(path)
+    }
+
+    /// `PUT /admin/inventory/{sku}`.
+    pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<Value> {
+        set_stock(&self.client, &self.url(""), sku, on_hand).await
+    }
+
+    /// `GET /inventory/{sku}`: (status, body).
+    pub async fn stock(&self, sku: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .get(self.url(&format!("/inventory/{sku}")))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `POST /orders`: (status, body).
+    pub async fn place(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        place_order(&self.client, &self.url(""), key, body).await
+    }
+
+    /// `POST /orders/{id}/cancel`: (status, body).
+    pub async fn cancel(&self, order_id: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(self.url(&format!("/orders/{order_id}/cancel")))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// The order once its status is one of `statuses`.
+    pub async fn wait_for_status(
+        &self,
+        order_id: &str,
+        statuses: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<Value> {
+        wait_for_status(&self.client, &self.url(""), order_id, statuses, within).await
+    }
+}
+
+/// The services an order needs besides orders itself (sandbox payments).
+pub async fn inventory_and_payments(platform: &Platform) -> anyhow::Result<(Service, Service)> {
+    tokio::try_join!(
+        platform.processor_ready("inventory", "inventory", &[]),
+        platform.processor_ready("payments", "payments", &[]),
+    )
+}
+
+/// `PUT /admin/inventory/{sku}`.
+pub async fn set_stock(
+    client: &reqwest::Client,
+    base: &str,
+    sku: &str,
+    on_hand: i64,
+) -> anyhow::Result<Value> {
+    let response = client
+        .put(format!("{base}/admin/inventory/{sku}"))
+        .json(&json!({ "on_hand": on_hand }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("setting stock of {sku} failed: {status} {body}");
+    }
+    Ok(body)
+}
+
+/// An order body with `lines` of (sku, quantity) at 10.00 each.
+pub fn order_body(customer: &str, lines: &[(&str, i64)], payment_method: &str) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_minor": 1000}))
+        .collect();
+    json!({
+        "customer_id": customer,
+        "currency": "EUR",
+        "payment_method": payment_method,
+        "lines": lines,
+    })
+}
+
+pub async fn place_order(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let response = client
+        .post(format!("{base}/orders"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// GET /orders/{id} until its status is one of `statuses` (404 and 503 are
+/// retried: the owner may be starting or moving).
+pub async fn wait_for_status(
+    client: &reqwest::Client,
+    base: &str,
+    order_id: &str,
+    statuses: &[&str],
+    within: Duration,
+) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let response = client
+            .get(format!("{base}/orders/{order_id}"))
+            .send()
+            .await
+            .context("GET order")?;
+        if response.status().is_success() {
+            last = response.json().await?;
+            if statuses.iter().any(|status| last["status"] == *status) {
+                return Ok(last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("order {order_id} did not reach {statuses:?} within {within:?}; last seen: {last}")
+}

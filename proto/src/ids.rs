@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0001);
+const WEBHOOK_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0002);
 
 /// The order a (customer, idempotency key) pair names: retries of one
 /// checkout map to one order, on any gateway instance.
@@ -22,6 +23,13 @@ pub fn derived_message_id(cause: Uuid, index: u32) -> Uuid {
     Uuid::new_v5(&cause, &index.to_be_bytes())
 }
 
+/// The id of the message a provider webhook event (the provider's event id,
+/// e.g. `evt_…`) becomes: a redelivered webhook gets the same id, and the
+/// copy is dropped.
+pub fn webhook_message_id(event_id: &str) -> Uuid {
+    Uuid::new_v5(&WEBHOOK_NAMESPACE, event_id.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +39,12 @@ mod tests {
         assert_eq!(order_id("c1", "k1"), order_id("c1", "k1"));
         assert_ne!(order_id("ab", "c"), order_id("a", "bc"));
         assert_ne!(order_id("c1", "k1"), order_id("c2", "k1"));
+    }
+
+    #[test]
+    fn webhook_message_id_is_stable_per_event() {
+        assert_eq!(webhook_message_id("evt_1"), webhook_message_id("evt_1"));
+        assert_ne!(webhook_message_id("evt_1"), webhook_message_id("evt_2"));
+        assert_ne!(webhook_message_id("evt_1"), order_id("evt_1", ""));
     }
 }

@@ -14,6 +14,15 @@
 //!   acknowledged, so a crash repeats a provider call, never loses one; the
 //!   provider idempotency key is fixed per order (`d2c-charge-{order_id}`,
 //!   `d2c-refund-{order_id}`), so a repeated call charges once.
+//! * Provider webhooks ([`webhook_route`]): `POST /webhooks/provider` on the
+//!   admin endpoint takes the provider's signed events (`Stripe-Signature`,
+//!   secret `D2C_PAYMENT_WEBHOOK_SECRET`) and produces what they report as a
+//!   `ProviderOutcome` to `payments.messages`, keyed by order id, with a
+//!   message id derived from the event id; it answers `200` once the broker
+//!   has it (`503` otherwise, so the provider redelivers), `400` for a bad
+//!   signature or an unreadable event, and `200` `"ignored": true` for events
+//!   we do not act on. A webhook can settle a payment while the worker's call
+//!   is still stuck; whichever outcome comes second changes nothing.
 //!
 //! # Payment states
 //!
@@ -85,6 +94,7 @@ pub mod refund;
 pub mod sandbox;
 mod table;
 pub mod webhook;
+pub mod webhook_route;
 pub mod worker;
 
 #[cfg(test)]

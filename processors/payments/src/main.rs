@@ -2,7 +2,10 @@ use anyhow::Context as _;
 use d2c_payments::{
     run_worker, PaymentsConfig, PaymentsHandler, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
 };
+use d2c_runtime::kafka::producer_config;
 use d2c_runtime::{ProcessorSpec, RuntimeConfig};
+use d2c_topology::{topic, TopicNames};
+use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -16,6 +19,17 @@ async fn main() -> anyhow::Result<()> {
     let provider = payments
         .build_provider()
         .context("building the payment provider")?;
+    // Provider webhooks, served on the admin endpoint, produce outcomes to
+    // payments.messages like the worker does.
+    let webhook_producer: FutureProducer =
+        producer_config(&runtime.brokers, "payments-webhooks", runtime.linger)
+            .create()
+            .context("creating the webhook producer")?;
+    let webhook_routes = d2c_payments::webhook_route::routes(
+        payments.webhook_secret.clone(),
+        webhook_producer,
+        TopicNames::new(runtime.topic_prefix.clone()).name(topic::PAYMENTS_MESSAGES),
+    );
     // The worker stops on SIGTERM/SIGINT like the processor, or when the
     // processor has ended for another reason.
     let (stop_worker, processor_ended) = tokio::sync::oneshot::channel::<()>();
@@ -30,12 +44,13 @@ async fn main() -> anyhow::Result<()> {
         provider,
         worker_shutdown,
     ));
-    let processor = d2c_runtime::run(
+    let processor = d2c_runtime::run_with_routes(
         ProcessorSpec {
             service: SERVICE,
             default_admin_port: DEFAULT_ADMIN_PORT,
         },
         Arc::new(PaymentsHandler),
+        webhook_routes,
     );
     tokio::pin!(processor);
     tokio::pin!(worker);

@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint of a processor: liveness, readiness, metrics.
+//! The admin HTTP endpoint of a processor: liveness, readiness, metrics, and
+//! whatever routes the service adds (see `run_with_routes`).
 
 use crate::metrics::METRICS;
 use axum::extract::State;
@@ -52,18 +53,20 @@ pub async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// Binds the admin listener; prints `ADMIN_LISTENING <addr>` on stdout so a
-/// caller that asked for port 0 learns the port.
+/// Binds the admin listener and serves [`router`] merged with the service's
+/// own `routes`; prints `ADMIN_LISTENING <addr>` on stdout so a caller that
+/// asked for port 0 learns the port.
 pub async fn serve(
     addr: SocketAddr,
     readiness: Arc<Readiness>,
+    routes: Router,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     println!("ADMIN_LISTENING {bound}");
     tracing::info!(%bound, "Admin endpoint listening");
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router(readiness)).await {
+        if let Err(error) = axum::serve(listener, router(readiness).merge(routes)).await {
             tracing::error!(%error, "Admin endpoint failed");
         }
     }))

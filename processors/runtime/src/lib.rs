@@ -26,7 +26,7 @@ mod worker;
 
 pub use config::RuntimeConfig;
 pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
-pub use run::{run, shutdown_signal, ProcessorSpec};
+pub use run::{run, run_with_routes, shutdown_signal, ProcessorSpec};
 
 /// Errors of the runtime. Kafka errors carry where they happened.
 #[derive(Debug, thiserror::Error)]

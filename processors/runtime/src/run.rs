@@ -9,6 +9,7 @@ use crate::metrics::METRICS;
 use crate::partitions::{Partitions, RebalanceContext};
 use crate::{telemetry, RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
+use axum::Router;
 use d2c_state::{Store, StoreOptions};
 use d2c_topology::TopicNames;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -49,6 +50,17 @@ pub(crate) struct Shared {
 
 /// Run a processor until SIGTERM/SIGINT, or until it cannot go on.
 pub async fn run(spec: ProcessorSpec, handler: Arc<dyn Handler>) -> anyhow::Result<()> {
+    run_with_routes(spec, handler, Router::new()).await
+}
+
+/// [`run`], with `routes` served by the admin HTTP endpoint next to
+/// `/health`, `/ready` and `/metrics` (for a service's own endpoints, e.g.
+/// provider webhooks). `routes` must not reuse those three paths.
+pub async fn run_with_routes(
+    spec: ProcessorSpec,
+    handler: Arc<dyn Handler>,
+    routes: Router,
+) -> anyhow::Result<()> {
     telemetry::init();
     let config = RuntimeConfig::from_env(spec.service, spec.default_admin_port)?;
     tracing::info!(?config, "Starting the {} processor", spec.service);
@@ -70,7 +82,7 @@ pub async fn run(spec: ProcessorSpec, handler: Arc<dyn Handler>) -> anyhow::Resu
         dead_letter: names.name(&format!("{}.dead-letter", spec.service)),
     };
     let readiness = Arc::new(Readiness::default());
-    admin::serve(config.admin_addr, Arc::clone(&readiness)).await?;
+    admin::serve(config.admin_addr, Arc::clone(&readiness), routes).await?;
 
     let (offsets, stored_offsets) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {

@@ -13,7 +13,9 @@ pub struct RuntimeConfig {
     pub brokers: String,
     /// D2C_TOPIC_PREFIX: prepended to every topic name (test isolation).
     pub topic_prefix: String,
-    /// D2C_GROUP_ID: the consumer group; defaults to the service name.
+    /// D2C_GROUP_ID: the consumer group; defaults to the topic prefix + the
+    /// service name, so deployments that share a broker under different
+    /// prefixes (tests do) never share a group.
     pub group_id: String,
     /// D2C_STATE_DIR: where the RocksDB partition stores live.
     pub state_dir: PathBuf,
@@ -40,10 +42,11 @@ impl RuntimeConfig {
     /// Reads the environment; `service` picks the defaults (group, state
     /// directory) and `default_admin_port` the admin port.
     pub fn from_env(service: &str, default_admin_port: u16) -> Result<Self, RuntimeError> {
+        let topic_prefix: String = var("D2C_TOPIC_PREFIX", String::new())?;
         Ok(Self {
             brokers: var("D2C_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
-            topic_prefix: var("D2C_TOPIC_PREFIX", String::new())?,
-            group_id: var("D2C_GROUP_ID", service.to_owned())?,
+            group_id: var("D2C_GROUP_ID", format!("{topic_prefix}{service}"))?,
+            topic_prefix,
             state_dir: var(
                 "D2C_STATE_DIR",
                 PathBuf::from(format!(".d2c/state/{service}")),

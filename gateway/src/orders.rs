@@ -33,8 +33,6 @@ pub struct OrderJson {
     pub total_minor: i64,
     pub lines: Vec<OrderLineJson>,
     pub placed_at_ms: i64,
-    #[serde(default)]
-    pub updated_at_ms: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub payment_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,7 +86,6 @@ impl From<Order> for OrderJson {
                 })
                 .collect(),
             placed_at_ms: order.placed_at_ms,
-            updated_at_ms: order.updated_at_ms,
             payment_ref: order.payment_ref,
             rejection,
         }

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const SERVICES: &[&str] = CHECKOUT_SERVICES;
+// Tests that expect 201 give the whole saga (8 broker hops) a generous reply
+// timeout: tansu slows down as a test run fills it, and CI machines vary.
 
 /// Inventory and payments running, and plenty of the SKUs the orders use.
 async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
@@ -120,7 +122,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     let platform = Platform::new(SERVICES).await.expect("platform");
     let (_orders, gateway) = tokio::try_join!(
         platform.orders_ready("orders-a"),
-        platform.gateway_ready("gateway", 0, 5_000),
+        platform.gateway_ready("gateway", 0, 15_000),
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
@@ -384,7 +386,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
         .await
         .expect("second ready");
     let gateway = platform
-        .gateway_ready("gateway", 4, 5_000)
+        .gateway_ready("gateway", 4, 15_000)
         .await
         .expect("gateway ready");
     let _peers = stocked(&platform, &gateway).await;
@@ -479,7 +481,7 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
     let platform = Platform::new(SERVICES).await.expect("platform");
     let (mut original, gateway) = tokio::try_join!(
         platform.orders_ready("orders-old"),
-        platform.gateway_ready("gateway", 5, 5_000),
+        platform.gateway_ready("gateway", 5, 15_000),
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;

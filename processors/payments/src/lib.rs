@@ -61,10 +61,11 @@
 //!   refund is not queued behind the in-flight charge. Orders will get the
 //!   charge's `PaymentResult` later and must send `RefundPayment` again if it
 //!   still wants the money back (an AUTHORIZED result while compensating).
-//! * A refund the provider did not approve leaves the payment in
-//!   REFUND_REQUESTED: the worker keeps retrying the refund (same idempotency
-//!   key) until the provider approves it, so a failed refund is only ever
-//!   reported by a webhook, and changes nothing here.
+//! * A refund the provider refused (a decline, or a request it rejects as
+//!   invalid) leaves the payment in REFUND_REQUESTED and is logged as an
+//!   error for an operator: retrying with the same idempotency key could only
+//!   return the same stored refusal. Transient errors are retried until the
+//!   provider answers.
 //! * Only the first charge outcome counts; later outcomes for the same payment
 //!   (worker replays, webhooks) change nothing.
 //!

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "d2c/orders/v1/orders.proto",
         "d2c/inventory/v1/inventory.proto",
         "d2c/payments/v1/payments.proto",
+        "d2c/catalog/v1/catalog.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed=proto/{file}");

@@ -91,6 +91,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "illegal_transition", message).with_field("status")
     }
 
+    /// The request contradicts the current state (a stale version, an id
+    /// taken by other content): 409 naming the field.
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message).with_field(field)
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self

@@ -5,6 +5,7 @@
 //! reply is late).
 
 pub mod bus;
+pub mod catalog;
 pub mod config;
 pub mod error;
 mod health;
@@ -44,6 +45,13 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/cancel", post(orders::cancel_order))
         .route("/admin/inventory/{sku}", put(inventory::set_stock))
         .route("/inventory/{sku}", get(inventory::get_stock))
+        .route("/admin/products", post(catalog::create_product))
+        .route("/admin/products/{id}", put(catalog::update_product))
+        .route(
+            "/admin/products/{id}/archive",
+            post(catalog::archive_product),
+        )
+        .route("/products/{id}", get(catalog::get_product))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(d2c_runtime::admin::metrics))

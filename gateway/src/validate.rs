@@ -105,7 +105,7 @@ fn field_of(path: &str, message: &str) -> String {
     }
 }
 
-fn is_identifier(value: &str) -> bool {
+pub fn is_identifier(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_ID_LEN
         && value

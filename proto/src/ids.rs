@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0001);
 const WEBHOOK_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0002);
+const PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0003);
 
 /// The order a (customer, idempotency key) pair names: retries of one
 /// checkout map to one order, on any gateway instance.
@@ -30,6 +31,12 @@ pub fn webhook_message_id(event_id: &str) -> Uuid {
     Uuid::new_v5(&WEBHOOK_NAMESPACE, event_id.as_bytes())
 }
 
+/// The product a create request names when the client gives no product id:
+/// retries under one `Idempotency-Key` create one product.
+pub fn product_id(idempotency_key: &str) -> Uuid {
+    Uuid::new_v5(&PRODUCT_NAMESPACE, idempotency_key.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +46,13 @@ mod tests {
         assert_eq!(order_id("c1", "k1"), order_id("c1", "k1"));
         assert_ne!(order_id("ab", "c"), order_id("a", "bc"));
         assert_ne!(order_id("c1", "k1"), order_id("c2", "k1"));
+    }
+
+    #[test]
+    fn product_id_is_stable_per_key() {
+        assert_eq!(product_id("k1"), product_id("k1"));
+        assert_ne!(product_id("k1"), product_id("k2"));
+        assert_ne!(product_id("k1"), webhook_message_id("k1"));
     }
 
     #[test]

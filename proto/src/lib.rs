@@ -31,6 +31,12 @@ pub mod payments {
     }
 }
 
+pub mod catalog {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/d2c.catalog.v1.rs"));
+    }
+}
+
 /// The protobuf full name of a message type, as carried in the
 /// `d2c-message-type` header.
 pub fn type_name<M: prost::Name>() -> String {

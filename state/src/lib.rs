@@ -32,6 +32,8 @@ pub enum Table {
     StockAdjustments = 0x22,
     /// Payments by order id.
     Payments = 0x30,
+    /// Products by product id (catalog).
+    Products = 0x40,
 }
 
 impl Table {

@@ -19,6 +19,8 @@ pub mod topic {
     pub const INVENTORY_EVENTS: &str = "inventory.events";
     pub const PAYMENTS_MESSAGES: &str = "payments.messages";
     pub const PAYMENTS_EVENTS: &str = "payments.events";
+    pub const CATALOG_MESSAGES: &str = "catalog.messages";
+    pub const CATALOG_EVENTS: &str = "catalog.events";
     pub const GATEWAY_REPLIES: &str = "gateway.replies";
 }
 

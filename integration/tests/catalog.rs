@@ -1,0 +1,211 @@
+//! The catalog against a real broker: the catalog processor and a gateway,
+//! driven over HTTP the way an operator and a storefront drive them.
+
+use d2c_integration::harness::Platform;
+use d2c_integration::kafka::read_all;
+use d2c_proto::catalog::v1::ProductCreated;
+use prost::{Message, Name};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct Catalog {
+    platform: Platform,
+    base: String,
+    client: reqwest::Client,
+    _services: Vec<d2c_integration::harness::Service>,
+}
+
+impl Catalog {
+    async fn start() -> Self {
+        let platform = Platform::new(&["catalog", "gateway"])
+            .await
+            .expect("platform");
+        let started = tokio::try_join!(
+            platform.processor_ready("catalog", "catalog", &[]),
+            platform.gateway_ready("gateway", 0, 10_000),
+        );
+        let (catalog, gateway) = match started {
+            Ok(services) => services,
+            Err(error) => {
+                platform.print_logs();
+                panic!("services did not start: {error:#}");
+            }
+        };
+        Self {
+            base: gateway.url(""),
+            platform,
+            client: reqwest::Client::new(),
+            _services: vec![catalog, gateway],
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.client
+                .post(format!("{}/admin/products", self.base))
+                .header("Idempotency-Key", key)
+                .json(body),
+        )
+        .await
+    }
+
+    async fn update(&self, id: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.client
+                .put(format!("{}/admin/products/{id}", self.base))
+                .json(body),
+        )
+        .await
+    }
+
+    async fn archive(&self, id: &str) -> (u16, Value) {
+        self.send(
+            self.client
+                .post(format!("{}/admin/products/{id}/archive", self.base)),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}/products/{id}", self.base)))
+            .await
+    }
+}
+
+fn shirt(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "A shirt made of linen",
+        "category": "shirts",
+        "variants": [
+            {"sku": "SHIRT-S", "name": "S", "prices": [{"currency": "EUR", "amount_minor": 4900}]},
+            {"sku": "SHIRT-M", "name": "M", "prices": [
+                {"currency": "EUR", "amount_minor": 4900},
+                {"currency": "USD", "amount_minor": 5500}
+            ]}
+        ]
+    })
+}
+
+fn with(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_lifecycle_over_http() {
+    let catalog = Catalog::start().await;
+
+    let (status, created) = catalog.create("shirt-1", &shirt("Linen shirt")).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["product_id"].as_str().expect("id").to_owned();
+    assert_eq!(created["version"], 1, "{created}");
+    assert_eq!(created["archived"], false, "{created}");
+    assert_eq!(
+        created["variants"][1]["prices"][1],
+        json!({"currency": "USD", "amount_minor": 5500})
+    );
+
+    // A retried create (same key, same body) is the same product.
+    let (status, retried) = catalog.create("shirt-1", &shirt("Linen shirt")).await;
+    assert_eq!((status, &retried), (201, &created));
+    // Same key, other content: the id is taken.
+    let (status, body) = catalog.create("shirt-1", &shirt("Other shirt")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+
+    let (status, got) = catalog.get(&id).await;
+    assert_eq!((status, &got), (200, &created));
+
+    let (status, body) = catalog
+        .update(&id, &with(shirt("Stale"), "expected_version", json!(7)))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["field"], "expected_version", "{body}");
+
+    let (status, updated) = catalog
+        .update(
+            &id,
+            &with(shirt("Washed linen shirt"), "expected_version", json!(1)),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["version"], 2, "{updated}");
+    assert_eq!(updated["name"], "Washed linen shirt", "{updated}");
+
+    let (status, archived) = catalog.archive(&id).await;
+    assert_eq!(status, 200, "{archived}");
+    assert_eq!(archived["archived"], true, "{archived}");
+    assert_eq!(archived["version"], 3, "{archived}");
+    let (status, again) = catalog.archive(&id).await;
+    assert_eq!((status, &again), (200, &archived));
+
+    let (status, body) = catalog
+        .update(&id, &with(shirt("Revived"), "expected_version", json!(3)))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "illegal_transition", "{body}");
+    let (status, got) = catalog.get(&id).await;
+    assert_eq!((status, &got), (200, &archived));
+
+    let (status, body) = catalog.get("NO-SUCH-PRODUCT").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = catalog.update("NO-SUCH-PRODUCT", &shirt("Ghost")).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Invalid content is refused at the edge, naming the field.
+    let mut bad = shirt("Bad price");
+    bad["variants"][1]["prices"][0]["currency"] = json!("euro");
+    let (status, body) = catalog.create("bad-1", &bad).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["field"], "variants[1].prices[0].currency",
+        "{body}"
+    );
+    let mut bad = shirt("Bad amount");
+    bad["variants"][0]["prices"][0]["amount_minor"] = json!(-5);
+    let (status, body) = catalog.create("bad-2", &bad).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["field"], "variants[0].prices[0].amount_minor",
+        "{body}"
+    );
+    let (status, body) = catalog
+        .get(&d2c_proto::ids::product_id("bad-1").to_string())
+        .await;
+    assert_eq!(status, 404, "an invalid create makes nothing: {body}");
+
+    // The creation was announced once, keyed by the product id.
+    let topic = catalog.platform.topic("catalog.events");
+    let brokers = catalog.platform.brokers.clone();
+    let records =
+        tokio::task::spawn_blocking(move || read_all(&brokers, &topic, Duration::from_secs(30)))
+            .await
+            .expect("reader")
+            .expect("catalog.events readable");
+    let created_events: Vec<ProductCreated> = records
+        .iter()
+        .filter(|record| {
+            record
+                .envelope
+                .as_ref()
+                .is_some_and(|envelope| envelope.message_type == ProductCreated::full_name())
+        })
+        .map(|record| {
+            assert_eq!(record.key, id.as_bytes());
+            ProductCreated::decode(record.payload.as_slice()).expect("event decodes")
+        })
+        .collect();
+    assert_eq!(created_events.len(), 1, "{records:?}");
+    let product = created_events[0].product.as_ref().expect("product");
+    assert_eq!(product.product_id, id);
+    assert_eq!(product.version, 1);
+    assert_eq!(product.name, "Linen shirt");
+    assert_eq!(records.len(), 3, "created, updated, archived: {records:?}");
+}

@@ -58,6 +58,34 @@ impl Bus {
         }
     }
 
+    /// A request that must be answered now: the decoded reply, or 503 (and
+    /// the route's reply-timeout counter) when `service` does not answer in
+    /// time.
+    pub async fn ask<M, R>(
+        &self,
+        topic: &str,
+        key: &str,
+        message: &M,
+        route: &str,
+        service: &str,
+    ) -> Result<R, ApiError>
+    where
+        M: prost::Message + prost::Name,
+        R: prost::Message + prost::Name + Default,
+    {
+        let Outcome::Replied(reply) = self.request(topic, key, message, None).await? else {
+            crate::metrics::GATEWAY_METRICS
+                .reply_timeouts
+                .with_label_values(&[route])
+                .inc();
+            return Err(ApiError::unavailable(format!(
+                "the {service} service did not answer in time; retry shortly"
+            )));
+        };
+        R::decode(reply.payload.as_slice())
+            .map_err(|error| ApiError::internal(format!("undecodable {}: {error}", R::full_name())))
+    }
+
     async fn publish(
         &self,
         topic: &str,

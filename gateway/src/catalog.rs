@@ -12,9 +12,7 @@
 //! Refusals: INVALID → 422 naming the field, NOT_FOUND → 404, CONFLICT and
 //! ILLEGAL_TRANSITION → 409.
 
-use crate::bus::Outcome;
 use crate::error::ApiError;
-use crate::metrics::GATEWAY_METRICS;
 use crate::orders::body_error;
 use crate::validate::{is_identifier, parse_json, IdempotencyKey, MAX_ID_LEN};
 use crate::AppState;
@@ -406,21 +404,16 @@ async fn product_request<M: Message + prost::Name>(
     message: &M,
     route: &str,
 ) -> Result<Product, ApiError> {
-    let outcome = app
+    let reply: ProductReply = app
         .bus
-        .request(topic::CATALOG_MESSAGES, product_id, message, None)
+        .ask(
+            topic::CATALOG_MESSAGES,
+            product_id,
+            message,
+            route,
+            "catalog",
+        )
         .await?;
-    let Outcome::Replied(reply) = outcome else {
-        GATEWAY_METRICS
-            .reply_timeouts
-            .with_label_values(&[route])
-            .inc();
-        return Err(ApiError::unavailable(
-            "the catalog service did not answer in time; retry shortly",
-        ));
-    };
-    let reply = ProductReply::decode(reply.payload.as_slice())
-        .map_err(|error| ApiError::internal(format!("undecodable product reply: {error}")))?;
     match reply.result {
         Some(product_reply::Result::Product(product)) => Ok(product),
         Some(product_reply::Result::Rejected(rejection)) => {

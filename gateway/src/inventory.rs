@@ -2,9 +2,7 @@
 //! `PUT /admin/inventory/{sku}` sets the units on hand; `GET /inventory/{sku}`
 //! tells what is available.
 
-use crate::bus::Outcome;
 use crate::error::ApiError;
-use crate::metrics::GATEWAY_METRICS;
 use crate::orders::body_error;
 use crate::validate::{parse_json, MAX_ID_LEN};
 use crate::AppState;
@@ -104,21 +102,10 @@ async fn stock_request<M: Message + prost::Name>(
     message: &M,
     route: &str,
 ) -> Result<Response, ApiError> {
-    let outcome = app
+    let reply: StockReply = app
         .bus
-        .request(topic::INVENTORY_MESSAGES, sku, message, None)
+        .ask(topic::INVENTORY_MESSAGES, sku, message, route, "inventory")
         .await?;
-    let Outcome::Replied(reply) = outcome else {
-        GATEWAY_METRICS
-            .reply_timeouts
-            .with_label_values(&[route])
-            .inc();
-        return Err(ApiError::unavailable(
-            "the inventory service did not answer in time; retry shortly",
-        ));
-    };
-    let reply = StockReply::decode(reply.payload.as_slice())
-        .map_err(|error| ApiError::internal(format!("undecodable stock reply: {error}")))?;
     match reply.result {
         Some(stock_reply::Result::Level(level)) => {
             Ok((StatusCode::OK, Json(StockJson::from(level))).into_response())

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "d2c/inventory/v1/inventory.proto",
         "d2c/payments/v1/payments.proto",
         "d2c/catalog/v1/catalog.proto",
+        "d2c/customers/v1/customers.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed=proto/{file}");

@@ -37,6 +37,12 @@ pub mod catalog {
     }
 }
 
+pub mod customers {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/d2c.customers.v1.rs"));
+    }
+}
+
 /// The protobuf full name of a message type, as carried in the
 /// `d2c-message-type` header.
 pub fn type_name<M: prost::Name>() -> String {

@@ -34,6 +34,10 @@ pub enum Table {
     Payments = 0x30,
     /// Products by product id (catalog).
     Products = 0x40,
+    /// Customers by customer id, with their credential (customers).
+    Customers = 0x50,
+    /// Carts by (customer id, cart id) (customers).
+    Carts = 0x51,
 }
 
 impl Table {

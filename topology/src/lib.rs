@@ -21,6 +21,8 @@ pub mod topic {
     pub const PAYMENTS_EVENTS: &str = "payments.events";
     pub const CATALOG_MESSAGES: &str = "catalog.messages";
     pub const CATALOG_EVENTS: &str = "catalog.events";
+    pub const CUSTOMERS_MESSAGES: &str = "customers.messages";
+    pub const CUSTOMERS_EVENTS: &str = "customers.events";
     pub const GATEWAY_REPLIES: &str = "gateway.replies";
 }
 

@@ -21,7 +21,7 @@ pub fn apply(
     command: CancelOrder,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let Some(mut record) = state.order(&command.order_id)? else {
+    let Some(mut record) = state.order_of(&command.order_id, &command.customer_id)? else {
         effects.reply(
             &command.order_id,
             &rejected(Rejection {

@@ -11,7 +11,7 @@ pub fn apply(
     query: GetOrder,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let result = match state.order(&query.order_id)? {
+    let result = match state.order_of(&query.order_id, &query.customer_id)? {
         Some(record) => record.order.map(order_reply::Result::Order),
         None => Some(order_reply::Result::Rejected(Rejection {
             code: Code::NotFound as i32,
@@ -28,4 +28,40 @@ pub fn apply(
         },
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{command, envelope, reply_of, Harness};
+    use d2c_proto::common::v1::rejection::Code;
+    use d2c_proto::orders::v1::{order_reply, GetOrder};
+
+    fn answer(harness: &Harness, customer_id: &str) -> order_reply::Result {
+        let query = GetOrder {
+            order_id: "o-1".into(),
+            customer_id: customer_id.into(),
+        };
+        reply_of(&harness.handle(&envelope(5), &query))
+            .and_then(|reply| reply.result)
+            .expect("answered")
+    }
+
+    #[test]
+    fn an_order_is_shown_to_its_customer_and_operators_only() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        for reader in ["cust-1", ""] {
+            assert!(
+                matches!(answer(&harness, reader), order_reply::Result::Order(order) if order.order_id == "o-1"),
+                "{reader:?} reads it"
+            );
+        }
+        match answer(&harness, "cust-2") {
+            order_reply::Result::Rejected(rejection) => {
+                assert_eq!(rejection.code, Code::NotFound as i32);
+                assert_eq!(rejection.message, "order o-1 does not exist");
+            }
+            other => panic!("another customer must not see it: {other:?}"),
+        }
+    }
 }

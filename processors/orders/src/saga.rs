@@ -394,7 +394,18 @@ mod tests {
         harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
         let cancel = CancelOrder {
             order_id: "o-1".into(),
+            customer_id: "cust-1".into(),
         };
+        let stranger = CancelOrder {
+            order_id: "o-1".into(),
+            customer_id: "cust-2".into(),
+        };
+        let refused = harness.handle(&envelope(9), &stranger);
+        assert!(refused.changes().is_empty(), "another customer's cancel");
+        assert!(matches!(
+            reply_of(&refused).and_then(|reply| reply.result),
+            Some(order_reply::Result::Rejected(Rejection { code, .. })) if code == Code::NotFound as i32
+        ));
         let effects = harness.handle(&envelope(10), &cancel);
         assert_eq!(released(&effects), ["SKU-1", "SKU-2"]);
         assert_eq!(
@@ -420,6 +431,7 @@ mod tests {
         harness.handle(&envelope(1), &command("o-1", b"h"));
         let cancel = CancelOrder {
             order_id: "o-1".into(),
+            ..CancelOrder::default()
         };
         let refused = |effects: &Effects| match reply_of(effects).and_then(|reply| reply.result) {
             Some(order_reply::Result::Rejected(rejection)) => rejection.code,
@@ -432,6 +444,7 @@ mod tests {
             &envelope(3),
             &CancelOrder {
                 order_id: "nope".into(),
+                ..CancelOrder::default()
             },
         );
         assert_eq!(refused(&missing), Code::NotFound as i32);

@@ -7,6 +7,23 @@ use prost::Message;
 
 pub trait OrderRead {
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, HandlerError>;
+
+    /// The order as `customer_id` may see it: another customer's order is
+    /// `None`, exactly like a missing one, so ids cannot be probed. An empty
+    /// `customer_id` is an operator's request and sees every order.
+    fn order_of(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+    ) -> Result<Option<OrderRecord>, HandlerError> {
+        Ok(self.order(order_id)?.filter(|record| {
+            customer_id.is_empty()
+                || record
+                    .order
+                    .as_ref()
+                    .is_some_and(|order| order.customer_id == customer_id)
+        }))
+    }
 }
 
 pub trait OrderWrite {

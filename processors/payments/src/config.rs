@@ -5,7 +5,7 @@ use crate::http_provider::HttpProvider;
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::sandbox::SandboxProvider;
 use crate::worker::RetryPolicy;
-use d2c_runtime::config::var;
+use d2c_runtime::config::{mask, var};
 use d2c_runtime::RuntimeError;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -94,20 +94,6 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("webhook_secret", &mask(&self.webhook_secret))
             .finish()
     }
-}
-
-/// A secret for logs: its kind prefix (`sk_test_`, `whsec_`, …) and no more.
-pub fn mask(secret: &str) -> String {
-    if secret.is_empty() {
-        return "(empty)".into();
-    }
-    const KNOWN_PREFIXES: [&str; 5] = ["sk_test_", "sk_live_", "rk_test_", "rk_live_", "whsec_"];
-    let prefix = KNOWN_PREFIXES
-        .iter()
-        .find(|prefix| secret.starts_with(*prefix))
-        .copied()
-        .unwrap_or("");
-    format!("{prefix}****")
 }
 
 #[cfg(test)]

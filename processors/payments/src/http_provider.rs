@@ -30,7 +30,7 @@ impl std::fmt::Debug for HttpProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProvider")
             .field("base_url", &self.base_url)
-            .field("secret_key", &crate::config::mask(&self.secret_key))
+            .field("secret_key", &d2c_runtime::config::mask(&self.secret_key))
             .finish()
     }
 }

@@ -79,3 +79,79 @@ where
         _ => Ok(default),
     }
 }
+
+/// A secret for logs: its kind prefix (`sk_test_`, `whsec_`, …) and no more.
+pub fn mask(secret: &str) -> String {
+    if secret.is_empty() {
+        return "(empty)".into();
+    }
+    const KNOWN_PREFIXES: [&str; 5] = ["sk_test_", "sk_live_", "rk_test_", "rk_live_", "whsec_"];
+    let prefix = KNOWN_PREFIXES
+        .iter()
+        .find(|prefix| secret.starts_with(*prefix))
+        .copied()
+        .unwrap_or("");
+    format!("{prefix}****")
+}
+
+/// A credential from the environment. Its `Debug` shows only its kind prefix
+/// (see [`mask`]), so printing a config never prints a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask(&self.0))
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// A connection URL for logs: the password, if any, replaced by `****`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:****@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(format!("{:?}", Secret::new("sk_live_abc")), "sk_live_****");
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "****");
+        assert_eq!(
+            mask_url("postgres://app:s3cret@db:5432/d2c"),
+            "postgres://app:****@db:5432/d2c"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@127.0.0.1/d2c"),
+            "postgres://postgres@127.0.0.1/d2c"
+        );
+    }
+}

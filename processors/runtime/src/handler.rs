@@ -79,6 +79,26 @@ impl Effects {
         });
     }
 
+    /// Hand the request on to another service, which answers the original
+    /// sender: the message keeps the cause's reply-to address and
+    /// correlation id (e.g. a cart checkout becoming a PlaceOrder, answered
+    /// by orders to the gateway that parked the HTTP request).
+    pub fn forward<M: prost::Message + prost::Name>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        message: &M,
+    ) {
+        let mut envelope = self.caused_envelope::<M>();
+        envelope.reply_to = self.cause.reply_to.clone();
+        self.outgoing.push(Outgoing {
+            destination: Destination::Topic(topic.to_owned()),
+            key: key.as_bytes().to_vec(),
+            envelope,
+            payload: message.encode_to_vec(),
+        });
+    }
+
     /// Answer the sender, if it asked for an answer (a `reply-to` header).
     pub fn reply<M: prost::Message + prost::Name>(&mut self, key: &str, message: &M) {
         let Some(reply_to) = self.cause.reply_to.clone() else {

@@ -1,0 +1,5 @@
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    d2c_projector::run().await?;
+    Ok(())
+}

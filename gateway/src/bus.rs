@@ -9,6 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 pub enum Outcome {
@@ -46,7 +47,18 @@ impl Bus {
         envelope.correlation_id = Some(correlation_id);
         envelope.reply_to = Some(self.reply_to.clone());
         envelope.idempotency_key = idempotency_key.map(str::to_owned);
+        // A child of the request's `http` span; the processors' spans become
+        // children of this one through the record's `traceparent`.
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = topic,
+            d2c.message_type = %envelope.message_type,
+        );
+        envelope.traceparent = d2c_runtime::tracing_context::traceparent_of(&span);
         self.publish(topic, key, &envelope, &message.encode_to_vec(), deadline)
+            .instrument(span)
             .await?;
         let Some(parked) = parked else {
             return Ok(Outcome::NotWaited);

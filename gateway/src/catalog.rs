@@ -12,9 +12,9 @@
 //! Refusals: INVALID → 422 naming the field, NOT_FOUND → 404, CONFLICT and
 //! ILLEGAL_TRANSITION → 409.
 
-use crate::error::ApiError;
-use crate::orders::body_error;
-use crate::validate::{is_identifier, parse_json, IdempotencyKey, MAX_ID_LEN};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::validate::{is_identifier, json_body, IdempotencyKey, MAX_ID_LEN};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -26,11 +26,12 @@ use d2c_proto::catalog::v1::{
     product_reply, ArchiveProduct, CreateProduct, GetProduct, Price, Product, ProductReply,
     UpdateProduct, Variant,
 };
-use d2c_proto::common::v1::rejection::Code;
 use d2c_topology::topic;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::sync::Arc;
+use utoipa::ToSchema;
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
@@ -40,7 +41,7 @@ pub const MAX_PRICES: usize = 50;
 pub const MAX_AMOUNT_MINOR: i64 = 100_000_000;
 
 /// `POST /admin/products` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     #[serde(default)]
@@ -53,7 +54,7 @@ pub struct CreateProductRequest {
 }
 
 /// `PUT /admin/products/{id}` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
     #[serde(default)]
@@ -74,7 +75,7 @@ pub struct ContentRequest {
     pub variants: Vec<VariantJson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantJson {
     pub sku: String,
@@ -83,7 +84,7 @@ pub struct VariantJson {
     pub prices: Vec<PriceJson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceJson {
     pub currency: String,
@@ -91,7 +92,7 @@ pub struct PriceJson {
 }
 
 /// A product as answered.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub struct ProductJson {
     pub product_id: String,
     pub name: String,
@@ -101,6 +102,12 @@ pub struct ProductJson {
     pub archived: bool,
     pub version: i64,
     pub updated_at_ms: i64,
+}
+
+impl From<Arc<Product>> for ProductJson {
+    fn from(product: Arc<Product>) -> Self {
+        Arc::unwrap_or_clone(product).into()
+    }
 }
 
 impl From<Product> for ProductJson {
@@ -275,15 +282,7 @@ pub fn create_command(
             product_id
         }
         None => {
-            let value = headers.get("idempotency-key").ok_or_else(|| {
-                ApiError::bad_request("without a product_id the Idempotency-Key header is required")
-                    .with_field("Idempotency-Key")
-            })?;
-            let value = value.to_str().map_err(|_| {
-                ApiError::bad_request("Idempotency-Key must be visible ASCII")
-                    .with_field("Idempotency-Key")
-            })?;
-            let key = IdempotencyKey::parse(value)?;
+            let key = IdempotencyKey::required(headers, "without a product_id")?;
             d2c_proto::ids::product_id(key.as_str()).to_string()
         }
     };
@@ -333,13 +332,27 @@ pub fn update_command(
 }
 
 /// `POST /admin/products`.
+#[utoipa::path(post, path = "/admin/products", tag = "admin",
+    security(("admin" = [])),
+    request_body = CreateProductRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Required without `product_id`: the id is derived from it")),
+    responses(
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "A customer's token on an admin route", body = ErrorBody),
+        (status = 201, description = "Created (or the same create retried)", body = ProductJson),
+        (status = 409, description = "The id exists with other content", body = ErrorBody),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `error.field`, e.g. `variants[1].prices[0].currency`)", body = ErrorBody),
+        (status = 503, description = "The catalog service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn create_product(
     State(app): State<AppState>,
+    _admin: Admin,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| body_error(rejection, app.config.max_body_bytes))?;
-    let request: CreateProductRequest = parse_json(&body)?;
+    let request: CreateProductRequest = json_body(body, app.config.max_body_bytes)?;
     let command = create_command(&headers, request)?;
     let product = product_request(&app, &command.product_id, &command, "/admin/products").await?;
     let location = HeaderValue::from_str(&format!("/products/{}", product.product_id))
@@ -353,48 +366,102 @@ pub async fn create_product(
 }
 
 /// `PUT /admin/products/{id}`.
+#[utoipa::path(put, path = "/admin/products/{product_id}", tag = "admin",
+    security(("admin" = [])),
+    request_body = UpdateProductRequest,
+    params(("product_id" = String, Path)),
+    responses(
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "A customer's token on an admin route", body = ErrorBody),
+        (status = 200, description = "Updated, at version + 1", body = ProductJson),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 409, description = "Stale `expected_version`, or the product is archived", body = ErrorBody),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `error.field`, e.g. `variants[1].prices[0].currency`)", body = ErrorBody),
+        (status = 503, description = "The catalog service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn update_product(
     State(app): State<AppState>,
+    _admin: Admin,
     Path(product_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_product_id(&product_id)?;
-    let body = body.map_err(|rejection| body_error(rejection, app.config.max_body_bytes))?;
-    let request: UpdateProductRequest = parse_json(&body)?;
+    let request: UpdateProductRequest = json_body(body, app.config.max_body_bytes)?;
     let command = update_command(product_id, request)?;
-    let product =
-        product_request(&app, &command.product_id, &command, "/admin/products/{id}").await?;
+    let product = product_request(
+        &app,
+        &command.product_id,
+        &command,
+        "/admin/products/{product_id}",
+    )
+    .await?;
     Ok((StatusCode::OK, Json(ProductJson::from(product))).into_response())
 }
 
 /// `POST /admin/products/{id}/archive`.
+#[utoipa::path(post, path = "/admin/products/{product_id}/archive", tag = "admin",
+    security(("admin" = [])),
+    params(("product_id" = String, Path)),
+    responses(
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "A customer's token on an admin route", body = ErrorBody),
+        (status = 200, description = "Archived (again: unchanged)", body = ProductJson),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 503, description = "The catalog service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn archive_product(
     State(app): State<AppState>,
+    _admin: Admin,
     Path(product_id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_product_id(&product_id)?;
     let command = ArchiveProduct {
         product_id: product_id.clone(),
     };
-    let product =
-        product_request(&app, &product_id, &command, "/admin/products/{id}/archive").await?;
+    let product = product_request(
+        &app,
+        &product_id,
+        &command,
+        "/admin/products/{product_id}/archive",
+    )
+    .await?;
     Ok((StatusCode::OK, Json(ProductJson::from(product))).into_response())
 }
 
-/// `GET /products/{id}`.
+/// `GET /products/{id}`: from the local cache, else from the catalog
+/// processor (then cached).
+#[utoipa::path(get, path = "/products/{product_id}", tag = "catalog",
+    params(("product_id" = String, Path)),
+    responses(
+        (status = 200, description = "The product (archived ones too, `archived: true`)", body = ProductJson),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 503, description = "The catalog service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn get_product(
     State(app): State<AppState>,
     Path(product_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let missing = || ApiError::not_found(format!("there is no product {product_id}"));
     if !is_identifier(&product_id) {
-        return Err(ApiError::not_found(format!(
-            "there is no product {product_id}"
-        )));
+        return Err(missing());
     }
     let query = GetProduct {
         product_id: product_id.clone(),
     };
-    let product = product_request(&app, &product_id, &query, "/products/{id}").await?;
+    let load = async {
+        match product_request(&app, &product_id, &query, "/products/{product_id}").await {
+            Ok(product) => Ok(Some(product)),
+            Err(error) if error.status == StatusCode::NOT_FOUND => Ok(None),
+            Err(error) => Err(error),
+        }
+    };
+    let product = app
+        .cache
+        .product(&product_id, load)
+        .await?
+        .ok_or_else(missing)?;
     Ok((StatusCode::OK, Json(ProductJson::from(product))).into_response())
 }
 
@@ -415,17 +482,12 @@ async fn product_request<M: Message + prost::Name>(
         )
         .await?;
     match reply.result {
-        Some(product_reply::Result::Product(product)) => Ok(product),
-        Some(product_reply::Result::Rejected(rejection)) => {
-            Err(match Code::try_from(rejection.code) {
-                Ok(Code::NotFound) => ApiError::not_found(rejection.message),
-                Ok(Code::Conflict) => ApiError::conflict(rejection.field, rejection.message),
-                Ok(Code::IllegalTransition) => {
-                    ApiError::illegal_transition(rejection.message).with_field(rejection.field)
-                }
-                _ => ApiError::invalid(rejection.field, rejection.message),
-            })
+        Some(product_reply::Result::Product(product)) => {
+            // Read-your-writes on this instance, before the event comes by.
+            app.cache.remember(product.clone()).await;
+            Ok(product)
         }
+        Some(product_reply::Result::Rejected(rejection)) => Err(rejection.into()),
         None => Err(ApiError::internal("empty product reply")),
     }
 }
@@ -433,6 +495,7 @@ async fn product_request<M: Message + prost::Name>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::parse_json;
 
     const GOOD: &str = r#"{"name":"Linen shirt","category":"shirts","variants":[{"sku":"SHIRT-S","prices":[{"currency":"EUR","amount_minor":4900}]},{"sku":"SHIRT-M","name":"M","prices":[{"currency":"EUR","amount_minor":4900},{"currency":"USD","amount_minor":5500}]}]}"#;
 

@@ -1,12 +1,18 @@
 //! Gateway configuration: environment variables with local defaults; one
 //! struct, printed at start.
 
-use d2c_runtime::config::var;
+use d2c_runtime::config::{mask_url, var, Secret};
 use d2c_runtime::RuntimeError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// The local default signing secret: fine on a laptop, refused nowhere, so
+/// the gateway warns loudly when it runs with it.
+pub const DEV_AUTH_SECRET: &str = "d2c-local-dev-secret-change-me";
+/// The local default admin token, for the same reason.
+pub const DEV_ADMIN_TOKEN: &str = "d2c-local-admin-token";
+
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// D2C_HTTP_ADDR
     pub http_addr: SocketAddr,
@@ -29,6 +35,58 @@ pub struct GatewayConfig {
     pub fetch_wait: Duration,
     /// D2C_LINGER_MS
     pub linger: Duration,
+    /// D2C_DATABASE_URL: the Postgres read side (search, order lists, SKU
+    /// prices for carts).
+    pub database_url: String,
+    /// D2C_DATABASE_POOL: connections to it at most.
+    pub database_pool: u32,
+    /// D2C_AUTH_SECRET: signs customer tokens; the same on every instance.
+    pub auth_secret: Secret,
+    /// D2C_TOKEN_TTL_SECS: how long a login token is valid.
+    pub token_ttl: Duration,
+    /// D2C_ADMIN_TOKEN: the bearer token of `/admin/*` (operators, the seed
+    /// command). Empty: admin routes refuse everyone.
+    pub admin_token: Secret,
+    /// D2C_CACHE: serve catalog reads and searches from the local cache
+    /// (`false` to measure without it).
+    pub cache_enabled: bool,
+    /// D2C_CACHE_PRODUCTS: products (and SKUs) kept in the local cache.
+    pub cache_products: u64,
+    /// D2C_CACHE_SEARCHES: search result pages kept in the local cache.
+    pub cache_searches: u64,
+    /// D2C_SEARCH_CACHE_TTL_MS: a cached search page lives at most this
+    /// long. Catalog events clear every page at once, but the read side may
+    /// lag an event by a moment; this bounds how long that can show.
+    pub search_cache_ttl: Duration,
+    /// D2C_STATS_INTERVAL_MS: how often librdkafka reports the statistics
+    /// the reply and catalog consumers' lag is read from (0: never).
+    pub stats_interval: Duration,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("http_addr", &self.http_addr)
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("reply_partition", &self.reply_partition)
+            .field("reply_timeout", &self.reply_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("fetch_wait", &self.fetch_wait)
+            .field("linger", &self.linger)
+            .field("database_url", &mask_url(&self.database_url))
+            .field("database_pool", &self.database_pool)
+            .field("auth_secret", &self.auth_secret)
+            .field("token_ttl", &self.token_ttl)
+            .field("admin_token", &self.admin_token)
+            .field("cache_enabled", &self.cache_enabled)
+            .field("cache_products", &self.cache_products)
+            .field("cache_searches", &self.cache_searches)
+            .field("search_cache_ttl", &self.search_cache_ttl)
+            .field("stats_interval", &self.stats_interval)
+            .finish()
+    }
 }
 
 impl GatewayConfig {
@@ -43,6 +101,22 @@ impl GatewayConfig {
             max_body_bytes: var("D2C_MAX_BODY_BYTES", 64 * 1024)?,
             fetch_wait: Duration::from_millis(var("D2C_FETCH_WAIT_MS", 5)?),
             linger: Duration::from_millis(var("D2C_LINGER_MS", 0)?),
+            database_url: var(
+                "D2C_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/d2c".to_owned(),
+            )?,
+            database_pool: var("D2C_DATABASE_POOL", 16)?,
+            auth_secret: var("D2C_AUTH_SECRET", Secret::new(DEV_AUTH_SECRET))?,
+            token_ttl: Duration::from_secs(var("D2C_TOKEN_TTL_SECS", 3_600)?),
+            admin_token: var("D2C_ADMIN_TOKEN", Secret::new(DEV_ADMIN_TOKEN))?,
+            cache_enabled: var("D2C_CACHE", true)?,
+            cache_products: var("D2C_CACHE_PRODUCTS", 50_000)?,
+            cache_searches: var("D2C_CACHE_SEARCHES", 10_000)?,
+            search_cache_ttl: Duration::from_millis(var("D2C_SEARCH_CACHE_TTL_MS", 2_000)?),
+            stats_interval: Duration::from_millis(var(
+                "D2C_STATS_INTERVAL_MS",
+                d2c_runtime::lag::DEFAULT_STATS_INTERVAL_MS,
+            )?),
         })
     }
 }

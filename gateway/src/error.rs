@@ -4,7 +4,9 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use d2c_proto::common::v1::{rejection::Code, Rejection};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -28,23 +30,42 @@ pub struct Details {
     pub reason: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// Every error response: `{"error": {...}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    skus: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    order_id: Option<&'a str>,
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `invalid_field`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
+    /// `out_of_stock`, `payment_declined`, `illegal_transition`,
+    /// `body_too_large`, `unavailable`, `internal`.
+    #[schema(example = "invalid_field")]
+    pub code: String,
+    /// A sentence for a human.
+    pub message: String,
+    /// The offending field or parameter, as the request spells it, e.g.
+    /// `lines[1].quantity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Out of stock: the SKUs concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skus: Vec<String>,
+    /// Payment declined: the decline code, e.g. `insufficient_funds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The order a refused checkout created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+/// The read side (Postgres) failed: the cause is logged, the client gets a
+/// 503 to retry.
+pub fn read_side(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "Read-side query failed");
+    ApiError::unavailable("the read side is unavailable; retry shortly")
 }
 
 impl ApiError {
@@ -119,6 +140,16 @@ impl ApiError {
         .with_field("Idempotency-Key")
     }
 
+    /// No valid credential: 401, with the scheme to use.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message).with_field("Authorization")
+    }
+
+    /// A credential that is valid but not enough for this route: 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message).with_field("Authorization")
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -142,6 +173,36 @@ impl ApiError {
     }
 }
 
+impl From<Rejection> for ApiError {
+    /// A processor's refusal as the HTTP edge answers it.
+    fn from(rejection: Rejection) -> Self {
+        let Rejection {
+            code,
+            field,
+            message,
+            skus,
+            reason,
+        } = rejection;
+        match Code::try_from(code) {
+            Ok(Code::Invalid) => ApiError::invalid(field, message),
+            Ok(Code::NotFound) => ApiError::not_found(message),
+            // A key reused for another request is the client's mistake in
+            // the request (422, like Stripe); other conflicts are with state.
+            Ok(Code::Conflict) if field == "Idempotency-Key" => ApiError::conflict_key(message),
+            Ok(Code::Conflict) => ApiError::conflict(field, message),
+            Ok(Code::OutOfStock) => ApiError::out_of_stock(message, field, skus),
+            Ok(Code::PaymentDeclined) => ApiError::payment_declined(message, reason),
+            Ok(Code::IllegalTransition) if field.is_empty() => {
+                ApiError::illegal_transition(message)
+            }
+            Ok(Code::IllegalTransition) => ApiError::illegal_transition(message).with_field(field),
+            Ok(Code::Unspecified) | Err(_) => {
+                ApiError::internal(format!("unexpected rejection: {message}"))
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -149,18 +210,23 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "Request refused");
         }
-        let details = self.details.as_deref();
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-                skus: details.map(|d| d.skus.as_slice()).unwrap_or_default(),
-                reason: details.and_then(|d| d.reason.as_deref()),
-                order_id: details.and_then(|d| d.order_id.as_deref()),
+        let details = self.details.map(|details| *details).unwrap_or_default();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+                skus: details.skus,
+                reason: details.reason,
+                order_id: details.order_id,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = self.retry_after_secs {
             response
                 .headers_mut()

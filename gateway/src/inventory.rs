@@ -2,9 +2,9 @@
 //! `PUT /admin/inventory/{sku}` sets the units on hand; `GET /inventory/{sku}`
 //! tells what is available.
 
-use crate::error::ApiError;
-use crate::orders::body_error;
-use crate::validate::{parse_json, MAX_ID_LEN};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::validate::{is_identifier, json_body, MAX_ID_LEN};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,22 +12,22 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::inventory::v1::{stock_reply, GetStock, SetStock, StockLevel, StockReply};
 use d2c_topology::topic;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Units on hand above this are surely a typo.
 pub const MAX_ON_HAND: i64 = 1_000_000_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStockRequest {
     pub on_hand: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct StockJson {
     pub sku: String,
     pub on_hand: i64,
@@ -49,12 +49,7 @@ impl From<StockLevel> for StockJson {
 }
 
 fn check_sku(sku: &str) -> Result<(), ApiError> {
-    let valid = !sku.is_empty()
-        && sku.len() <= MAX_ID_LEN
-        && sku
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte));
-    if valid {
+    if is_identifier(sku) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -65,14 +60,27 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /admin/inventory/{sku}` with `{"on_hand": n}`.
+#[utoipa::path(put, path = "/admin/inventory/{sku}", tag = "admin",
+    security(("admin" = [])),
+    request_body = SetStockRequest,
+    params(("sku" = String, Path)),
+    responses(
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "A customer's token on an admin route", body = ErrorBody),
+        (status = 200, description = "The stock level", body = StockJson),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 409, description = "Fewer than the units reserved", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 503, description = "The inventory service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn set_stock(
     State(app): State<AppState>,
+    _admin: Admin,
     Path(sku): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_sku(&sku)?;
-    let body = body.map_err(|rejection| body_error(rejection, app.config.max_body_bytes))?;
-    let request: SetStockRequest = parse_json(&body)?;
+    let request: SetStockRequest = json_body(body, app.config.max_body_bytes)?;
     if !(0..=MAX_ON_HAND).contains(&request.on_hand) {
         return Err(ApiError::invalid(
             "on_hand",
@@ -87,6 +95,14 @@ pub async fn set_stock(
 }
 
 /// `GET /inventory/{sku}`.
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "catalog",
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "The stock level", body = StockJson),
+        (status = 404, description = "Never stocked", body = ErrorBody),
+        (status = 422, description = "Not a SKU", body = ErrorBody),
+        (status = 503, description = "The inventory service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn get_stock(
     State(app): State<AppState>,
     Path(sku): Path<String>,
@@ -110,14 +126,7 @@ async fn stock_request<M: Message + prost::Name>(
         Some(stock_reply::Result::Level(level)) => {
             Ok((StatusCode::OK, Json(StockJson::from(level))).into_response())
         }
-        Some(stock_reply::Result::Rejected(rejection)) => {
-            Err(match Code::try_from(rejection.code) {
-                Ok(Code::NotFound) => ApiError::not_found(rejection.message),
-                Ok(Code::Conflict) => ApiError::invalid(rejection.field, rejection.message)
-                    .with_status(StatusCode::CONFLICT),
-                _ => ApiError::invalid(rejection.field, rejection.message),
-            })
-        }
+        Some(stock_reply::Result::Rejected(rejection)) => Err(rejection.into()),
         None => Err(ApiError::internal("empty stock reply")),
     }
 }

@@ -4,22 +4,29 @@
 //! this instance's reply partition (or answered 202 with a Location when the
 //! reply is late).
 
+pub mod auth;
 pub mod bus;
+pub mod cache;
+pub mod carts;
 pub mod catalog;
 pub mod config;
+pub mod customers;
 pub mod error;
 mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod openapi;
 pub mod orders;
 pub mod replies;
+pub mod search;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderValue;
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use bus::Bus;
 use config::GatewayConfig;
@@ -35,26 +42,98 @@ pub struct AppState {
     pub bus: Bus,
     /// Set once this instance reads its reply partition.
     pub replies_assigned: Arc<AtomicBool>,
+    /// Set once this instance reads catalog events (cache coherence).
+    pub catalog_assigned: Arc<AtomicBool>,
+    pub tokens: auth::Tokens,
+    /// The Postgres read side.
+    pub reads: sqlx::PgPool,
+    pub cache: Arc<cache::CatalogCache>,
+}
+
+/// Every route as (method, path template, handler). The router is built
+/// from this list and the OpenAPI test checks the document against it, so a
+/// route cannot go undocumented.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::POST, "/orders", post(orders::place_order)),
+        (Method::GET, "/orders", get(orders::list_orders)),
+        (Method::GET, "/orders/{order_id}", get(orders::get_order)),
+        (
+            Method::POST,
+            "/orders/{order_id}/cancel",
+            post(orders::cancel_order),
+        ),
+        (Method::POST, "/customers", post(customers::register)),
+        (Method::POST, "/customers/login", post(customers::login)),
+        (Method::GET, "/customers/me", get(customers::me)),
+        (
+            Method::POST,
+            "/customers/me/addresses",
+            post(customers::add_address),
+        ),
+        (
+            Method::DELETE,
+            "/customers/me/addresses/{address_id}",
+            delete(customers::remove_address),
+        ),
+        (Method::POST, "/carts", post(carts::create_cart)),
+        (Method::GET, "/carts/{cart_id}", get(carts::get_cart)),
+        (
+            Method::PUT,
+            "/carts/{cart_id}/lines/{sku}",
+            put(carts::set_line),
+        ),
+        (
+            Method::DELETE,
+            "/carts/{cart_id}/lines/{sku}",
+            delete(carts::remove_line),
+        ),
+        (
+            Method::POST,
+            "/carts/{cart_id}/checkout",
+            post(carts::checkout),
+        ),
+        (
+            Method::PUT,
+            "/admin/inventory/{sku}",
+            put(inventory::set_stock),
+        ),
+        (Method::GET, "/inventory/{sku}", get(inventory::get_stock)),
+        (
+            Method::POST,
+            "/admin/products",
+            post(catalog::create_product),
+        ),
+        (
+            Method::PUT,
+            "/admin/products/{product_id}",
+            put(catalog::update_product),
+        ),
+        (
+            Method::POST,
+            "/admin/products/{product_id}/archive",
+            post(catalog::archive_product),
+        ),
+        (Method::GET, "/products", get(search::search_products)),
+        (
+            Method::GET,
+            "/products/{product_id}",
+            get(catalog::get_product),
+        ),
+        (Method::GET, "/openapi.json", get(openapi::document)),
+        (Method::GET, "/health", get(health::health)),
+        (Method::GET, "/ready", get(health::ready)),
+        (Method::GET, "/metrics", get(d2c_runtime::admin::metrics)),
+    ]
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
-        .route("/orders", post(orders::place_order))
-        .route("/orders/{id}", get(orders::get_order))
-        .route("/orders/{id}/cancel", post(orders::cancel_order))
-        .route("/admin/inventory/{sku}", put(inventory::set_stock))
-        .route("/inventory/{sku}", get(inventory::get_stock))
-        .route("/admin/products", post(catalog::create_product))
-        .route("/admin/products/{id}", put(catalog::update_product))
-        .route(
-            "/admin/products/{id}/archive",
-            post(catalog::archive_product),
-        )
-        .route("/products/{id}", get(catalog::get_product))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(d2c_runtime::admin::metrics))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(observe))
@@ -84,9 +163,28 @@ async fn observe(request: Request, next: Next) -> Response {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         });
-    let span = tracing::info_span!("http", http.request.method = %method, http.route = %route, request_id = ?request_id);
+    let span = tracing::info_span!(
+        "http",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        request_id = ?request_id,
+        trace_id = tracing::field::Empty,
+    );
+    // A caller's W3C `traceparent` makes its trace ours; else a new one.
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    d2c_runtime::tracing_context::continue_trace(&span, traceparent);
+    let trace_id = d2c_runtime::tracing_context::trace_id_of(&span)
+        .and_then(|trace_id| HeaderValue::from_str(&trace_id).ok());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     response.headers_mut().insert("x-request-id", request_id);
+    // So a client (or a support request) can name the trace of its request.
+    if let Some(trace_id) = trace_id {
+        response.headers_mut().insert("x-trace-id", trace_id);
+    }
     GATEWAY_METRICS
         .http_duration
         .with_label_values(&[&method, &route, response.status().as_str()])

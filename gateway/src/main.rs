@@ -1,6 +1,8 @@
 use anyhow::Context;
+use d2c_gateway::auth::Tokens;
 use d2c_gateway::bus::Bus;
-use d2c_gateway::config::GatewayConfig;
+use d2c_gateway::cache::{start_catalog_listener, CacheSettings, CatalogCache};
+use d2c_gateway::config::{GatewayConfig, DEV_ADMIN_TOKEN, DEV_AUTH_SECRET};
 use d2c_gateway::replies::{start_reply_consumer, Pending};
 use d2c_gateway::{router, AppState};
 use d2c_proto::ReplyTo;
@@ -16,6 +18,16 @@ async fn main() -> anyhow::Result<()> {
     d2c_runtime::telemetry::init();
     let config = GatewayConfig::from_env()?;
     tracing::info!(?config, "Starting the gateway");
+    if config.auth_secret.expose() == DEV_AUTH_SECRET {
+        tracing::warn!(
+            "D2C_AUTH_SECRET is the local development secret: set a real one outside a laptop"
+        );
+    }
+    if config.admin_token.expose() == DEV_ADMIN_TOKEN {
+        tracing::warn!(
+            "D2C_ADMIN_TOKEN is the local development token: set a real one outside a laptop"
+        );
+    }
     let names = TopicNames::new(config.topic_prefix.clone());
     let producer: FutureProducer =
         producer_config(&config.brokers, "gateway", config.linger).create()?;
@@ -30,12 +42,42 @@ async fn main() -> anyhow::Result<()> {
         &reply_to.topic,
         reply_to.partition,
         config.fetch_wait,
+        config.stats_interval,
         Arc::clone(&pending),
         Arc::clone(&replies_assigned),
     )
     .await
     .with_context(|| format!("reading replies from {reply_to}"))?;
+    let cache = CatalogCache::new(&CacheSettings {
+        enabled: config.cache_enabled,
+        products: config.cache_products,
+        searches: config.cache_searches,
+        search_ttl: config.search_cache_ttl,
+    });
+    let catalog_assigned = Arc::new(AtomicBool::new(false));
+    let catalog_events = names.name(topic::CATALOG_EVENTS);
+    start_catalog_listener(
+        &config.brokers,
+        &catalog_events,
+        config.fetch_wait,
+        config.stats_interval,
+        Arc::clone(&cache),
+        Arc::clone(&catalog_assigned),
+    )
+    .await
+    .with_context(|| format!("reading {catalog_events}"))?;
+    // Lazy: the gateway starts (and answers what needs no read side) while
+    // Postgres is down; `/ready` tells.
+    let reads = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(config.database_pool)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&config.database_url)
+        .context("D2C_DATABASE_URL is not a Postgres URL")?;
     let state = AppState {
+        tokens: Tokens::new(config.auth_secret.expose(), config.token_ttl),
+        reads,
+        cache,
+        catalog_assigned,
         bus: Bus {
             producer: producer.clone(),
             names,
@@ -60,5 +102,7 @@ async fn main() -> anyhow::Result<()> {
         .flush(Duration::from_secs(10))
         .context("flushing the producer")?;
     tracing::info!("Stopped cleanly");
+    // Buffered spans and error reports go out before the process exits.
+    let _ = tokio::task::spawn_blocking(d2c_runtime::telemetry::flush).await;
     Ok(())
 }

@@ -11,6 +11,9 @@ pub struct GatewayMetrics {
     pub pending_full: IntCounter,
     pub reply_timeouts: IntCounterVec,
     pub late_replies: IntCounter,
+    pub cache_requests: IntCounterVec,
+    pub cache_invalidations: IntCounter,
+    pub reply_partition_assigned: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
@@ -25,7 +28,8 @@ fn new<T>(metric: prometheus::Result<T>) -> T {
     metric.unwrap_or_else(|error| panic!("gateway metric malformed: {error}"))
 }
 
-pub static GATEWAY_METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| GatewayMetrics {
+pub static GATEWAY_METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
+    GatewayMetrics {
     http_duration: register(new(HistogramVec::new(
         HistogramOpts::new(
             "d2c_http_request_duration_seconds",
@@ -53,4 +57,20 @@ pub static GATEWAY_METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| GatewayM
         "d2c_gateway_late_replies_total",
         "Replies that arrived after their request stopped waiting.",
     ))),
+    cache_requests: register(new(IntCounterVec::new(
+        Opts::new(
+            "d2c_gateway_cache_requests_total",
+            "Local catalog cache lookups, by cache (products, skus, searches) and result (hit, miss).",
+        ),
+        &["cache", "result"],
+    ))),
+    cache_invalidations: register(new(IntCounter::new(
+        "d2c_gateway_cache_invalidations_total",
+        "Catalog events applied to the local cache.",
+    ))),
+    reply_partition_assigned: register(new(IntGauge::new(
+        "d2c_gateway_reply_partition_assigned",
+        "1 once this instance reads its partition of gateway.replies (replies to its requests reach it).",
+    ))),
+}
 });

@@ -1,33 +1,41 @@
-//! `/orders`: place an order (deferred result) and read one.
+//! `/orders`: a logged-in customer places orders (deferred result), lists
+//! them and reads or cancels one. Another customer's order answers 404, as
+//! if it did not exist.
 
+use crate::auth::CustomerId;
 use crate::bus::Outcome;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::GATEWAY_METRICS;
-use crate::validate::{parse_json, IdempotencyKey, PlaceOrderRequest, ValidOrder};
+use crate::validate::{
+    int_param, json_body, query_params, IdempotencyKey, PlaceOrderRequest, ValidOrder,
+};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use d2c_proto::common::v1::{rejection::Code, Rejection};
+use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::orders::v1::{order_reply, CancelOrder, GetOrder, Order, OrderReply, OrderStatus};
 use d2c_topology::topic;
 use prost::Message;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, ToSchema)]
 pub struct OrderLineJson {
     pub sku: String,
     pub quantity: i64,
     pub unit_price_minor: i64,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, ToSchema)]
 pub struct OrderJson {
     pub order_id: String,
     pub customer_id: String,
+    /// `placed`, `awaiting_payment`, `confirmed`, `rejected`, `cancelling`
+    /// or `cancelled`.
     pub status: String,
     pub currency: String,
     pub total_minor: i64,
@@ -40,7 +48,7 @@ pub struct OrderJson {
 }
 
 /// Why an order was rejected, as stored with it.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, ToSchema)]
 pub struct RejectionJson {
     pub code: String,
     pub message: String,
@@ -50,10 +58,20 @@ pub struct RejectionJson {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+/// The order exists (or will) but has not settled yet: poll `Location`.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct PendingJson {
     pub order_id: String,
+    #[schema(example = "pending")]
     pub status: String,
+}
+
+/// A page of the customer's orders, newest first.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct OrderPageJson {
+    pub items: Vec<OrderJson>,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 impl From<Order> for OrderJson {
@@ -92,7 +110,8 @@ impl From<Order> for OrderJson {
     }
 }
 
-fn status_label(status: i32) -> &'static str {
+/// The JSON name of an order status.
+pub fn status_label(status: i32) -> &'static str {
     match OrderStatus::try_from(status) {
         Ok(OrderStatus::Placed) => "placed",
         Ok(OrderStatus::AwaitingPayment) => "awaiting_payment",
@@ -111,15 +130,30 @@ fn location(order_id: &str) -> HeaderValue {
 
 /// `POST /orders`. Requires `Idempotency-Key`; the order id is derived from
 /// (customer, key), so every retry of one checkout names the same order.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    request_body = PlaceOrderRequest,
+    params(("Idempotency-Key" = String, Header, description = "Required: every retry of one checkout names the same order")),
+    responses(
+        (status = 201, description = "Confirmed: stock reserved and committed, payment authorized", body = OrderJson),
+        (status = 202, description = "Still settling: poll the Location", body = PendingJson),
+        (status = 400, description = "Not JSON, or no/bad Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 402, description = "Payment declined (`error.reason`)", body = ErrorBody),
+        (status = 409, description = "Out of stock (`error.skus`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "A field is invalid (`error.field`), or the key was used for another request", body = ErrorBody),
+        (status = 503, description = "The platform could not take the request", body = ErrorBody),
+    ))]
 pub async fn place_order(
     State(app): State<AppState>,
+    customer: CustomerId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = IdempotencyKey::from_headers(&headers)?;
-    let body = body.map_err(|rejection| body_error(rejection, app.config.max_body_bytes))?;
-    let request: PlaceOrderRequest = parse_json(&body)?;
-    let order = ValidOrder::parse(request)?;
+    let key = IdempotencyKey::required(&headers, "for POST /orders")?;
+    let request: PlaceOrderRequest = json_body(body, app.config.max_body_bytes)?;
+    let order = ValidOrder::parse(request, &customer)?;
     let command = order.into_command(&key);
     let order_id = command.order_id.clone();
     let outcome = app
@@ -131,16 +165,26 @@ pub async fn place_order(
             Some(key.as_str()),
         )
         .await?;
+    checkout_outcome(outcome, &order_id, "/orders")
+}
+
+/// The answer to a checkout (`POST /orders` or a cart's checkout), however
+/// the wait ended.
+pub fn checkout_outcome(
+    outcome: Outcome,
+    order_id: &str,
+    route: &str,
+) -> Result<Response, ApiError> {
     match outcome {
         Outcome::Replied(reply) => checkout_response(&reply.payload),
         Outcome::TimedOut | Outcome::NotWaited => {
             if matches!(outcome, Outcome::TimedOut) {
                 GATEWAY_METRICS
                     .reply_timeouts
-                    .with_label_values(&["/orders"])
+                    .with_label_values(&[route])
                     .inc();
             }
-            Ok(pending(&order_id))
+            Ok(pending(order_id))
         }
     }
 }
@@ -166,7 +210,7 @@ fn checkout_response(payload: &[u8]) -> Result<Response, ApiError> {
     let replayed = reply.replayed;
     let order = match reply.result {
         Some(order_reply::Result::Order(order)) => order,
-        Some(order_reply::Result::Rejected(rejection)) => return Err(rejection_error(rejection)),
+        Some(order_reply::Result::Rejected(rejection)) => return Err(rejection.into()),
         None => return Err(ApiError::internal("empty order reply")),
     };
     let status = match OrderStatus::try_from(order.status) {
@@ -180,7 +224,7 @@ fn checkout_response(payload: &[u8]) -> Result<Response, ApiError> {
         Ok(OrderStatus::Rejected) => {
             let order_id = order.order_id.clone();
             let rejection = order.rejection.unwrap_or_default();
-            return Err(rejection_error(rejection).with_order(order_id));
+            return Err(ApiError::from(rejection).with_order(order_id));
         }
         _ => StatusCode::OK,
     };
@@ -201,13 +245,26 @@ fn ensure_order_id(order_id: &str) -> Result<(), ApiError> {
 /// `POST /orders/{id}/cancel`: a confirmed order is cancelled, its stock
 /// returned and its charge refunded. 200 once refunded, 202 while refunding,
 /// 409 if the order cannot be cancelled (still settling, or rejected).
+#[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled: stock returned, charge refunded", body = OrderJson),
+        (status = 202, description = "The refund is running: poll the Location", body = PendingJson),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such order (or another customer's)", body = ErrorBody),
+        (status = 409, description = "Only a confirmed order can be cancelled", body = ErrorBody),
+        (status = 503, description = "The platform could not take the request", body = ErrorBody),
+    ))]
 pub async fn cancel_order(
     State(app): State<AppState>,
+    customer: CustomerId,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
     let command = CancelOrder {
         order_id: order_id.clone(),
+        customer_id: customer.0,
     };
     let outcome = app
         .bus
@@ -225,19 +282,30 @@ pub async fn cancel_order(
                 Ok(pending(&order_id))
             }
         }
-        Some(order_reply::Result::Rejected(rejection)) => Err(rejection_error(rejection)),
+        Some(order_reply::Result::Rejected(rejection)) => Err(rejection.into()),
         None => Err(ApiError::internal("empty order reply")),
     }
 }
 
 /// `GET /orders/{id}`, answered by the partition that owns the order.
+#[utoipa::path(get, path = "/orders/{order_id}", tag = "orders",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "The order, in whatever state it is", body = OrderJson),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such order (or another customer's)", body = ErrorBody),
+        (status = 503, description = "The orders service did not answer in time", body = ErrorBody),
+    ))]
 pub async fn get_order(
     State(app): State<AppState>,
+    customer: CustomerId,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
     let query = GetOrder {
         order_id: order_id.clone(),
+        customer_id: customer.0,
     };
     match app
         .bus
@@ -248,7 +316,7 @@ pub async fn get_order(
         Outcome::TimedOut | Outcome::NotWaited => {
             GATEWAY_METRICS
                 .reply_timeouts
-                .with_label_values(&["/orders/{id}"])
+                .with_label_values(&["/orders/{order_id}"])
                 .inc();
             Err(ApiError::unavailable(
                 "the order service did not answer in time; retry shortly",
@@ -279,31 +347,40 @@ fn order_response(payload: &[u8], success: StatusCode) -> Result<Response, ApiEr
         Some(order_reply::Result::Order(order)) => {
             Ok(order_json_response(order, success, reply.replayed))
         }
-        Some(order_reply::Result::Rejected(rejection)) => Err(rejection_error(rejection)),
+        Some(order_reply::Result::Rejected(rejection)) => Err(rejection.into()),
         None => Err(ApiError::internal("empty order reply")),
     }
 }
 
-fn rejection_error(rejection: Rejection) -> ApiError {
-    match Code::try_from(rejection.code) {
-        Ok(Code::NotFound) => ApiError::not_found(rejection.message),
-        Ok(Code::Conflict) => ApiError::conflict_key(rejection.message),
-        Ok(Code::Invalid) => ApiError::invalid(rejection.field, rejection.message),
-        Ok(Code::OutOfStock) => {
-            ApiError::out_of_stock(rejection.message, rejection.field, rejection.skus)
-        }
-        Ok(Code::PaymentDeclined) => {
-            ApiError::payment_declined(rejection.message, rejection.reason)
-        }
-        Ok(Code::IllegalTransition) => ApiError::illegal_transition(rejection.message),
-        _ => ApiError::internal(format!("unexpected rejection: {}", rejection.message)),
-    }
-}
-
-pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(limit)
-    } else {
-        ApiError::bad_request(format!("request body could not be read: {rejection}"))
-    }
+/// `GET /orders`: the customer's orders from the read side (it follows the
+/// orders' events, so a just-placed order may take a moment to appear).
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 20)"),
+        ("offset" = Option<i64>, Query, description = "Orders to skip, 0 to 10000"),
+    ),
+    responses(
+        (status = 200, description = "The customer's orders, newest first", body = OrderPageJson),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid", body = ErrorBody),
+        (status = 503, description = "The read side is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_orders(
+    State(app): State<AppState>,
+    customer: CustomerId,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = query_params(raw.as_deref(), &["limit", "offset"])?;
+    let limit = int_param(&params, "limit", 1..=100, Some(20))?.unwrap_or(20);
+    let offset = int_param(&params, "offset", 0..=10_000, Some(0))?.unwrap_or(0);
+    let orders = d2c_readside::orders_of_customer(&app.reads, customer.as_str(), limit, offset)
+        .await
+        .map_err(crate::error::read_side)?;
+    Ok(Json(OrderPageJson {
+        items: orders.into_iter().map(OrderJson::from).collect(),
+        limit,
+        offset,
+    })
+    .into_response())
 }

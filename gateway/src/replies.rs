@@ -7,6 +7,7 @@
 
 use crate::metrics::GATEWAY_METRICS;
 use d2c_runtime::kafka::{assigned_consumer_config, envelope_of};
+use d2c_runtime::lag::{enable_statistics, LagContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -94,19 +95,28 @@ impl Pending {
     }
 }
 
+/// The client id of the reply consumer, and its lag's `group` label.
+pub const REPLY_CONSUMER: &str = "gateway-replies";
+
 /// Start reading this instance's reply partition from its current end.
 /// Returns once the partition is assigned, so no reply to a request sent
-/// after this returns can be missed.
+/// after this returns can be missed. Its lag is reported every
+/// `stats_interval`.
 pub async fn start_reply_consumer(
     brokers: &str,
     topic: &str,
     partition: i32,
     fetch_wait: Duration,
+    stats_interval: Duration,
     pending: Arc<Pending>,
     assigned: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(assigned_consumer_config(brokers, "gateway-replies", fetch_wait).create()?);
+    GATEWAY_METRICS.reply_partition_assigned.set(0);
+    let mut config = assigned_consumer_config(brokers, REPLY_CONSUMER, fetch_wait);
+    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
+        enable_statistics(&mut config, stats_interval)
+            .create_with_context(LagContext::assigned(REPLY_CONSUMER))?,
+    );
     // Start at the high watermark: where replies to requests sent from now on
     // will land. The lookup blocks, so it runs off the async threads.
     let lookup = Arc::clone(&consumer);
@@ -120,6 +130,7 @@ pub async fn start_reply_consumer(
     assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
     consumer.assign(&assignment)?;
     assigned.store(true, Ordering::Release);
+    GATEWAY_METRICS.reply_partition_assigned.set(1);
     tracing::info!(topic, partition, offset = high, "Reading replies");
     Ok(tokio::spawn(async move {
         loop {
@@ -142,6 +153,19 @@ fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
             return;
         }
     };
+    // Closes the order's trace: the delivery is a child of the span that
+    // sent the reply.
+    let span = tracing::info_span!(
+        "reply",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.message.offset = message.offset(),
+        d2c.message_type = %envelope.message_type,
+        trace_id = tracing::field::Empty,
+    );
+    d2c_runtime::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
+    let _entered = span.enter();
     let Some(correlation_id) = envelope.correlation_id else {
         return;
     };

@@ -1,12 +1,16 @@
 //! Input validation at the edge: domain values are built only by parsing, so
 //! nothing invalid gets past this module. Errors name the offending field.
 
+use crate::auth::CustomerId;
 use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use d2c_proto::orders::v1::{OrderLine, PlaceOrder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
@@ -22,6 +26,62 @@ const CURRENCIES: &[&str] = &[
     "MYR", "NGN", "NOK", "NZD", "PEN", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "SAR", "SEK",
     "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VND", "ZAR",
 ];
+
+/// Whether `code` is a currency the shop may charge in.
+pub fn is_currency(code: &str) -> bool {
+    CURRENCIES.contains(&code)
+}
+
+/// A query string as (name, value) pairs, each name at most once and only
+/// from `allowed`: anything else is a 422 naming the parameter.
+pub fn query_params(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|error| {
+            ApiError::bad_request(format!("the query string is malformed: {error}"))
+        })?;
+    let mut params = std::collections::BTreeMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::invalid(
+                name.clone(),
+                format!("unknown parameter {name:?}; known: {}", allowed.join(", ")),
+            ));
+        }
+        if params.insert(name.clone(), value).is_some() {
+            return Err(ApiError::invalid(
+                name,
+                "the parameter is given more than once",
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// An integer query parameter within `range`, or `default` when absent.
+pub fn int_param(
+    params: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+    default: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let Some(value) = params.get(name) else {
+        return Ok(default);
+    };
+    match value.trim().parse::<i64>() {
+        Ok(number) if range.contains(&number) => Ok(Some(number)),
+        _ => Err(ApiError::invalid(
+            name,
+            format!(
+                "{name} must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
 
 /// The client's `Idempotency-Key`: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +102,24 @@ impl IdempotencyKey {
         }
     }
 
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
-        let value = headers.get("idempotency-key").ok_or_else(|| {
-            ApiError::bad_request("the Idempotency-Key header is required for POST /orders")
-                .with_field("Idempotency-Key")
-        })?;
+    /// The header if the client sent one; malformed is an error.
+    pub fn optional(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else {
+            return Ok(None);
+        };
         let value = value.to_str().map_err(|_| {
             ApiError::bad_request("Idempotency-Key must be visible ASCII")
                 .with_field("Idempotency-Key")
         })?;
-        Self::parse(value)
+        Self::parse(value).map(Some)
+    }
+
+    /// The header, which `purpose` (e.g. "for a checkout") requires.
+    pub fn required(headers: &HeaderMap, purpose: &str) -> Result<Self, ApiError> {
+        Self::optional(headers)?.ok_or_else(|| {
+            ApiError::bad_request(format!("the Idempotency-Key header is required {purpose}"))
+                .with_field("Idempotency-Key")
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -59,24 +127,42 @@ impl IdempotencyKey {
     }
 }
 
-/// `POST /orders` body as sent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `POST /orders` body as sent. The customer is the token's.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
-    pub customer_id: String,
+    #[schema(example = "EUR")]
     pub currency: String,
+    /// 1 to 100 lines, each SKU once.
     pub lines: Vec<LineRequest>,
     /// A payment method token from the storefront's payment form (the
     /// sandbox provider documents test tokens such as `pm_card_visa`).
+    #[schema(example = "pm_card_visa")]
     pub payment_method: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     pub sku: String,
     pub quantity: i64,
     pub unit_price_minor: i64,
+}
+
+/// A request body as JSON of type `T`: too large → 413, unreadable or not
+/// JSON → 400, the wrong shape → 422 naming the field.
+pub fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("request body could not be read: {rejection}"))
+        }
+    })?;
+    parse_json(&body)
 }
 
 /// Parse JSON: not JSON at all → 400; JSON of the wrong shape → 422 naming
@@ -123,14 +209,8 @@ pub struct ValidOrder {
 }
 
 impl ValidOrder {
-    pub fn parse(request: PlaceOrderRequest) -> Result<Self, ApiError> {
-        if !is_identifier(&request.customer_id) {
-            return Err(ApiError::invalid(
-                "customer_id",
-                format!("customer_id must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
-            ));
-        }
-        if !CURRENCIES.contains(&request.currency.as_str()) {
+    pub fn parse(request: PlaceOrderRequest, customer: &CustomerId) -> Result<Self, ApiError> {
+        if !is_currency(&request.currency) {
             return Err(ApiError::invalid(
                 "currency",
                 format!(
@@ -175,7 +255,7 @@ impl ValidOrder {
             ));
         }
         Ok(Self {
-            customer_id: request.customer_id,
+            customer_id: customer.0.clone(),
             currency: request.currency,
             lines,
             payment_method: request.payment_method,
@@ -255,10 +335,10 @@ mod tests {
     use super::*;
 
     fn request(json: &str) -> Result<ValidOrder, ApiError> {
-        ValidOrder::parse(parse_json(json.as_bytes())?)
+        ValidOrder::parse(parse_json(json.as_bytes())?, &CustomerId("c-1".into()))
     }
 
-    const GOOD: &str = r#"{"customer_id":"c-1","currency":"EUR","payment_method":"pm_card_visa","lines":[{"sku":"S-1","quantity":2,"unit_price_minor":100}]}"#;
+    const GOOD: &str = r#"{"currency":"EUR","payment_method":"pm_card_visa","lines":[{"sku":"S-1","quantity":2,"unit_price_minor":100}]}"#;
 
     #[test]
     fn good_request_parses() {
@@ -269,39 +349,36 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("not json", 400, None),
-            (r#"{"currency":"EUR","lines":[]}"#, 422, Some("customer_id")),
-            (
-                r#"{"customer_id":"c","currency":"EURO","lines":[]}"#,
-                422,
-                Some("currency"),
-            ),
+            (r#"{"lines":[]}"#, 422, Some("currency")),
             (
                 r#"{"customer_id":"c","currency":"EUR","lines":[]}"#,
                 422,
-                Some("lines"),
+                Some("customer_id"),
             ),
+            (r#"{"currency":"EURO","lines":[]}"#, 422, Some("currency")),
+            (r#"{"currency":"EUR","lines":[]}"#, 422, Some("lines")),
             (
-                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":0,"unit_price_minor":1}]}"#,
+                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":0,"unit_price_minor":1}]}"#,
                 422,
                 Some("lines[0].quantity"),
             ),
             (
-                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":"x","unit_price_minor":1}]}"#,
+                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":"x","unit_price_minor":1}]}"#,
                 422,
                 Some("lines[0].quantity"),
             ),
             (
-                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":1}]}"#,
+                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":1}]}"#,
                 422,
                 Some("lines[0].unit_price_minor"),
             ),
             (
-                r#"{"customer_id":"c","currency":"EUR","lines":[],"extra":1}"#,
+                r#"{"currency":"EUR","lines":[],"extra":1}"#,
                 422,
                 Some("extra"),
             ),
             (
-                r#"{"customer_id":"c","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price_minor":1},{"sku":"a","quantity":1,"unit_price_minor":1}]}"#,
+                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price_minor":1},{"sku":"a","quantity":1,"unit_price_minor":1}]}"#,
                 422,
                 Some("lines[1].sku"),
             ),

@@ -89,8 +89,14 @@ mod tests {
 
     #[test]
     fn customer_id_ignores_case_and_spaces() {
-        assert_eq!(customer_id(" Ann@Example.com"), customer_id("ann@example.com"));
-        assert_ne!(customer_id("ann@example.com"), customer_id("bob@example.com"));
+        assert_eq!(
+            customer_id(" Ann@Example.com"),
+            customer_id("ann@example.com")
+        );
+        assert_ne!(
+            customer_id("ann@example.com"),
+            customer_id("bob@example.com")
+        );
         assert_ne!(cart_id("c1", "k1"), cart_id("c1", "k2"));
         assert_ne!(cart_id("ab", "c"), cart_id("a", "bc"));
     }

@@ -30,6 +30,7 @@
 
 pub mod cancel;
 pub mod get_order;
+pub mod metrics;
 pub mod place_order;
 pub mod saga;
 pub mod status;
@@ -42,7 +43,7 @@ pub use table::{OrderRead, OrderWrite};
 use d2c_proto::inventory::v1::ReservationResult;
 use d2c_proto::orders::v1::{CancelOrder, GetOrder, PlaceOrder};
 use d2c_proto::payments::v1::PaymentResult;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
+use d2c_runtime::{Effects, Handler, HandlerError, Incoming, Outgoing};
 use d2c_state::StateRead;
 use prost::Name;
 
@@ -76,5 +77,10 @@ impl Handler for OrdersHandler {
                 "orders does not handle {message_type}"
             )))
         }
+    }
+
+    /// Saga outcomes and revenue, from the order events of a committed batch.
+    fn committed(&self, outgoing: &[Outgoing]) {
+        metrics::record(outgoing);
     }
 }

@@ -36,6 +36,7 @@ use d2c_proto::payments::v1::{
 };
 use d2c_proto::Envelope;
 use d2c_runtime::kafka::{envelope_headers, envelope_of, group_consumer_config, producer_config};
+use d2c_runtime::lag::{enable_statistics, LagContext};
 use d2c_runtime::metrics::METRICS;
 use d2c_runtime::RuntimeConfig;
 use d2c_topology::{topic, TopicNames};
@@ -51,6 +52,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 /// Client id of the worker's consumer and producer.
 pub const CLIENT_ID: &str = "payments-provider";
@@ -96,6 +98,8 @@ pub struct WorkerSettings {
     pub session_timeout: Duration,
     pub linger: Duration,
     pub retry: RetryPolicy,
+    /// How often the consumer's lag is read from librdkafka's statistics.
+    pub stats_interval: Duration,
 }
 
 impl WorkerSettings {
@@ -108,6 +112,7 @@ impl WorkerSettings {
             session_timeout: runtime.session_timeout,
             linger: runtime.linger,
             retry: payments.retry_policy(),
+            stats_interval: runtime.stats_interval,
         }
     }
 
@@ -147,7 +152,7 @@ static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
 
 struct Shared {
     provider: Arc<dyn PaymentProvider>,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagContext>,
     producer: FutureProducer,
     input: String,
     output: String,
@@ -166,14 +171,16 @@ pub async fn run_worker(
     let input = names.name(topic::PAYMENTS_EVENTS);
     let output = names.name(topic::PAYMENTS_MESSAGES);
     let group = settings.consumer_group();
-    let consumer: StreamConsumer = group_consumer_config(
+    let mut consumer_config = group_consumer_config(
         &settings.brokers,
         &group,
         CLIENT_ID,
         settings.fetch_wait,
         settings.session_timeout,
-    )
-    .create()?;
+    );
+    let consumer: StreamConsumer<LagContext> =
+        enable_statistics(&mut consumer_config, settings.stats_interval)
+            .create_with_context(LagContext::new(group.clone()))?;
     let producer: FutureProducer =
         producer_config(&settings.brokers, CLIENT_ID, settings.linger).create()?;
     consumer.subscribe(&[&input])?;
@@ -298,6 +305,28 @@ async fn handle_record(
             return true;
         }
     };
+    let is_request = envelope.message_type == PaymentRequested::full_name()
+        || envelope.message_type == RefundRequested::full_name();
+    if !is_request {
+        return true;
+    }
+    // The provider call is a hop of the order's trace: a child of the
+    // event's span, and the parent of the outcome's handling.
+    let span = tracing::info_span!(
+        "provider",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.destination.partition = message.partition(),
+        messaging.kafka.message.offset = message.offset(),
+        d2c.message_type = %envelope.message_type,
+        trace_id = tracing::field::Empty,
+    );
+    d2c_runtime::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
+    let mut envelope = envelope;
+    if let Some(traceparent) = d2c_runtime::tracing_context::traceparent_of(&span) {
+        envelope.traceparent = Some(traceparent);
+    }
     let payload = message.payload().unwrap_or_default();
     let outcome = match outcome_for(
         shared.provider.as_ref(),
@@ -306,13 +335,18 @@ async fn handle_record(
         shared.retry,
         stop,
     )
+    .instrument(span.clone())
     .await
     {
         Step::Skip => return true,
         Step::Stopped => return false,
         Step::Outcome(outcome) => outcome,
     };
-    produce_outcome(shared, &envelope, &outcome, stop).await
+    // The outcome's envelope is caused by `envelope`: it keeps the
+    // traceparent naming this span.
+    produce_outcome(shared, &envelope, &outcome, stop)
+        .instrument(span)
+        .await
 }
 
 /// What to do with one event.

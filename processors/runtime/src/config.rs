@@ -36,6 +36,9 @@ pub struct RuntimeConfig {
     pub sync_writes: bool,
     /// D2C_RESTORE_TIMEOUT_MS: give up restoring a partition after this long.
     pub restore_timeout: Duration,
+    /// D2C_STATS_INTERVAL_MS: how often librdkafka reports statistics, from
+    /// which consumer lag is exported (0: never).
+    pub stats_interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -62,6 +65,10 @@ impl RuntimeConfig {
             partition_queue: var("D2C_PARTITION_QUEUE", 1024)?,
             sync_writes: var("D2C_SYNC_WRITES", false)?,
             restore_timeout: Duration::from_millis(var("D2C_RESTORE_TIMEOUT_MS", 300_000)?),
+            stats_interval: Duration::from_millis(var(
+                "D2C_STATS_INTERVAL_MS",
+                crate::lag::DEFAULT_STATS_INTERVAL_MS,
+            )?),
         })
     }
 }

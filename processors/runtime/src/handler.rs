@@ -206,4 +206,12 @@ pub trait Handler: Send + Sync + 'static {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError>;
+
+    /// Called once a batch is committed (state and offset durable), with
+    /// every message the batch's handling sent, in order. The place for
+    /// business counters: `handle` runs again when a batch is replayed, this
+    /// runs once per commit. Must not block; the default does nothing.
+    fn committed(&self, outgoing: &[Outgoing]) {
+        let _ = outgoing;
+    }
 }

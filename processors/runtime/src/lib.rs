@@ -14,14 +14,18 @@
 
 pub mod admin;
 pub mod config;
+pub mod error_reports;
 pub mod handler;
 pub mod kafka;
+pub mod lag;
 pub mod metrics;
 mod partitions;
 mod restore;
 mod run;
+pub mod slack;
 pub mod telemetry;
 pub mod testing;
+pub mod tracing_context;
 mod worker;
 
 pub use config::RuntimeConfig;

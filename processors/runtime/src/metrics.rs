@@ -2,9 +2,13 @@
 //! conventions (`_total` counters, `_seconds` histograms, base units).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::LazyLock;
+
+/// Messages behind per consumer group, topic and partition (see `lag`).
+pub const CONSUMER_LAG: &str = "d2c_consumer_lag";
 
 pub struct Metrics {
     pub registry: Registry,
@@ -17,6 +21,7 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
     pub group_rejoins: prometheus::IntCounter,
+    pub consumer_lag: IntGaugeVec,
 }
 
 /// Latency buckets from 100 µs to 10 s: wide enough for a handler and for a
@@ -66,8 +71,20 @@ impl Metrics {
         registry
             .register(Box::new(group_rejoins.clone()))
             .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                CONSUMER_LAG,
+                "Messages between the high watermark and the consumer's stored (else committed) offset, by consumer group (or client id), topic and partition.",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .unwrap_or_else(|error| panic!("metric {CONSUMER_LAG} is malformed: {error}"));
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .unwrap_or_else(|error| panic!("metric {CONSUMER_LAG} registered twice: {error}"));
         Self {
             group_rejoins,
+            consumer_lag,
             messages_consumed: counter(
                 &registry,
                 "d2c_messages_consumed_total",

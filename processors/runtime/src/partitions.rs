@@ -9,6 +9,7 @@
 //! instances never handle one partition at once.
 
 use crate::admin::Readiness;
+use crate::lag::ConsumerLag;
 use crate::metrics::METRICS;
 use crate::restore;
 use crate::run::Shared;
@@ -16,6 +17,7 @@ use crate::{worker, RuntimeError};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::OwnedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -163,12 +165,60 @@ impl Partitions {
     }
 }
 
-/// The consumer context: routes rebalances to [`Partitions`].
-pub(crate) struct RebalanceContext {
-    pub partitions: Arc<Partitions>,
+/// Stores where each assigned partition resumes (an empty store: the low
+/// watermark), for what lies before it is done. Lag then counts from the
+/// store at once instead of after the first batch commits, and the group's
+/// committed offset catches up with the store. Best effort: a partition
+/// whose watermark cannot be read has no lag until its first commit.
+fn store_resume_offsets(
+    consumer: &BaseConsumer<RebalanceContext>,
+    assignment: &TopicPartitionList,
+) {
+    let mut resume = TopicPartitionList::new();
+    for element in assignment.elements() {
+        let next = match element.offset() {
+            Offset::Offset(next) => Some(next),
+            Offset::Beginning => consumer
+                .fetch_watermarks(element.topic(), element.partition(), WATERMARK_TIMEOUT)
+                .map(|(low, _)| low)
+                .map_err(|error| {
+                    tracing::debug!(%error, partition = element.partition(), "Low watermark unknown")
+                })
+                .ok(),
+            _ => None,
+        };
+        if let Some(next) = next {
+            if let Err(error) = resume.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(next),
+            ) {
+                tracing::debug!(%error, partition = element.partition(), "Resume offset not stored");
+            }
+        }
+    }
+    if resume.count() > 0 {
+        if let Err(error) = consumer.store_offsets(&resume) {
+            tracing::debug!(%error, "Resume offsets not stored");
+        }
+    }
 }
 
-impl ClientContext for RebalanceContext {}
+/// How long an assignment may wait for a partition's low watermark.
+const WATERMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The consumer context: routes rebalances to [`Partitions`], and
+/// librdkafka's statistics to the lag gauge.
+pub(crate) struct RebalanceContext {
+    pub partitions: Arc<Partitions>,
+    pub lag: ConsumerLag,
+}
+
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.observe(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn rebalance(
@@ -209,10 +259,13 @@ impl ConsumerContext for RebalanceContext {
                 }
                 if let Err(error) = consumer.incremental_assign(&assignment) {
                     self.partitions.record_fatal(error.into());
+                    return;
                 }
+                store_resume_offsets(consumer, &assignment);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.partitions.revoke(&partitions);
+                self.lag.forget(self.partitions.input_topic(), &partitions);
                 if let Err(error) = consumer.incremental_unassign(list) {
                     tracing::error!(%error, "Incremental unassign failed");
                 }
@@ -220,6 +273,7 @@ impl ConsumerContext for RebalanceContext {
             other => {
                 tracing::error!(?other, "Rebalance failed; releasing every partition");
                 self.partitions.revoke_all();
+                self.lag.forget_all();
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(%error, "Unassign failed");
                 }

@@ -5,6 +5,7 @@
 use crate::admin::{self, Readiness};
 use crate::handler::Handler;
 use crate::kafka::{group_consumer_config, producer_config};
+use crate::lag::{enable_statistics, ConsumerLag};
 use crate::metrics::METRICS;
 use crate::partitions::{Partitions, RebalanceContext};
 use crate::{telemetry, RuntimeConfig, RuntimeError};
@@ -62,6 +63,21 @@ pub async fn run_with_routes(
     routes: Router,
 ) -> anyhow::Result<()> {
     telemetry::init();
+    let result = run_processor(spec, handler, routes).await;
+    if let Err(error) = &result {
+        // Logged here so that Slack and Sentry hear of it before the exit.
+        tracing::error!(error = %format!("{error:#}"), "The {} processor failed", spec.service);
+    }
+    // Buffered spans and error reports go out before the process exits.
+    let _ = tokio::task::spawn_blocking(telemetry::flush).await;
+    result
+}
+
+async fn run_processor(
+    spec: ProcessorSpec,
+    handler: Arc<dyn Handler>,
+    routes: Router,
+) -> anyhow::Result<()> {
     let config = RuntimeConfig::from_env(spec.service, spec.default_admin_port)?;
     tracing::info!(?config, "Starting the {} processor", spec.service);
     std::fs::create_dir_all(&config.state_dir)
@@ -97,16 +113,20 @@ pub async fn run_with_routes(
         runtime: tokio::runtime::Handle::current(),
     });
     let partitions = Arc::new(Partitions::new(Arc::clone(&shared), Arc::clone(&readiness)));
-    let consumer: BaseConsumer<RebalanceContext> = group_consumer_config(
+    let mut consumer_config = group_consumer_config(
         &config.brokers,
         &config.group_id,
         spec.service,
         config.fetch_wait,
         config.session_timeout,
-    )
-    .create_with_context(RebalanceContext {
-        partitions: Arc::clone(&partitions),
-    })?;
+    );
+    let consumer: BaseConsumer<RebalanceContext> =
+        enable_statistics(&mut consumer_config, config.stats_interval).create_with_context(
+            RebalanceContext {
+                partitions: Arc::clone(&partitions),
+                lag: ConsumerLag::new(config.group_id.clone()),
+            },
+        )?;
     consumer.subscribe(&[&topics.input])?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,6 +8,8 @@
 //!   3. append the same entries to the changelog (offset record last).
 //!
 //! A crash before 2 replays the batch: same state, same outgoing message ids.
+//! Right after 2 the handler's `committed` hook sees what the batch sent, so
+//! business counters count a batch once however often it was handled.
 //! A crash between 2 and 3 is repaired from the outbox committed in 2, or by
 //! the next owner replaying that batch (see `restore`).
 
@@ -15,6 +17,7 @@ use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
 use crate::kafka::envelope_of;
 use crate::metrics::METRICS;
 use crate::run::Shared;
+use crate::tracing_context;
 use d2c_proto::envelope::header;
 use d2c_state::{
     applied_offset_key, changelog_outbox_entry, encode_offset, ChangeSet, Entry, Overlay,
@@ -45,6 +48,8 @@ struct Plan {
     last_offset: Option<i64>,
     handled: Vec<String>,
     dead_letters: u64,
+    /// What the handler sent, for [`crate::Handler::committed`].
+    outgoing: Vec<Outgoing>,
 }
 
 pub(crate) async fn run(
@@ -156,6 +161,7 @@ async fn process_batch(
             .with_label_values(&[message_type])
             .inc();
     }
+    shared.handler.committed(&plan.outgoing);
 
     let started = Instant::now();
     let changelog = changelog_records(shared, store.partition(), &plan.entries);
@@ -210,15 +216,20 @@ fn plan_batch(
                 continue;
             }
         };
-        let span = tracing::debug_span!(
+        // Info, not debug: log lines inside it then carry the trace id.
+        let span = tracing::info_span!(
             "handle",
+            otel.kind = "consumer",
             messaging.system = "kafka",
             messaging.destination.name = message.topic(),
             messaging.kafka.destination.partition = message.partition(),
             messaging.kafka.message.offset = message.offset(),
             messaging.message.id = %envelope.message_id,
             d2c.message_type = %envelope.message_type,
+            trace_id = tracing::field::Empty,
         );
+        // One trace per order: this hop is a child of the sender's span.
+        tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
         let _entered = span.enter();
         let incoming = Incoming {
             envelope: &envelope,
@@ -242,6 +253,7 @@ fn plan_batch(
             Ok(()) => {
                 let (state, outgoing) = effects.into_parts();
                 changes.extend(state);
+                plan.outgoing.extend(outgoing.iter().cloned());
                 plan.records
                     .extend(outgoing.into_iter().map(|out| to_record(shared, out)));
                 plan.handled.push(envelope.message_type.clone());
@@ -264,7 +276,12 @@ fn plan_batch(
     Ok(plan)
 }
 
-fn to_record(shared: &Shared, outgoing: Outgoing) -> Record {
+/// Runs inside the `handle` span: the record's `traceparent` names it, so
+/// the receiver's span becomes its child (handlers never touch traces).
+fn to_record(shared: &Shared, mut outgoing: Outgoing) -> Record {
+    if let Some(traceparent) = tracing_context::current_traceparent() {
+        outgoing.envelope.traceparent = Some(traceparent);
+    }
     let (topic, partition) = match outgoing.destination {
         Destination::Topic(logical) => (shared.names.name(&logical), None),
         Destination::Reply(reply_to) => (reply_to.topic, Some(reply_to.partition)),

@@ -55,6 +55,15 @@ where
         .with_context(|| format!("invalid value {raw:?} for {flag}"))
 }
 
+/// The operator's token for admin routes: `D2C_ADMIN_TOKEN`, or the
+/// gateway's local default.
+pub fn admin_token() -> String {
+    std::env::var("D2C_ADMIN_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| d2c_gateway::config::DEV_ADMIN_TOKEN.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,8 @@ struct Inner {
     stored: HashMap<String, Stored>,
     intents: HashMap<String, Intent>,
     charges: usize,
+    /// Successful charges per `metadata[order_id]`: an audit wants one each.
+    charged_orders: HashMap<String, usize>,
     refunds: usize,
     next_id: u64,
 }
@@ -123,6 +125,11 @@ impl FakeProvider {
     /// a new charge).
     pub fn charges(&self) -> usize {
         self.inner().charges
+    }
+
+    /// Successful charges per order id (from the intents' metadata).
+    pub fn charges_by_order(&self) -> HashMap<String, usize> {
+        self.inner().charged_orders.clone()
     }
 
     /// Distinct successful refunds.
@@ -312,6 +319,10 @@ fn charge(inner: &mut Inner, params: &[(String, String)]) -> (StatusCode, Value)
         );
     }
     inner.charges += 1;
+    let order_id = param(params, "metadata[order_id]")
+        .unwrap_or_default()
+        .to_owned();
+    *inner.charged_orders.entry(order_id).or_default() += 1;
     inner.intents.insert(
         id.clone(),
         Intent {

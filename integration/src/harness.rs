@@ -48,14 +48,21 @@ pub struct Platform {
     pub prefix: String,
     pub brokers: String,
     pub work: tempfile::TempDir,
+    /// Set for every service this platform starts (see [`Platform::with_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Platform {
     /// A fresh prefix with the topology applied under it (only the topics of
     /// `services`, to keep the broker small).
     pub async fn new(services: &[&str]) -> anyhow::Result<Self> {
+        Self::on_broker(services, brokers()).await
+    }
+
+    /// [`Platform::new`] on the broker at `brokers` (e.g. a test's own
+    /// [`PrivateBroker`]).
+    pub async fn on_broker(services: &[&str], brokers: String) -> anyhow::Result<Self> {
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let brokers = brokers();
         let output = Command::new(binary("topology")?)
             .args([
                 "apply",
@@ -86,7 +93,18 @@ impl Platform {
             prefix,
             brokers,
             work,
+            env: Vec::new(),
         })
+    }
+
+    /// `env` for every service started from now on (under each service's
+    /// own `env`), e.g. where to export traces.
+    pub fn with_env(mut self, env: &[(&str, String)]) -> Self {
+        self.env.extend(
+            env.iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone())),
+        );
+        self
     }
 
     fn base_env(&self, command: &mut Command) {
@@ -97,6 +115,9 @@ impl Platform {
                 "RUST_LOG",
                 std::env::var("D2C_TEST_LOG").unwrap_or_else(|_| "info".into()),
             );
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
     }
 
     pub fn topic(&self, logical: &str) -> String {
@@ -144,6 +165,22 @@ impl Platform {
         self.processor_ready("orders", name, &[]).await
     }
 
+    /// A projector whose runner name (in job_runs) is `name`, with `env` on
+    /// top of the platform's; `env` names its database (D2C_DATABASE_URL,
+    /// see [`crate::postgres::TestDatabase`]).
+    pub async fn projector(&self, name: &str, env: &[(&str, String)]) -> anyhow::Result<Service> {
+        let mut command = Command::new(binary("d2c-projector")?);
+        self.base_env(&mut command);
+        command
+            .env("D2C_ADMIN_ADDR", "127.0.0.1:0")
+            .env("D2C_SESSION_TIMEOUT_MS", "6000")
+            .env("D2C_PROJECTOR_NAME", name);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Service::spawn(name, command, "ADMIN_LISTENING", self.work.path()).await
+    }
+
     /// A gateway that reads its reply partition and reaches the broker.
     pub async fn gateway_ready(
         &self,
@@ -164,13 +201,48 @@ impl Platform {
         reply_partition: i32,
         reply_timeout_ms: u64,
     ) -> anyhow::Result<Service> {
+        self.gateway_with(name, reply_partition, reply_timeout_ms, &[])
+            .await
+    }
+
+    /// [`Platform::gateway`] with `env` on top, e.g. the test's own read-side
+    /// database. Without one, the gateway reads the server's `postgres`
+    /// database, which answers its readiness check and holds no read models.
+    pub async fn gateway_with(
+        &self,
+        name: &str,
+        reply_partition: i32,
+        reply_timeout_ms: u64,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let mut command = Command::new(binary("d2c-gateway")?);
         self.base_env(&mut command);
         command
             .env("D2C_HTTP_ADDR", "127.0.0.1:0")
             .env("D2C_REPLY_PARTITION", reply_partition.to_string())
-            .env("D2C_REPLY_TIMEOUT_MS", reply_timeout_ms.to_string());
+            .env("D2C_REPLY_TIMEOUT_MS", reply_timeout_ms.to_string())
+            .env("D2C_AUTH_SECRET", crate::customer::TEST_AUTH_SECRET)
+            .env("D2C_ADMIN_TOKEN", crate::customer::TEST_ADMIN_TOKEN)
+            .env("D2C_DATABASE_URL", crate::postgres::server_url());
+        for (key, value) in env {
+            command.env(key, value);
+        }
         Service::spawn(name, command, "HTTP_LISTENING", self.work.path()).await
+    }
+
+    /// [`Platform::gateway_with`], once ready.
+    pub async fn gateway_ready_with(
+        &self,
+        name: &str,
+        reply_partition: i32,
+        reply_timeout_ms: u64,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let service = self
+            .gateway_with(name, reply_partition, reply_timeout_ms, env)
+            .await?;
+        service.wait_ready(Duration::from_secs(30)).await?;
+        Ok(service)
     }
 }
 
@@ -319,5 +391,102 @@ impl Service {
             .filter(|line| line.contains(labels))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+}
+
+/// A tansu broker of one test's own, on SQLite in a directory of its own,
+/// so the test can kill and restart it (its data survives) without
+/// disturbing any other test.
+pub struct PrivateBroker {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The tansu binary: D2C_TANSU_BIN, else where `./dev` installs it.
+fn tansu_binary() -> PathBuf {
+    std::env::var_os("D2C_TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/d2c/tansu-0.6.0/bin/tansu")
+        })
+}
+
+impl PrivateBroker {
+    /// Starts a broker on a free loopback port with its data in `dir`.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        std::fs::create_dir_all(dir)?;
+        let mut broker = Self {
+            port,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, no chance to flush: what a crashed broker machine does.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// (Re)starts it on the same port and data, and waits until it answers
+    /// a Metadata request.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))?;
+        let child = Command::new(tansu_binary())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", tansu_binary().display()))?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = Command::new(binary("topology")?)
+                .args([
+                    "health",
+                    "--brokers",
+                    &self.brokers(),
+                    "--timeout-secs",
+                    "2",
+                ])
+                .output()
+                .await?;
+            if health.status.success() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the private broker on {} did not answer", self.brokers());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

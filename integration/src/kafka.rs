@@ -1,4 +1,5 @@
-//! Reading topics back, to check what the platform published.
+//! Reading topics back, to check what the platform published, and writing
+//! raw records, to feed it what no well-behaved client would.
 
 use anyhow::Context;
 use d2c_proto::Envelope;
@@ -15,6 +16,53 @@ pub struct Record {
     pub key: Vec<u8>,
     pub envelope: Option<Envelope>,
     pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// A header's value as text, if the record has it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    }
+}
+
+/// Writes one record as it is (any bytes, any headers) and waits for the ack.
+pub async fn produce_raw(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "none")
+        .create()?;
+    let headers = headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (name, value)| {
+            all.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            })
+        });
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("producing to {topic}: {error}"))?;
+    Ok(())
 }
 
 /// Every record of `topic` up to its current end, all partitions.
@@ -54,19 +102,27 @@ pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<
             continue;
         };
         let message = message.context("consuming")?;
-        let envelope = message.headers().and_then(|headers| {
-            let pairs: Vec<(&str, &[u8])> = headers
-                .iter()
-                .filter_map(|h| h.value.map(|v| (h.key, v)))
-                .collect();
-            Envelope::from_headers(pairs).ok()
-        });
+        let pairs: Vec<(&str, &[u8])> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .filter_map(|h| h.value.map(|v| (h.key, v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers = pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.to_vec()))
+            .collect();
+        let envelope = Envelope::from_headers(pairs).ok();
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().unwrap_or_default().to_vec(),
             envelope,
             payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
         });
         if ends
             .get(&message.partition())

@@ -3,7 +3,13 @@
 //! tests and the load generator.
 
 pub mod cli;
+pub mod customer;
+pub mod demo;
 pub mod fake_provider;
+pub mod faults;
 pub mod harness;
 pub mod kafka;
+pub mod postgres;
+pub mod rng;
 pub mod shop;
+pub mod storefront;

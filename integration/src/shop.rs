@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Every service on the checkout path (topology `--only`).
 pub const CHECKOUT_SERVICES: &[&str] = &["orders", "inventory", "payments", "gateway"];
 
+/// The customer a shop's client orders as.
+pub const SHOPPER: &str = "shopper-1";
+
 /// Statuses after which an order does not move by itself.
 pub const SETTLED: &[&str] = &["confirmed", "rejected", "cancelled"];
 
@@ -20,6 +23,8 @@ pub struct Shop {
     pub payments: Service,
     pub gateway: Service,
     pub client: reqwest::Client,
+    /// An operator's client (admin routes).
+    pub admin: reqwest::Client,
 }
 
 /// How to start a shop. `payments_env` configures the payment provider.
@@ -41,7 +46,15 @@ impl Default for ShopOptions {
 
 impl Shop {
     pub async fn start(options: ShopOptions) -> anyhow::Result<Self> {
-        let platform = Platform::new(CHECKOUT_SERVICES).await?;
+        Self::start_with_env(options, &[]).await
+    }
+
+    /// [`Shop::start`] with `env` set for every service.
+    pub async fn start_with_env(
+        options: ShopOptions,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let platform = Platform::new(CHECKOUT_SERVICES).await?.with_env(env);
         let started = tokio::try_join!(
             platform.processor_ready("orders", "orders", &[]),
             platform.processor_ready("inventory", "inventory", &[]),
@@ -61,7 +74,8 @@ impl Shop {
             inventory,
             payments,
             gateway,
-            client: reqwest::Client::new(),
+            client: crate::customer::client(SHOPPER),
+            admin: crate::customer::admin_client(),
         })
     }
 
@@ -71,7 +85,7 @@ impl Shop {
 
     /// `PUT /admin/inventory/{sku}`.
     pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<Value> {
-        set_stock(&self.client, &self.url(""), sku, on_hand).await
+        set_stock(&self.admin, &self.url(""), sku, on_hand).await
     }
 
     /// `GET /inventory/{sku}`: (status, body).
@@ -141,13 +155,12 @@ pub async fn set_stock(
 }
 
 /// An order body with `lines` of (sku, quantity) at 10.00 each.
-pub fn order_body(customer: &str, lines: &[(&str, i64)], payment_method: &str) -> Value {
+pub fn order_body(lines: &[(&str, i64)], payment_method: &str) -> Value {
     let lines: Vec<Value> = lines
         .iter()
         .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_minor": 1000}))
         .collect();
     json!({
-        "customer_id": customer,
         "currency": "EUR",
         "payment_method": payment_method,
         "lines": lines,

@@ -2,6 +2,7 @@
 //! processor (and the saga through inventory and payments) → reply and
 //! orders.events, with crashes and rebalances of the orders processor.
 
+use d2c_integration::customer;
 use d2c_integration::harness::{Platform, Service, TEST_PARTITIONS};
 use d2c_integration::kafka::read_all;
 use d2c_integration::shop::{inventory_and_payments, set_stock, CHECKOUT_SERVICES};
@@ -20,7 +21,7 @@ async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
     let peers = inventory_and_payments(platform)
         .await
         .expect("inventory and payments ready");
-    let client = reqwest::Client::new();
+    let client = customer::admin_client();
     for sku in ["SKU-1", "SKU-2"] {
         set_stock(&client, &gateway.url(""), sku, 1_000_000)
             .await
@@ -29,9 +30,9 @@ async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
     peers
 }
 
-fn order_body(customer: &str, quantity: i64) -> Value {
+/// An order body; the customer is the one the client acts for.
+fn order_body(quantity: i64) -> Value {
     json!({
-        "customer_id": customer,
         "currency": "EUR",
         "payment_method": "pm_card_visa",
         "lines": [
@@ -126,11 +127,10 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let base = gateway.url("");
 
-    let (status, first, headers) =
-        post_order(&client, &base, "key-1", &order_body("cust-1", 2)).await;
+    let (status, first, headers) = post_order(&client, &base, "key-1", &order_body(2)).await;
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["total_minor"], 3_000);
     assert_eq!(first["status"], "confirmed");
@@ -138,8 +138,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     let order_id = first["order_id"].as_str().expect("order id").to_owned();
 
     // Sequential retry: same order, flagged as a replay, nothing new emitted.
-    let (status, again, headers) =
-        post_order(&client, &base, "key-1", &order_body("cust-1", 2)).await;
+    let (status, again, headers) = post_order(&client, &base, "key-1", &order_body(2)).await;
     assert_eq!(status, 201);
     assert_eq!(again, first);
     assert_eq!(
@@ -154,7 +153,7 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     let concurrent = futures::future::join_all((0..8).map(|_| {
         let client = client.clone();
         let base = base.clone();
-        async move { post_order(&client, &base, "key-2", &order_body("cust-1", 1)).await }
+        async move { post_order(&client, &base, "key-2", &order_body(1)).await }
     }))
     .await;
     let ids: BTreeSet<String> = concurrent
@@ -167,17 +166,31 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     assert_eq!(ids.len(), 1, "all retries name one order");
 
     // Same key, different body: refused like Stripe does.
-    let (status, body, _) = post_order(&client, &base, "key-1", &order_body("cust-1", 5)).await;
+    let (status, body, _) = post_order(&client, &base, "key-1", &order_body(5)).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "Idempotency-Key");
 
-    // The same key from another customer is another order.
-    let (status, other, _) = post_order(&client, &base, "key-1", &order_body("cust-2", 2)).await;
+    // The same key from another customer is another order, which the first
+    // customer cannot see.
+    let stranger = customer::client("cust-2");
+    let (status, other, _) = post_order(&stranger, &base, "key-1", &order_body(2)).await;
     assert_eq!(status, 201);
     assert_ne!(other["order_id"], first["order_id"]);
 
     let read = wait_for_order(&client, &base, &order_id, Duration::from_secs(10)).await;
     assert_eq!(read, first);
+    let theirs = stranger
+        .get(format!("{base}/orders/{order_id}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(theirs.status().as_u16(), 404, "another customer's order");
+    let anonymous = reqwest::Client::new()
+        .get(format!("{base}/orders/{order_id}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(anonymous.status().as_u16(), 401, "no token");
     let missing = client
         .get(format!("{base}/orders/{}", uuid::Uuid::new_v4()))
         .send()
@@ -200,12 +213,12 @@ async fn bad_input_gets_clear_errors() {
         .gateway_ready("gateway", 1, 2_000)
         .await
         .expect("gateway ready");
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let url = gateway.url("/orders");
 
     let no_key = client
         .post(&url)
-        .json(&order_body("c", 1))
+        .json(&order_body(1))
         .send()
         .await
         .expect("answers");
@@ -225,19 +238,19 @@ async fn bad_input_gets_clear_errors() {
 
     for (body, field) in [
         (
-            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": []}),
+            json!({"payment_method": "pm_card_visa", "currency": "EUR", "lines": []}),
             "lines",
         ),
         (
-            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "euro", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
+            json!({"payment_method": "pm_card_visa", "currency": "euro", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
             "currency",
         ),
         (
-            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": 0, "unit_price_minor": 1}]}),
+            json!({"payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": 0, "unit_price_minor": 1}]}),
             "lines[0].quantity",
         ),
         (
-            json!({"customer_id": "c", "payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": -3, "unit_price_minor": 1}]}),
+            json!({"payment_method": "pm_card_visa", "currency": "EUR", "lines": [{"sku": "S", "quantity": -3, "unit_price_minor": 1}]}),
             "lines[0].quantity",
         ),
     ] {
@@ -268,12 +281,12 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         .await
         .expect("gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let base = gateway.url("");
     let response = client
         .post(format!("{base}/orders"))
         .header("Idempotency-Key", "slow-1")
-        .json(&order_body("cust-9", 1))
+        .json(&order_body(1))
         .send()
         .await
         .expect("answers");
@@ -299,7 +312,7 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         Duration::from_secs(60),
     )
     .await;
-    assert_eq!(order["customer_id"], "cust-9");
+    assert_eq!(order["customer_id"], "cust-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +324,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let base = gateway.url("");
 
     // 150 orders at ~75/s; the processor is killed a third of the way in.
@@ -326,13 +339,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
                 let base = base.clone();
                 tasks.push(tokio::spawn(async move {
                     let key = format!("kill-{index}");
-                    let (status, body, _) = post_order(
-                        &client,
-                        &base,
-                        &key,
-                        &order_body(&format!("cust-{index}"), 1),
-                    )
-                    .await;
+                    let (status, body, _) = post_order(&client, &base, &key, &order_body(1)).await;
                     (key, status, body)
                 }));
                 tokio::time::sleep(Duration::from_millis(13)).await;
@@ -411,16 +418,11 @@ async fn instances_share_partitions_and_take_over_each_other() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let base = gateway.url("");
     for index in 0..60 {
-        let (status, body, _) = post_order(
-            &client,
-            &base,
-            &format!("share-{index}"),
-            &order_body(&format!("c{index}"), 1),
-        )
-        .await;
+        let (status, body, _) =
+            post_order(&client, &base, &format!("share-{index}"), &order_body(1)).await;
         assert_eq!(status, 201, "{body}");
     }
     let handled_first = first
@@ -461,13 +463,8 @@ async fn instances_share_partitions_and_take_over_each_other() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for index in 0..60 {
-        let (status, body, headers) = post_order(
-            &client,
-            &base,
-            &format!("share-{index}"),
-            &order_body(&format!("c{index}"), 1),
-        )
-        .await;
+        let (status, body, headers) =
+            post_order(&client, &base, &format!("share-{index}"), &order_body(1)).await;
         assert_eq!(status, 201, "{body}");
         assert!(
             headers.contains_key("idempotent-replayed"),
@@ -485,17 +482,12 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = reqwest::Client::new();
+    let client = customer::client("cust-1");
     let base = gateway.url("");
     let mut ids = Vec::new();
     for index in 0..20 {
-        let (status, body, _) = post_order(
-            &client,
-            &base,
-            &format!("restore-{index}"),
-            &order_body("c-r", 1),
-        )
-        .await;
+        let (status, body, _) =
+            post_order(&client, &base, &format!("restore-{index}"), &order_body(1)).await;
         assert_eq!(status, 201, "{body}");
         ids.push(body["order_id"].as_str().expect("id").to_owned());
     }
@@ -526,7 +518,7 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         .expect("metrics");
     assert_eq!(replayed_commands, 0.0, "no PlaceOrder handled again");
     // Replaying a placed order must not emit a second event.
-    let (status, _, headers) = post_order(&client, &base, "restore-0", &order_body("c-r", 1)).await;
+    let (status, _, headers) = post_order(&client, &base, "restore-0", &order_body(1)).await;
     assert_eq!(status, 201);
     assert!(headers.contains_key("idempotent-replayed"));
     let events = placed_events(&platform);

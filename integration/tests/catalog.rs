@@ -34,7 +34,7 @@ impl Catalog {
         Self {
             base: gateway.url(""),
             platform,
-            client: reqwest::Client::new(),
+            client: d2c_integration::customer::admin_client(),
             _services: vec![catalog, gateway],
         }
     }

@@ -69,7 +69,7 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
 
     provider.stall_next(1, STALL);
     let stalled_at = Instant::now();
-    let body = order_body("c-wh", &[("WH-1", 1)], "pm_card_visa");
+    let body = order_body(&[("WH-1", 1)], "pm_card_visa");
     let (status, placed) = shop.place("webhook-1", &body).await.expect("answers");
     assert_eq!(
         status, 202,

@@ -49,7 +49,7 @@ async fn oversell_is_impossible() {
     let attempts = futures::future::join_all((0..200).map(|index| {
         let shop = &shop;
         async move {
-            let body = order_body(&format!("c-{index}"), &[("HOT-1", 1)], "pm_card_visa");
+            let body = order_body(&[("HOT-1", 1)], "pm_card_visa");
             shop.place(&format!("hot-{index}"), &body)
                 .await
                 .expect("gateway answers")
@@ -100,7 +100,7 @@ async fn refusals_release_what_was_reserved() {
     shop.set_stock("SCARCE-1", 1).await.expect("stock");
 
     // One SKU runs out: the other SKU's reservation is given back.
-    let body = order_body("c-1", &[("PLENTY-1", 3), ("SCARCE-1", 2)], "pm_card_visa");
+    let body = order_body(&[("PLENTY-1", 3), ("SCARCE-1", 2)], "pm_card_visa");
     let (status, refused) = shop.place("multi-1", &body).await.expect("answers");
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["skus"], serde_json::json!(["SCARCE-1"]));
@@ -116,7 +116,6 @@ async fn refusals_release_what_was_reserved() {
 
     // A declined card: 402 with the reason, every line released.
     let body = order_body(
-        "c-2",
         &[("PLENTY-1", 4), ("SCARCE-1", 1)],
         "pm_card_chargeDeclinedInsufficientFunds",
     );
@@ -130,7 +129,7 @@ async fn refusals_release_what_was_reserved() {
     assert_eq!(scarce["sold"], 0);
 
     // Unknown SKUs have no stock at all.
-    let body = order_body("c-3", &[("NEVER-STOCKED", 1)], "pm_card_visa");
+    let body = order_body(&[("NEVER-STOCKED", 1)], "pm_card_visa");
     let (status, missing) = shop.place("unknown-1", &body).await.expect("answers");
     assert_eq!(status, 409, "{missing}");
     let (status, _) = shop.stock("NEVER-STOCKED").await.expect("answers");
@@ -150,7 +149,7 @@ async fn provider_errors_are_retried_without_charging_twice() {
     shop.set_stock("SKU-P", 100).await.expect("stock");
 
     provider.fail_next(2);
-    let body = order_body("c-1", &[("SKU-P", 1)], "pm_card_visa");
+    let body = order_body(&[("SKU-P", 1)], "pm_card_visa");
     let (status, order) = shop.place("flaky-1", &body).await.expect("answers");
     assert_eq!(status, 201, "{order}");
     assert_eq!(provider.charges(), 1);
@@ -160,10 +159,7 @@ async fn provider_errors_are_retried_without_charging_twice() {
     // the retry reuses the idempotency key, so still one charge per order.
     provider.stall_next(1, Duration::from_secs(2));
     let (status, order) = shop
-        .place(
-            "stall-1",
-            &order_body("c-2", &[("SKU-P", 1)], "pm_card_visa"),
-        )
+        .place("stall-1", &order_body(&[("SKU-P", 1)], "pm_card_visa"))
         .await
         .expect("answers");
     assert_eq!(status, 201, "{order}");
@@ -194,7 +190,7 @@ async fn provider_errors_are_retried_without_charging_twice() {
     let (status, declined) = shop
         .place(
             "declined-1",
-            &order_body("c-3", &[("SKU-P", 1)], "pm_card_chargeDeclined"),
+            &order_body(&[("SKU-P", 1)], "pm_card_chargeDeclined"),
         )
         .await
         .expect("answers");
@@ -227,11 +223,7 @@ async fn killing_inventory_and_payments_mid_stream_keeps_stock_and_charges_consi
             let client = client.clone();
             let base = base.clone();
             tasks.push(tokio::spawn(async move {
-                let body = order_body(
-                    &format!("c-{index}"),
-                    &[("K-1", 1), ("K-2", 2)],
-                    "pm_card_visa",
-                );
+                let body = order_body(&[("K-1", 1), ("K-2", 2)], "pm_card_visa");
                 d2c_integration::shop::place_order(&client, &base, &format!("k-{index}"), &body)
                     .await
             }));

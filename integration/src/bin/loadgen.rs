@@ -1,6 +1,10 @@
-//! Open-model load generator for the gateway's `POST /orders`: every request
-//! is a whole checkout (stock reserved, payment authorized, order confirmed).
-//! `--stock N` first sets N units on hand for every SKU it will order.
+//! Open-model load generator for the gateway. `--mode orders` (default):
+//! every request is a whole checkout (`POST /orders`: stock reserved,
+//! payment authorized, order confirmed) by one of `--customers` customers,
+//! who register (or log in) first. `--stock N` first sets N units on hand
+//! for every SKU it will order. `--mode search`: catalog searches
+//! (`GET /products?q=…`, words the demo catalog uses); `--mode product`:
+//! product reads (`GET /products/demo-…`), both against the seeded catalog.
 //!
 //! Arrivals follow a fixed schedule (`start_i = t0 + i / rate`) whatever the
 //! server does, and every latency is measured from the scheduled start rather
@@ -16,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use d2c_integration::cli::{parse_num, Flag, Flags};
+use d2c_integration::rng::SplitMix64;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -27,7 +32,9 @@ usage: loadgen [options]
   --rate N               orders per second (default 100)
   --duration S           measured seconds, after the warmup (default 10)
   --timeout-ms MS        per-request timeout (default 10000)
-  --customers N          distinct customer ids (default 1000)
+  --mode MODE            orders, search or product (default orders)
+  --customers N          customers placing the orders, registered/logged in first (default 20)
+  --products N           demo products to read in product mode (default 10000)
   --skus N               distinct SKUs (default 100)
   --lines N              max lines per order (default 3)
   --max-in-flight N      arrivals beyond this many open requests count as client_overloaded (default 20000)
@@ -53,6 +60,15 @@ struct Args {
     warmup_s: f64,
     payment_method: String,
     stock: u64,
+    mode: Mode,
+    products: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Orders,
+    Search,
+    Product,
 }
 
 impl Args {
@@ -65,13 +81,15 @@ impl Args {
             rate: 100.0,
             duration_s: 10.0,
             timeout: Duration::from_millis(10_000),
-            customers: 1000,
+            customers: 20,
             skus: 100,
             lines: 3,
             max_in_flight: 20_000,
             warmup_s: 1.0,
             payment_method: "pm_card_visa".to_owned(),
             stock: 0,
+            mode: Mode::Orders,
+            products: 10_000,
         };
         let mut flags = Flags::from_env(USAGE);
         while let Some(parsed) = flags.next_flag()? {
@@ -93,6 +111,15 @@ impl Args {
                 "--warmup" => args.warmup_s = parse_num(&flag, &value)?,
                 "--payment-method" => args.payment_method = value,
                 "--stock" => args.stock = parse_num(&flag, &value)?,
+                "--products" => args.products = parse_num(&flag, &value)?,
+                "--mode" => {
+                    args.mode = match value.as_str() {
+                        "orders" => Mode::Orders,
+                        "search" => Mode::Search,
+                        "product" => Mode::Product,
+                        other => bail!("--mode {other:?}: orders, search or product"),
+                    }
+                }
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
         }
@@ -109,30 +136,15 @@ impl Args {
         if args.timeout.is_zero() {
             bail!("--timeout-ms must be > 0");
         }
-        if args.customers == 0 || args.skus == 0 || args.lines == 0 || args.max_in_flight == 0 {
-            bail!("--customers, --skus, --lines and --max-in-flight must be > 0");
+        if args.customers == 0
+            || args.skus == 0
+            || args.lines == 0
+            || args.max_in_flight == 0
+            || args.products == 0
+        {
+            bail!("--customers, --skus, --lines, --products and --max-in-flight must be > 0");
         }
         Ok(Some(args))
-    }
-}
-
-/// splitmix64: enough spread for picking ids and keeps runs reproducible
-/// without pulling in a `rand` dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough value in `lo..=hi`; the modulo bias is irrelevant at
-    /// these range sizes.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -145,7 +157,9 @@ struct OrderLine {
 
 #[derive(Serialize)]
 struct PlaceOrder {
-    customer_id: String,
+    /// Index into the logged-in customers: whose token places it.
+    #[serde(skip)]
+    customer: usize,
     currency: &'static str,
     lines: Vec<OrderLine>,
     payment_method: String,
@@ -165,7 +179,7 @@ fn order_for(index: u64, args: &Args) -> PlaceOrder {
         }
     }
     PlaceOrder {
-        customer_id: format!("cust-{customer}"),
+        customer: customer as usize,
         currency: "EUR",
         lines: skus
             .into_iter()
@@ -245,13 +259,109 @@ impl Stats {
     }
 }
 
-async fn send_one(client: &reqwest::Client, url: &str, body: &PlaceOrder) -> Outcome {
-    let result = client
+/// Words shoppers type: whole words and as-you-type prefixes of the demo
+/// catalog's vocabulary.
+const SEARCHES: &[&str] = &[
+    "linen",
+    "linen shirt",
+    "merino",
+    "merino sweater",
+    "wool",
+    "navy",
+    "navy chinos",
+    "leather",
+    "leather boots",
+    "rain jacket",
+    "canvas tote",
+    "cashmere scarf",
+    "sneak",
+    "cord",
+    "olive",
+    "backpack",
+    "relaxed",
+    "alpine parka",
+    "denim jeans",
+    "cotton tee",
+    "blank",
+    "mug",
+    "sand",
+    "heritage",
+    "waxed",
+    "slim",
+    "hood",
+    "trail",
+    "suede loafers",
+    "burgundy",
+];
+
+/// The request of arrival `index` in a read mode.
+fn read_request(client: &reqwest::Client, args: &Args, index: u64) -> reqwest::RequestBuilder {
+    let mut rng = SplitMix64(index);
+    match args.mode {
+        Mode::Search => {
+            let query = rng.pick(SEARCHES);
+            let page = rng.range(0, 2) * 20;
+            client
+                .get(format!("{}/products", args.url))
+                .query(&[("q", (*query).to_owned()), ("offset", page.to_string())])
+        }
+        _ => {
+            let product = rng.range(0, args.products - 1);
+            client.get(format!(
+                "{}/products/{}",
+                args.url,
+                d2c_integration::demo::product_id(product)
+            ))
+        }
+    }
+}
+
+/// Registers (or, when registered before, logs in) each load customer and
+/// returns their bearer tokens.
+async fn log_in_customers(client: &reqwest::Client, args: &Args) -> Result<Vec<String>> {
+    let logins = (0..args.customers).map(|index| async move {
+        let email = format!("loadgen-{index}@example.com");
+        let password = "loadgen-password";
+        let registered = client
+            .post(format!("{}/customers", args.url))
+            .json(&serde_json::json!({"email": email, "name": format!("Load {index}"), "password": password}))
+            .send()
+            .await
+            .with_context(|| format!("registering {email}"))?;
+        if !(registered.status().is_success() || registered.status() == 409) {
+            bail!("registering {email}: {}", registered.status());
+        }
+        let login = client
+            .post(format!("{}/customers/login", args.url))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .with_context(|| format!("logging in {email}"))?;
+        if !login.status().is_success() {
+            bail!("logging in {email}: {}", login.status());
+        }
+        let token: serde_json::Value = login.json().await?;
+        token["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("login answer without a token")
+    });
+    let tokens = futures::future::try_join_all(logins).await?;
+    eprintln!("loadgen: {} customers logged in", tokens.len());
+    Ok(tokens)
+}
+
+async fn send_one(client: &reqwest::Client, url: &str, token: &str, body: &PlaceOrder) -> Outcome {
+    let request = client
         .post(url)
+        .bearer_auth(token)
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(body)
-        .send()
-        .await;
+        .json(body);
+    send(request).await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Outcome {
+    let result = request.send().await;
     let classify = |e: &reqwest::Error| {
         if e.is_connect() {
             "connect"
@@ -272,7 +382,7 @@ async fn send_one(client: &reqwest::Client, url: &str, body: &PlaceOrder) -> Out
         return Outcome::Error(classify(&e).to_owned());
     }
     match status {
-        201 => Outcome::Created,
+        200 | 201 => Outcome::Created,
         202 => Outcome::Accepted,
         402 | 409 => Outcome::Refused,
         s => Outcome::Error(format!("http_{s}")),
@@ -285,6 +395,7 @@ async fn seed_stock(client: &reqwest::Client, args: &Args) -> Result<()> {
         let url = format!("{}/admin/inventory/SKU-{sku}", args.url);
         let response = client
             .put(&url)
+            .bearer_auth(d2c_integration::cli::admin_token())
             .json(&serde_json::json!({ "on_hand": args.stock }))
             .send()
             .await
@@ -339,6 +450,11 @@ async fn main() -> Result<ExitCode> {
     if args.stock > 0 {
         seed_stock(&client, &args).await?;
     }
+    let tokens = Arc::new(if args.mode == Mode::Orders {
+        log_in_customers(&client, &args).await?
+    } else {
+        Vec::new()
+    });
     let stats = Arc::new(Stats {
         hist: Mutex::new(Some(
             Histogram::new_with_bounds(1, HIST_MAX_US, 3).context("creating histogram")?,
@@ -354,8 +470,8 @@ async fn main() -> Result<ExitCode> {
     let sent = Arc::new(AtomicU64::new(0));
 
     eprintln!(
-        "loadgen: sending {} orders/s for {}s (+{}s warmup) to {}",
-        args.rate, args.duration_s, args.warmup_s, orders_url
+        "loadgen: sending {} {:?} requests/s for {}s (+{}s warmup) to {}",
+        args.rate, args.mode, args.duration_s, args.warmup_s, args.url
     );
 
     let progress = {
@@ -399,15 +515,20 @@ async fn main() -> Result<ExitCode> {
             continue;
         }
         sent.fetch_add(1, Ordering::Relaxed);
-        let (client, url, args, stats) = (
+        let (client, url, args, stats, tokens) = (
             client.clone(),
             Arc::clone(&orders_url),
             Arc::clone(&args),
             Arc::clone(&stats),
+            Arc::clone(&tokens),
         );
         tasks.spawn(async move {
-            let body = order_for(i, &args);
-            let outcome = send_one(&client, &url, &body).await;
+            let outcome = if args.mode == Mode::Orders {
+                let body = order_for(i, &args);
+                send_one(&client, &url, &tokens[body.customer], &body).await
+            } else {
+                send(read_request(&client, &args, i)).await
+            };
             let now = Instant::now();
             stats.record(
                 outcome,
@@ -472,7 +593,7 @@ async fn main() -> Result<ExitCode> {
         args.rate, args.duration_s, args.warmup_s, args.url
     );
     println!(
-        "achieved: {achieved_rate:.1} req/s completed, 201={created} 202={accepted} refused(409/402)={refused} errors={errors_total}"
+        "achieved: {achieved_rate:.1} req/s completed, 200/201={created} 202={accepted} refused(409/402)={refused} errors={errors_total}"
     );
     println!(
         "latency from scheduled start (ms): p50={p50:.1} p95={p95:.1} p99={p99:.1} p99.9={p999:.1} max={max_ms:.1}"
@@ -484,6 +605,7 @@ async fn main() -> Result<ExitCode> {
         println!("errors: {}", list.join(" "));
     }
     let summary = serde_json::json!({
+        "mode": format!("{:?}", args.mode).to_lowercase(),
         "target_rate": args.rate,
         "duration_s": args.duration_s,
         "scheduled": scheduled,

@@ -1,0 +1,688 @@
+//! The fault-injection run and its audit.
+//!
+//! A whole platform on a broker of its own (so it can be restarted) and a
+//! database of its own, with the payment provider's protocol served on
+//! loopback. While orders arrive at a steady rate through two gateways, the
+//! run kills -9 and restarts processors, restarts the broker (its SQLite
+//! data survives), restarts Postgres and kills one gateway for good. The
+//! client does what a storefront behind a load balancer does: a request
+//! that fails (connection refused, timeout, 5xx) is retried with the same
+//! Idempotency-Key on the other gateway.
+//!
+//! Then the audit reads everything back and checks the invariants:
+//! - no lost order: every request got an answer (201, 202, 402, 409), and
+//!   every order that got 201 or 202 exists and settles;
+//! - no duplicate order per Idempotency-Key: one order id per key and one
+//!   `OrderPlaced` (message id) per order on `orders.events`;
+//! - no oversold unit: stock never negative, nothing left reserved, sold
+//!   equals the confirmed orders' units, and at most what was stocked;
+//! - no double charge: the provider charged each confirmed order exactly
+//!   once and nothing else;
+//! - projections equal the events: the read side's latest version of every
+//!   order has the status its owner reports, and the archive holds exactly
+//!   the records of `orders.events`.
+
+use crate::customer;
+use crate::fake_provider::FakeProvider;
+use crate::harness::{Platform, PrivateBroker, Service};
+use crate::kafka::read_all;
+use crate::postgres::TestDatabase;
+use crate::shop::SETTLED;
+use anyhow::{bail, Context};
+use d2c_proto::orders::v1::OrderPlaced;
+use prost::{Message, Name};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const SERVICES: &[&str] = &["orders", "inventory", "payments", "gateway"];
+/// The SKU whose stock runs out during the run (oversell pressure).
+const SCARCE: &str = "FAULT-SCARCE";
+const PLENTY: &str = "FAULT-PLENTY";
+const CUSTOMERS: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct FaultConfig {
+    /// How long orders arrive; the faults are spread over it.
+    pub duration: Duration,
+    /// Orders per second.
+    pub rate: f64,
+    /// Restart the local Postgres cluster mid-run (needs root; it restarts
+    /// the server every test shares, so only where nothing else runs).
+    pub restart_postgres: bool,
+    /// How long a client keeps retrying one request before it counts as
+    /// unanswered.
+    pub request_deadline: Duration,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(40),
+            rate: 8.0,
+            restart_postgres: true,
+            request_deadline: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What the audit counted, and what it found wrong.
+#[derive(Debug, Default, Clone)]
+pub struct Audit {
+    pub requests: usize,
+    pub statuses: BTreeMap<u16, usize>,
+    pub retried_requests: usize,
+    pub unanswered: usize,
+    pub orders: usize,
+    pub confirmed: usize,
+    pub rejected: usize,
+    pub scarce_stocked: i64,
+    pub scarce_sold: i64,
+    pub charges: usize,
+    pub placed_events: usize,
+    pub archived_order_events: i64,
+    pub faults: Vec<String>,
+    pub violations: Vec<String>,
+}
+
+impl std::fmt::Display for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "faults: {}", self.faults.join(", "))?;
+        writeln!(
+            f,
+            "requests: {} (statuses {:?}; {} needed a retry; {} unanswered)",
+            self.requests, self.statuses, self.retried_requests, self.unanswered
+        )?;
+        writeln!(
+            f,
+            "orders: {} ({} confirmed, {} rejected); {} OrderPlaced events; {} archived orders.events rows",
+            self.orders, self.confirmed, self.rejected, self.placed_events, self.archived_order_events
+        )?;
+        writeln!(
+            f,
+            "{SCARCE}: {} stocked, {} sold; provider charges: {}",
+            self.scarce_stocked, self.scarce_sold, self.charges
+        )?;
+        if self.violations.is_empty() {
+            write!(f, "violations: none")
+        } else {
+            write!(
+                f,
+                "violations ({}):\n  {}",
+                self.violations.len(),
+                self.violations.join("\n  ")
+            )
+        }
+    }
+}
+
+/// One request's story.
+#[derive(Debug, Clone)]
+struct Outcome {
+    customer: String,
+    key: String,
+    status: Option<u16>,
+    body: Value,
+    attempts: usize,
+    scarce: bool,
+}
+
+struct Stack {
+    platform: Platform,
+    broker: PrivateBroker,
+    database: TestDatabase,
+    provider: FakeProvider,
+    processors: BTreeMap<&'static str, Service>,
+    payments_env: Vec<(&'static str, String)>,
+    _projector: Service,
+    gateways: Vec<Option<Service>>,
+    _work: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> anyhow::Result<Self> {
+        let work = tempfile::Builder::new().prefix("d2c-faults-").tempdir()?;
+        let broker = PrivateBroker::start(&work.path().join("broker")).await?;
+        let platform = Platform::on_broker(SERVICES, broker.brokers()).await?;
+        let database = TestDatabase::create().await?;
+        let provider = FakeProvider::start().await?;
+        let payments_env = vec![
+            ("D2C_PAYMENT_PROVIDER", "http".to_owned()),
+            ("D2C_PAYMENT_PROVIDER_URL", provider.url()),
+            ("D2C_PAYMENT_TIMEOUT_MS", "1000".to_owned()),
+            ("D2C_PAYMENT_RETRY_MAX_MS", "1000".to_owned()),
+        ];
+        let db = [("D2C_DATABASE_URL", database.url.clone())];
+        let mut processors = BTreeMap::new();
+        for service in ["orders", "inventory", "payments"] {
+            let env: &[(&str, String)] = if service == "payments" {
+                &payments_env
+            } else {
+                &[]
+            };
+            processors.insert(
+                service,
+                platform.processor_ready(service, service, env).await?,
+            );
+        }
+        let projector = platform.projector("projector", &db).await?;
+        projector.wait_ready(Duration::from_secs(60)).await?;
+        let mut gateways = Vec::new();
+        for index in 0..2 {
+            let gateway = platform
+                .gateway_ready_with(&format!("gateway-{index}"), index, 3_000, &db)
+                .await?;
+            gateways.push(Some(gateway));
+        }
+        Ok(Self {
+            platform,
+            broker,
+            database,
+            provider,
+            processors,
+            payments_env,
+            _projector: projector,
+            gateways,
+            _work: work,
+        })
+    }
+
+    fn gateway_url(&self) -> anyhow::Result<String> {
+        self.gateways
+            .iter()
+            .flatten()
+            .next()
+            .map(|gateway| gateway.url(""))
+            .context("no gateway left")
+    }
+
+    async fn restart_processor(&mut self, service: &'static str) -> anyhow::Result<()> {
+        if let Some(mut running) = self.processors.remove(service) {
+            running.kill9().await?;
+        }
+        let env: &[(&str, String)] = if service == "payments" {
+            &self.payments_env
+        } else {
+            &[]
+        };
+        let restarted = self.platform.processor_ready(service, service, env).await?;
+        self.processors.insert(service, restarted);
+        Ok(())
+    }
+}
+
+/// Restarts the local Postgres cluster (the newest version under
+/// /etc/postgresql), the way `./dev` starts it.
+async fn restart_postgres() -> anyhow::Result<()> {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .context("no /etc/postgresql: cannot restart Postgres here")?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .max()
+        .context("no Postgres cluster configured")?;
+    let status = tokio::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .await
+        .context("running pg_ctlcluster")?;
+    if !status.success() {
+        bail!("pg_ctlcluster restart failed: {status}");
+    }
+    Ok(())
+}
+
+fn order_body(index: usize) -> (Value, bool) {
+    let scarce = index.is_multiple_of(2);
+    let mut lines = vec![json!({"sku": PLENTY, "quantity": 1, "unit_price_minor": 1_000})];
+    if scarce {
+        lines.push(json!({"sku": SCARCE, "quantity": 1, "unit_price_minor": 2_500}));
+    }
+    // Every 15th order is declined by the provider (a 402 path under faults).
+    let payment_method = if index % 15 == 7 {
+        "pm_card_chargeDeclined"
+    } else {
+        "pm_card_visa"
+    };
+    (
+        json!({"currency": "EUR", "payment_method": payment_method, "lines": lines}),
+        scarce,
+    )
+}
+
+/// Sends one order until some gateway answers it, alternating gateways.
+async fn send_until_answered(
+    clients: &[reqwest::Client],
+    gateways: &[String],
+    index: usize,
+    deadline: Duration,
+) -> Outcome {
+    let customer = format!("fault-customer-{}", index % CUSTOMERS);
+    let client = &clients[index % CUSTOMERS];
+    let key = format!("fault-{index}");
+    let (body, scarce) = order_body(index);
+    let give_up = Instant::now() + deadline;
+    let mut attempts = 0;
+    loop {
+        let gateway = &gateways[(index + attempts) % gateways.len()];
+        attempts += 1;
+        let sent = client
+            .post(format!("{gateway}/orders"))
+            .header("Idempotency-Key", &key)
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            let status = response.status().as_u16();
+            if status < 500 {
+                let body = response.json().await.unwrap_or(Value::Null);
+                return Outcome {
+                    customer,
+                    key,
+                    status: Some(status),
+                    body,
+                    attempts,
+                    scarce,
+                };
+            }
+        }
+        if Instant::now() > give_up {
+            return Outcome {
+                customer,
+                key,
+                status: None,
+                body: Value::Null,
+                attempts,
+                scarce,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(250 * attempts.min(8) as u64)).await;
+    }
+}
+
+/// Runs the faults and the audit; `Ok` carries the audit whatever it found
+/// (its `violations` say), `Err` means the run itself could not be done.
+pub async fn run(config: FaultConfig) -> anyhow::Result<Audit> {
+    let mut stack = Stack::start().await?;
+    let result = run_on(&mut stack, &config).await;
+    if result.is_err()
+        || result
+            .as_ref()
+            .is_ok_and(|audit| !audit.violations.is_empty())
+    {
+        stack.platform.print_logs();
+    }
+    result
+}
+
+async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit> {
+    let total = (config.duration.as_secs_f64() * config.rate).ceil() as usize;
+    // Enough scarce units for about a third of the orders that want one.
+    let scarce_stock = (total / 6).max(1) as i64;
+    let admin = customer::admin_client();
+    let base = stack.gateway_url()?;
+    crate::shop::set_stock(&admin, &base, SCARCE, scarce_stock).await?;
+    crate::shop::set_stock(&admin, &base, PLENTY, 1_000_000).await?;
+
+    let clients: Arc<Vec<reqwest::Client>> = Arc::new(
+        (0..CUSTOMERS)
+            .map(|index| customer::client(&format!("fault-customer-{index}")))
+            .collect(),
+    );
+    let gateways: Arc<Vec<String>> = Arc::new(
+        stack
+            .gateways
+            .iter()
+            .flatten()
+            .map(|gateway| gateway.url(""))
+            .collect(),
+    );
+    let outcomes = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let started = Instant::now();
+    let driver = {
+        let (clients, gateways, outcomes) = (
+            Arc::clone(&clients),
+            Arc::clone(&gateways),
+            Arc::clone(&outcomes),
+        );
+        let (rate, deadline) = (config.rate, config.request_deadline);
+        tokio::spawn(async move {
+            let mut tasks = Vec::with_capacity(total);
+            for index in 0..total {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate))
+                    .await;
+                let (clients, gateways, outcomes) = (
+                    Arc::clone(&clients),
+                    Arc::clone(&gateways),
+                    Arc::clone(&outcomes),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let outcome = send_until_answered(&clients, &gateways, index, deadline).await;
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(outcome);
+                }));
+            }
+            futures::future::join_all(tasks).await;
+        })
+    };
+
+    let mut audit = Audit::default();
+    inject_faults(stack, config, started, &mut audit.faults).await?;
+    driver.await.context("the order driver panicked")?;
+    let outcomes = outcomes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    audit.scarce_stocked = scarce_stock;
+    audit_run(stack, &outcomes, &mut audit).await?;
+    Ok(audit)
+}
+
+/// The faults, spread over the run; each is logged with when it happened.
+async fn inject_faults(
+    stack: &mut Stack,
+    config: &FaultConfig,
+    started: Instant,
+    log: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let at = |fraction: f64| started + config.duration.mul_f64(fraction);
+    let mut note =
+        |what: &str| log.push(format!("{what} at {:.1}s", started.elapsed().as_secs_f64()));
+
+    tokio::time::sleep_until(at(0.12)).await;
+    stack.restart_processor("inventory").await?;
+    note("kill -9 + restart inventory");
+
+    tokio::time::sleep_until(at(0.25)).await;
+    stack.restart_processor("payments").await?;
+    note("kill -9 + restart payments");
+
+    tokio::time::sleep_until(at(0.40)).await;
+    stack.broker.kill().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.broker.restart().await?;
+    note("kill -9 + restart the broker");
+
+    if config.restart_postgres {
+        tokio::time::sleep_until(at(0.55)).await;
+        restart_postgres().await?;
+        note("restart Postgres");
+    }
+
+    tokio::time::sleep_until(at(0.70)).await;
+    if let Some(mut gateway) = stack.gateways.get_mut(1).and_then(Option::take) {
+        gateway.kill9().await?;
+    }
+    note("kill -9 gateway-1 (for good)");
+
+    tokio::time::sleep_until(at(0.85)).await;
+    stack.restart_processor("orders").await?;
+    note("kill -9 + restart orders");
+    Ok(())
+}
+
+async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> anyhow::Result<()> {
+    audit.requests = outcomes.len();
+    let base = stack.gateway_url()?;
+    let mut by_order: BTreeMap<String, &Outcome> = BTreeMap::new();
+    for outcome in outcomes {
+        if outcome.attempts > 1 {
+            audit.retried_requests += 1;
+        }
+        let Some(status) = outcome.status else {
+            audit.unanswered += 1;
+            audit
+                .violations
+                .push(format!("{}: never answered", outcome.key));
+            continue;
+        };
+        *audit.statuses.entry(status).or_default() += 1;
+        let order_id = outcome.body["order_id"]
+            .as_str()
+            .or_else(|| outcome.body["error"]["order_id"].as_str());
+        match (status, order_id) {
+            (201 | 202 | 402 | 409, Some(order_id)) => {
+                let expected =
+                    d2c_proto::ids::order_id(&outcome.customer, &outcome.key).to_string();
+                if order_id != expected {
+                    audit.violations.push(format!(
+                        "{}: answered order {order_id}, not {expected}",
+                        outcome.key
+                    ));
+                }
+                by_order.insert(order_id.to_owned(), outcome);
+            }
+            _ => audit.violations.push(format!(
+                "{}: unexpected answer {status} {}",
+                outcome.key, outcome.body
+            )),
+        }
+    }
+    audit.orders = by_order.len();
+
+    let settled = settle_orders(&base, &by_order, audit).await;
+    check_stock(&base, &settled, by_order.len(), audit).await?;
+    check_charges(stack, &settled, audit);
+    check_events(stack, &by_order, audit).await?;
+    check_projection(stack, &settled, audit).await;
+    Ok(())
+}
+
+/// Every order's final state, as its owner reports it.
+async fn settle_orders(
+    base: &str,
+    by_order: &BTreeMap<String, &Outcome>,
+    audit: &mut Audit,
+) -> BTreeMap<String, (Value, bool)> {
+    let mut settled = BTreeMap::new();
+    for (order_id, outcome) in by_order {
+        let client = customer::client(&outcome.customer);
+        match crate::shop::wait_for_status(
+            &client,
+            base,
+            order_id,
+            SETTLED,
+            Duration::from_secs(120),
+        )
+        .await
+        {
+            Ok(order) => {
+                match order["status"].as_str() {
+                    Some("confirmed") => audit.confirmed += 1,
+                    Some("rejected") => audit.rejected += 1,
+                    _ => {}
+                }
+                let answered = outcome.status.unwrap_or_default();
+                let final_status = order["status"].as_str().unwrap_or_default();
+                let consistent = match answered {
+                    201 => final_status == "confirmed",
+                    402 | 409 => final_status == "rejected",
+                    _ => true,
+                };
+                if !consistent {
+                    audit.violations.push(format!(
+                        "{order_id}: answered {answered} but ended {final_status}"
+                    ));
+                }
+                settled.insert(order_id.clone(), (order, outcome.scarce));
+            }
+            Err(error) => audit
+                .violations
+                .push(format!("{order_id}: lost ({error:#})")),
+        }
+    }
+    settled
+}
+
+async fn check_stock(
+    base: &str,
+    settled: &BTreeMap<String, (Value, bool)>,
+    orders: usize,
+    audit: &mut Audit,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let confirmed = |scarce_only: bool| {
+        settled
+            .values()
+            .filter(|(order, scarce)| order["status"] == "confirmed" && (*scarce || !scarce_only))
+            .count() as i64
+    };
+    for (sku, expected_sold, stocked) in [
+        (SCARCE, confirmed(true), audit.scarce_stocked),
+        (PLENTY, confirmed(false), 1_000_000),
+    ] {
+        let stock: Value = client
+            .get(format!("{base}/inventory/{sku}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let number = |field: &str| stock[field].as_i64().unwrap_or(i64::MIN);
+        if sku == SCARCE {
+            audit.scarce_sold = number("sold");
+        }
+        if number("on_hand") < 0 || number("available") < 0 {
+            audit
+                .violations
+                .push(format!("{sku}: negative stock {stock}"));
+        }
+        if number("reserved") != 0 {
+            audit.violations.push(format!(
+                "{sku}: units still reserved after every order settled: {stock}"
+            ));
+        }
+        if number("sold") != expected_sold || number("sold") > stocked {
+            audit.violations.push(format!(
+                "{sku}: sold {} but {expected_sold} confirmed orders took one (stocked {stocked}, {orders} orders)",
+                number("sold")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_charges(stack: &Stack, settled: &BTreeMap<String, (Value, bool)>, audit: &mut Audit) {
+    let charges = stack.provider.charges_by_order();
+    audit.charges = charges.values().sum();
+    for (order_id, count) in &charges {
+        let confirmed = settled
+            .get(order_id)
+            .is_some_and(|(order, _)| order["status"] == "confirmed");
+        if *count != 1 || !confirmed {
+            audit.violations.push(format!(
+                "{order_id}: charged {count} times (confirmed: {confirmed})"
+            ));
+        }
+    }
+    for (order_id, (order, _)) in settled {
+        if order["status"] == "confirmed" && !charges.contains_key(order_id) {
+            audit
+                .violations
+                .push(format!("{order_id}: confirmed but never charged"));
+        }
+    }
+}
+
+/// One order id per key, one OrderPlaced message id per order, no order
+/// nobody asked for.
+async fn check_events(
+    stack: &Stack,
+    by_order: &BTreeMap<String, &Outcome>,
+    audit: &mut Audit,
+) -> anyhow::Result<()> {
+    let brokers = stack.platform.brokers.clone();
+    let topic = stack.platform.topic("orders.events");
+    let records =
+        tokio::task::spawn_blocking(move || read_all(&brokers, &topic, Duration::from_secs(60)))
+            .await??;
+    let mut placed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in &records {
+        let Some(envelope) = &record.envelope else {
+            continue;
+        };
+        if envelope.message_type != OrderPlaced::full_name() {
+            continue;
+        }
+        let order = OrderPlaced::decode(record.payload.as_slice())?
+            .order
+            .map(|order| order.order_id)
+            .unwrap_or_default();
+        placed
+            .entry(order)
+            .or_default()
+            .insert(envelope.message_id.to_string());
+    }
+    audit.placed_events = placed.values().map(BTreeSet::len).sum();
+    for (order_id, ids) in &placed {
+        if ids.len() != 1 {
+            audit
+                .violations
+                .push(format!("{order_id}: placed {} times", ids.len()));
+        }
+        if !by_order.contains_key(order_id) {
+            audit
+                .violations
+                .push(format!("{order_id}: an order no request made"));
+        }
+    }
+    // The archive holds exactly the topic's records, once the projector has
+    // caught up.
+    let sql = format!(
+        "SELECT count(*) FROM events WHERE topic = '{}'",
+        stack.platform.topic("orders.events")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        audit.archived_order_events = stack.database.count(&sql).await;
+        if audit.archived_order_events == records.len() as i64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if audit.archived_order_events != records.len() as i64 {
+        audit.violations.push(format!(
+            "the archive has {} orders.events rows, the topic {} records",
+            audit.archived_order_events,
+            records.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The read side's latest version of each order has its owner's status.
+async fn check_projection(
+    stack: &Stack,
+    settled: &BTreeMap<String, (Value, bool)>,
+    audit: &mut Audit,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut mismatches = Vec::new();
+        for (order_id, (order, _)) in settled {
+            let projected = d2c_readside::order(&stack.database.pool, order_id).await;
+            let status = match &projected {
+                Ok(Some(projected)) => d2c_gateway::orders::status_label(projected.status),
+                Ok(None) => "missing",
+                Err(_) => "unreadable",
+            };
+            if order["status"].as_str() != Some(status) {
+                mismatches.push(format!(
+                    "{order_id}: read side says {status}, the owner {}",
+                    order["status"]
+                ));
+            }
+        }
+        if mismatches.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            audit.violations.extend(mismatches);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,240 @@
+//! Hostile input and overload against the real broker: malformed records on
+//! a topic go to the dead-letter topic with the reason and never stop the
+//! partition; limits answer 4xx naming the field; a processor that falls
+//! behind leaves the gateway answering 202 with a bounded pending map, and
+//! nothing is lost.
+
+use d2c_integration::customer;
+use d2c_integration::harness::Platform;
+use d2c_integration::kafka::{produce_raw, read_all};
+use d2c_integration::shop::{
+    inventory_and_payments, place_order, set_stock, wait_for_status, CHECKOUT_SERVICES, SETTLED,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn order(sku: &str, quantity: i64) -> Value {
+    json!({"currency": "EUR", "payment_method": "pm_card_visa",
+        "lines": [{"sku": sku, "quantity": quantity, "unit_price_minor": 100}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_lettered_and_the_partition_goes_on() {
+    let platform = Platform::new(CHECKOUT_SERVICES).await.expect("platform");
+    let (_orders, gateway) = tokio::try_join!(
+        platform.orders_ready("orders"),
+        platform.gateway_ready("gateway", 0, 15_000),
+    )
+    .expect("ready");
+    let _peers = inventory_and_payments(&platform).await.expect("peers");
+    set_stock(&customer::admin_client(), &gateway.url(""), "DLQ-1", 10)
+        .await
+        .expect("stock");
+
+    // Garbage keyed like the order that follows, so it sits in front of it
+    // on the same partition.
+    let key = "dlq-order";
+    let order_id = d2c_proto::ids::order_id("cust-dlq", key).to_string();
+    let topic = platform.topic("orders.messages");
+    let message_id = uuid::Uuid::new_v4().to_string();
+    produce_raw(
+        &platform.brokers,
+        &topic,
+        &order_id,
+        b"\xff\xfe not protobuf at all",
+        &[
+            ("d2c-message-type", "d2c.orders.v1.PlaceOrder"),
+            ("d2c-message-id", &message_id),
+            ("d2c-sent-at", "1700000000000"),
+        ],
+    )
+    .await
+    .expect("garbage produced");
+    produce_raw(&platform.brokers, &topic, &order_id, b"no headers", &[])
+        .await
+        .expect("headerless record produced");
+
+    let client = customer::client("cust-dlq");
+    let (status, placed) = place_order(&client, &gateway.url(""), key, &order("DLQ-1", 1))
+        .await
+        .expect("answers");
+    assert!(status == 201 || status == 202, "{status} {placed}");
+    let settled = wait_for_status(
+        &client,
+        &gateway.url(""),
+        &order_id,
+        &["confirmed"],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the order behind the garbage is handled");
+    assert_eq!(settled["order_id"], order_id.as_str());
+
+    let dead = read_all(
+        &platform.brokers,
+        &platform.topic("orders.dead-letter"),
+        Duration::from_secs(30),
+    )
+    .expect("dead letters readable");
+    assert_eq!(dead.len(), 2, "both bad records, nothing else: {dead:?}");
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|record| record.header("d2c-dead-letter-reason").expect("a reason"))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a valid d2c.orders.v1.PlaceOrder")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("no headers")),
+        "{reasons:?}"
+    );
+    for record in &dead {
+        assert_eq!(record.key, order_id.as_bytes());
+        assert!(record
+            .header("d2c-dead-letter-source")
+            .is_some_and(|source| source.starts_with(&topic)));
+    }
+    assert_eq!(
+        dead[0].payload, b"\xff\xfe not protobuf at all",
+        "the original bytes are kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_clear_errors() {
+    let platform = Platform::new(CHECKOUT_SERVICES).await.expect("platform");
+    let gateway = platform
+        .gateway_ready("gateway", 1, 2_000)
+        .await
+        .expect("gateway");
+    let client = customer::client("cust-limits");
+    let base = gateway.url("");
+    let lines: Vec<Value> = (0..101)
+        .map(|i| json!({"sku": format!("S-{i}"), "quantity": 1, "unit_price_minor": 1}))
+        .collect();
+    let cases = [
+        (
+            json!({"currency": "EUR", "payment_method": "pm_card_visa", "lines": lines}),
+            "lines",
+        ),
+        (order("S", 10_001), "lines[0].quantity"),
+        (order(&"S".repeat(65), 1), "lines[0].sku"),
+        (
+            json!({"currency": "EUR", "payment_method": "p".repeat(65), "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}),
+            "payment_method",
+        ),
+        (
+            json!({"currency": "EUR", "payment_method": "pm_card_visa", "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 100_000_001}]}),
+            "lines[0].unit_price_minor",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = place_order(&client, &base, "limits", &body)
+            .await
+            .expect("answers");
+        assert_eq!(status, 422, "{field}: {error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+    let (status, error) = place_order(&client, &base, &"k".repeat(256), &order("S", 1))
+        .await
+        .expect("answers");
+    assert_eq!(
+        (status, error["error"]["field"].clone()),
+        (400, json!("Idempotency-Key"))
+    );
+    let long_query = format!("{base}/products?q={}", "a".repeat(201));
+    let response = client.get(long_query).send().await.expect("answers");
+    assert_eq!(response.status().as_u16(), 422);
+    for path in ["/orders", "/products", "/nope", "/orders/not-a-uuid"] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("answers");
+        assert!(response.headers().contains_key("x-request-id"), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_nothing() {
+    let platform = Platform::new(CHECKOUT_SERVICES).await.expect("platform");
+    let max_pending = 20;
+    let gateway = platform
+        .gateway_ready_with(
+            "gateway",
+            2,
+            1_000,
+            &[("D2C_MAX_PENDING", max_pending.to_string())],
+        )
+        .await
+        .expect("gateway");
+    let _peers = inventory_and_payments(&platform).await.expect("peers");
+    let base = gateway.url("");
+    set_stock(&customer::admin_client(), &base, "BP-1", 1_000)
+        .await
+        .expect("stock");
+    let client = customer::client("cust-bp");
+
+    // No orders processor: every command waits in orders.messages.
+    let total = 120;
+    let watcher = {
+        let gateway_metrics = gateway.url("/metrics");
+        tokio::spawn(async move {
+            let mut highest = 0.0f64;
+            for _ in 0..40 {
+                if let Ok(response) = reqwest::get(&gateway_metrics).await {
+                    let text = response.text().await.unwrap_or_default();
+                    let pending = text
+                        .lines()
+                        .find_map(|line| line.strip_prefix("d2c_gateway_pending_requests "))
+                        .and_then(|value| value.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    highest = highest.max(pending);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            highest
+        })
+    };
+    let answers = futures::future::join_all((0..total).map(|index| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            place_order(&client, &base, &format!("bp-{index}"), &order("BP-1", 1))
+                .await
+                .expect("answers")
+        }
+    }))
+    .await;
+    let highest_pending = watcher.await.expect("watcher");
+    let mut ids = BTreeSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        ids.insert(body["order_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), total);
+    assert!(
+        highest_pending <= max_pending as f64,
+        "pending peaked at {highest_pending}"
+    );
+    let full = gateway
+        .metric("d2c_gateway_pending_full_total")
+        .await
+        .expect("metrics");
+    assert!(
+        full >= (total - max_pending) as f64,
+        "answered without waiting: {full}"
+    );
+    eprintln!("backpressure: {total} × 202, pending peaked at {highest_pending}, {full} answered without parking");
+
+    // The processor catches up: every accepted order is there.
+    let _orders = platform.orders_ready("orders-late").await.expect("orders");
+    for id in &ids {
+        wait_for_status(&client, &base, id, SETTLED, Duration::from_secs(90))
+            .await
+            .expect("every accepted order settles");
+    }
+}

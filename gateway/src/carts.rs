@@ -239,6 +239,7 @@ pub async fn set_line(
     security(("bearer" = [])),
     params(("cart_id" = String, Path), ("sku" = String, Path)),
     responses(
+        (status = 422, description = "Not a SKU (`error.field` is `sku`)", body = ErrorBody),
         (status = 200, description = "The cart without the line", body = CartJson),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such cart", body = ErrorBody),

@@ -405,6 +405,7 @@ pub async fn update_product(
     security(("admin" = [])),
     params(("product_id" = String, Path)),
     responses(
+        (status = 422, description = "Not a product id (`error.field` is `product_id`)", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
         (status = 403, description = "A customer's token on an admin route", body = ErrorBody),
         (status = 200, description = "Archived (again: unchanged)", body = ProductJson),
@@ -435,6 +436,7 @@ pub async fn archive_product(
 #[utoipa::path(get, path = "/products/{product_id}", tag = "catalog",
     params(("product_id" = String, Path)),
     responses(
+        (status = 422, description = "Not a product id (`error.field` is `product_id`)", body = ErrorBody),
         (status = 200, description = "The product (archived ones too, `archived: true`)", body = ProductJson),
         (status = 404, description = "No such product", body = ErrorBody),
         (status = 503, description = "The catalog service did not answer in time", body = ErrorBody),

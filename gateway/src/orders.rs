@@ -357,8 +357,8 @@ fn order_response(payload: &[u8], success: StatusCode) -> Result<Response, ApiEr
 #[utoipa::path(get, path = "/orders", tag = "orders",
     security(("bearer" = [])),
     params(
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("offset" = Option<i64>, Query, description = "Orders to skip, 0 to 10000"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("offset" = Option<i64>, Query, minimum = 0, maximum = 10000, description = "Orders to skip, 0 to 10000"),
     ),
     responses(
         (status = 200, description = "The customer's orders, newest first", body = OrderPageJson),

@@ -11,8 +11,7 @@ use d2c_readside::{
     product_by_sku, prune_versions, run_maintenance, search, ArchivedEvent, Leader, ReadsideError,
     SearchQuery, MAINTENANCE_LOCK_KEY,
 };
-use sqlx::PgPool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 mod common;
 

@@ -13,8 +13,7 @@ use d2c_readside::{
     insert_product_versions, last_reported_until, record_job_run, report_run_detail, ArchivedEvent,
     BusinessReport, RejectionCount, Revenue, TopProduct, JOB_BUSINESS_REPORT,
 };
-use sqlx::PgPool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 mod common;
 

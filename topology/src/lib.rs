@@ -2,7 +2,10 @@
 
 mod cluster;
 
-pub use cluster::{apply, inspect, topic_partitions, Drift, DriftKind, Inspection};
+pub use cluster::{
+    Applied, ApplyOptions, Cluster, ConfigChange, Drift, DriftKind, Inspection, LiveTopic,
+    PartitionChange,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,8 +44,48 @@ pub enum TopologyError {
     Parse(#[from] toml::de::Error),
     #[error("topology is inconsistent: {0}")]
     Invalid(String),
-    #[error("Kafka admin request failed: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("unknown topology profile `{name}`; the file declares: {}", .known.join(", "))]
+    UnknownProfile { name: String, known: Vec<String> },
+    #[error("Kafka {operation} request failed: {source}")]
+    Kafka {
+        operation: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Kafka {operation} for {topic} failed: {code}{}", topic_error_hint(*.code))]
+    Topic {
+        operation: &'static str,
+        topic: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
+    #[error("the metadata request did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(
+        "refusing to change partition counts ({}): keys would move to other partitions; \
+         entities would change owner and their state would be on the wrong partition. \
+         Pass --force-partitions to grow them anyway",
+        PartitionChange::list(.changes)
+    )]
+    PartitionChangeRefused { changes: Vec<PartitionChange> },
+    #[error(
+        "cannot lower partition counts ({}): Kafka cannot remove partitions from a topic, \
+         not even with --force-partitions; declare the live count, or recreate the topic",
+        PartitionChange::list(.changes)
+    )]
+    PartitionShrink { changes: Vec<PartitionChange> },
+    #[error(
+        "refusing to apply: {}; every acks=all write would fail. Is the profile meant for this cluster?",
+        .topics.join("; ")
+    )]
+    TooFewReplicas { topics: Vec<String> },
+}
+
+fn topic_error_hint(code: rdkafka::types::RDKafkaErrorCode) -> &'static str {
+    match code {
+        rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor => {
+            " (fewer brokers than the replication factor: choose a profile that fits the cluster, e.g. --profile local)"
+        }
+        _ => "",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -67,7 +110,19 @@ impl CleanupPolicy {
 struct Defaults {
     partitions: i32,
     replication_factor: i32,
+    min_insync_replicas: i32,
     retention_ms: i64,
+}
+
+/// What one environment changes in the defaults. Unset fields keep them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    /// Every topic with more partitions gets this many. Lowering inputs and
+    /// changelogs alike keeps each changelog a mirror of its input.
+    partitions: Option<i32>,
+    replication_factor: Option<i32>,
+    min_insync_replicas: Option<i32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,7 +130,6 @@ struct Defaults {
 struct TopicEntry {
     name: String,
     partitions: Option<i32>,
-    replication_factor: Option<i32>,
     #[serde(default)]
     cleanup_policy: CleanupPolicy,
     retention_ms: Option<i64>,
@@ -87,6 +141,8 @@ struct TopicEntry {
 #[serde(deny_unknown_fields)]
 struct File {
     defaults: Defaults,
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
     topics: Vec<TopicEntry>,
 }
 
@@ -96,28 +152,34 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    pub min_insync_replicas: i32,
     pub cleanup_policy: CleanupPolicy,
     /// `None` for compacted topics: they keep the latest value per key forever.
     pub retention_ms: Option<i64>,
+    /// The input topic this changelog mirrors.
+    pub changelog_for: Option<String>,
 }
 
 impl TopicSpec {
-    /// Topic configs as Kafka names them.
+    /// Topic configs as Kafka names them: every config this file declares.
     pub fn configs(&self) -> Vec<(&'static str, String)> {
         let mut configs = vec![("cleanup.policy", self.cleanup_policy.as_str().to_owned())];
         if let Some(retention) = self.retention_ms {
             configs.push(("retention.ms", retention.to_string()));
         }
+        configs.push(("min.insync.replicas", self.min_insync_replicas.to_string()));
         configs
     }
 }
 
+/// A parsed topology file: the defaults and every named profile, each
+/// checked for consistency, so a bad profile fails whichever one is chosen.
 #[derive(Debug, Clone)]
-pub struct Topology {
-    topics: Vec<TopicSpec>,
+pub struct TopologyFile {
+    file: File,
 }
 
-impl Topology {
+impl TopologyFile {
     pub fn embedded() -> Result<Self, TopologyError> {
         Self::parse(EMBEDDED)
     }
@@ -131,14 +193,62 @@ impl Topology {
     }
 
     pub fn parse(text: &str) -> Result<Self, TopologyError> {
-        let file: File = toml::from_str(text)?;
-        let topics: Vec<TopicSpec> = file
+        let parsed = Self {
+            file: toml::from_str(text)?,
+        };
+        parsed.resolve(None)?;
+        for name in parsed.profiles() {
+            parsed.resolve(Some(name)).map_err(|error| match error {
+                TopologyError::Invalid(reason) => {
+                    TopologyError::Invalid(format!("profile `{name}`: {reason}"))
+                }
+                other => other,
+            })?;
+        }
+        Ok(parsed)
+    }
+
+    /// The profile names, sorted.
+    pub fn profiles(&self) -> impl Iterator<Item = &str> {
+        self.file.profiles.keys().map(String::as_str)
+    }
+
+    /// The topics with `profile`'s settings, or the file's defaults for `None`.
+    pub fn resolve(&self, profile: Option<&str>) -> Result<Topology, TopologyError> {
+        let profile = match profile {
+            None => Profile::default(),
+            Some(name) => self.file.profiles.get(name).cloned().ok_or_else(|| {
+                TopologyError::UnknownProfile {
+                    name: name.to_owned(),
+                    known: self.profiles().map(str::to_owned).collect(),
+                }
+            })?,
+        };
+        let topics: Vec<TopicSpec> = self
+            .file
             .topics
             .iter()
-            .map(|entry| resolve(&file.defaults, entry))
+            .map(|entry| resolve(&self.file.defaults, &profile, entry))
             .collect();
-        validate(&file.topics, &topics)?;
-        Ok(Self { topics })
+        validate(&profile, &topics)?;
+        Ok(Topology { topics })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    topics: Vec<TopicSpec>,
+}
+
+impl Topology {
+    /// The built-in file's defaults (production).
+    pub fn embedded() -> Result<Self, TopologyError> {
+        TopologyFile::embedded()?.resolve(None)
+    }
+
+    /// `text`'s defaults.
+    pub fn parse(text: &str) -> Result<Self, TopologyError> {
+        TopologyFile::parse(text)?.resolve(None)
     }
 
     pub fn topics(&self) -> &[TopicSpec] {
@@ -164,22 +274,6 @@ impl Topology {
         Self { topics }
     }
 
-    /// The same topology with no topic above `max` partitions. For local
-    /// brokers only: tansu's fetch cost grows with every partition a consumer
-    /// reads, so a laptop stack runs few; production keeps the declared
-    /// counts. Changelogs stay mirrors of their inputs (both are capped alike).
-    pub fn capped(&self, max: i32) -> Self {
-        let topics = self
-            .topics
-            .iter()
-            .map(|topic| TopicSpec {
-                partitions: topic.partitions.min(max.max(1)),
-                ..topic.clone()
-            })
-            .collect();
-        Self { topics }
-    }
-
     /// The same topology with every name prefixed.
     pub fn with_prefix(&self, prefix: &str) -> Self {
         let topics = self
@@ -187,6 +281,10 @@ impl Topology {
             .iter()
             .map(|topic| TopicSpec {
                 name: format!("{prefix}{}", topic.name),
+                changelog_for: topic
+                    .changelog_for
+                    .as_ref()
+                    .map(|input| format!("{prefix}{input}")),
                 ..topic.clone()
             })
             .collect();
@@ -194,29 +292,47 @@ impl Topology {
     }
 }
 
-fn resolve(defaults: &Defaults, entry: &TopicEntry) -> TopicSpec {
+fn resolve(defaults: &Defaults, profile: &Profile, entry: &TopicEntry) -> TopicSpec {
     let retention_ms = match entry.cleanup_policy {
         CleanupPolicy::Compact => None,
         CleanupPolicy::Delete => Some(entry.retention_ms.unwrap_or(defaults.retention_ms)),
     };
+    let declared = entry.partitions.unwrap_or(defaults.partitions);
     TopicSpec {
         name: entry.name.clone(),
-        partitions: entry.partitions.unwrap_or(defaults.partitions),
-        replication_factor: entry
+        partitions: profile
+            .partitions
+            .map_or(declared, |limit| declared.min(limit)),
+        replication_factor: profile
             .replication_factor
             .unwrap_or(defaults.replication_factor),
+        min_insync_replicas: profile
+            .min_insync_replicas
+            .unwrap_or(defaults.min_insync_replicas),
         cleanup_policy: entry.cleanup_policy,
         retention_ms,
+        changelog_for: entry.changelog_for.clone(),
     }
 }
 
-fn validate(entries: &[TopicEntry], topics: &[TopicSpec]) -> Result<(), TopologyError> {
+fn validate(profile: &Profile, topics: &[TopicSpec]) -> Result<(), TopologyError> {
+    if profile.partitions.is_some_and(|limit| limit < 1) {
+        return Err(TopologyError::Invalid(
+            "partitions must be at least 1".to_owned(),
+        ));
+    }
     let mut seen = BTreeMap::new();
     for topic in topics {
-        if topic.partitions < 1 || topic.replication_factor < 1 {
+        if topic.partitions < 1 || topic.replication_factor < 1 || topic.min_insync_replicas < 1 {
             return Err(TopologyError::Invalid(format!(
-                "{}: partitions and replication_factor must be at least 1",
+                "{}: partitions, replication_factor and min_insync_replicas must be at least 1",
                 topic.name
+            )));
+        }
+        if topic.min_insync_replicas > topic.replication_factor {
+            return Err(TopologyError::Invalid(format!(
+                "{}: min_insync_replicas {} exceeds replication_factor {}: no write with acks=all could succeed",
+                topic.name, topic.min_insync_replicas, topic.replication_factor
             )));
         }
         if seen.insert(topic.name.as_str(), topic.partitions).is_some() {
@@ -226,8 +342,8 @@ fn validate(entries: &[TopicEntry], topics: &[TopicSpec]) -> Result<(), Topology
             )));
         }
     }
-    for (entry, topic) in entries.iter().zip(topics) {
-        let Some(input) = &entry.changelog_for else {
+    for topic in topics {
+        let Some(input) = &topic.changelog_for else {
             continue;
         };
         match seen.get(input.as_str()) {
@@ -275,14 +391,52 @@ impl TopicNames {
 mod tests {
     use super::*;
 
+    const SMALL: &str = r#"
+        [defaults]
+        partitions = 12
+        replication_factor = 3
+        min_insync_replicas = 2
+        retention_ms = 1000
+
+        [profiles.one-broker]
+        replication_factor = 1
+        min_insync_replicas = 1
+
+        [profiles.small]
+        replication_factor = 1
+        min_insync_replicas = 1
+        partitions = 4
+
+        [[topics]]
+        name = "a.messages"
+        [[topics]]
+        name = "a.changelog"
+        cleanup_policy = "compact"
+        changelog_for = "a.messages"
+        [[topics]]
+        name = "a.dead-letter"
+        partitions = 1
+    "#;
+
+    fn partitions(topology: &Topology, name: &str) -> Option<i32> {
+        topology.topic(name).map(|topic| topic.partitions)
+    }
+
     #[test]
     fn embedded_topology_is_valid_and_sized_for_growth() {
         let topology = Topology::embedded().expect("embedded topology parses");
         let orders = topology.topic(topic::ORDERS_MESSAGES).expect("declared");
         assert_eq!(orders.partitions, 48);
+        assert_eq!(orders.replication_factor, 3);
+        assert_eq!(orders.min_insync_replicas, 2);
+        assert_eq!(partitions(&topology, topic::GATEWAY_REPLIES), Some(32));
         let changelog = topology.topic(topic::ORDERS_CHANGELOG).expect("declared");
         assert_eq!(changelog.cleanup_policy, CleanupPolicy::Compact);
         assert_eq!(changelog.retention_ms, None);
+        assert_eq!(
+            changelog.changelog_for.as_deref(),
+            Some(topic::ORDERS_MESSAGES)
+        );
         for name in [
             topic::ORDERS_EVENTS,
             topic::ORDERS_DEAD_LETTER,
@@ -293,11 +447,131 @@ mod tests {
     }
 
     #[test]
+    fn embedded_profiles_fit_their_clusters() {
+        let file = TopologyFile::embedded().expect("parses");
+        assert_eq!(
+            file.profiles().collect::<Vec<_>>(),
+            vec!["local", "production", "test"]
+        );
+        let production = file.resolve(Some("production")).expect("resolves");
+        let defaults = file.resolve(None).expect("resolves");
+        assert_eq!(production.topics(), defaults.topics());
+
+        let local = file.resolve(Some("local")).expect("resolves");
+        for (local, production) in local.topics().iter().zip(production.topics()) {
+            assert_eq!(local.partitions, production.partitions, "{}", local.name);
+            assert_eq!(
+                (local.replication_factor, local.min_insync_replicas),
+                (1, 1)
+            );
+        }
+
+        let test = file.resolve(Some("test")).expect("resolves");
+        assert_eq!(partitions(&test, topic::ORDERS_MESSAGES), Some(8));
+        assert_eq!(partitions(&test, topic::ORDERS_CHANGELOG), Some(8));
+        assert_eq!(partitions(&test, topic::GATEWAY_REPLIES), Some(8));
+        assert_eq!(partitions(&test, topic::ORDERS_DEAD_LETTER), Some(1));
+        assert!(test
+            .topics()
+            .iter()
+            .all(|topic| topic.replication_factor == 1 && topic.min_insync_replicas == 1));
+    }
+
+    #[test]
+    fn profile_partitions_lower_only_larger_counts_and_keep_changelogs_mirrored() {
+        let small = TopologyFile::parse(SMALL)
+            .and_then(|file| file.resolve(Some("small")))
+            .expect("resolves");
+        assert_eq!(partitions(&small, "a.messages"), Some(4));
+        assert_eq!(partitions(&small, "a.changelog"), Some(4));
+        assert_eq!(partitions(&small, "a.dead-letter"), Some(1));
+
+        let one_broker = TopologyFile::parse(SMALL)
+            .and_then(|file| file.resolve(Some("one-broker")))
+            .expect("resolves");
+        assert_eq!(partitions(&one_broker, "a.messages"), Some(12));
+        let messages = one_broker.topic("a.messages").expect("declared");
+        assert_eq!(
+            (messages.replication_factor, messages.min_insync_replicas),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn no_profile_means_the_defaults() {
+        let topology = Topology::parse(SMALL).expect("parses");
+        let messages = topology.topic("a.messages").expect("declared");
+        assert_eq!(
+            (
+                messages.partitions,
+                messages.replication_factor,
+                messages.min_insync_replicas
+            ),
+            (12, 3, 2)
+        );
+        assert_eq!(
+            messages.configs(),
+            vec![
+                ("cleanup.policy", "delete".to_owned()),
+                ("retention.ms", "1000".to_owned()),
+                ("min.insync.replicas", "2".to_owned()),
+            ]
+        );
+        let changelog = topology.topic("a.changelog").expect("declared");
+        assert_eq!(
+            changelog.configs(),
+            vec![
+                ("cleanup.policy", "compact".to_owned()),
+                ("min.insync.replicas", "2".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_profile_names_the_known_ones() {
+        let file = TopologyFile::parse(SMALL).expect("parses");
+        let error = file.resolve(Some("staging")).expect_err("unknown");
+        assert!(
+            matches!(&error, TopologyError::UnknownProfile { name, known }
+                if name == "staging" && known == &["one-broker", "small"]),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("staging") && message.contains("one-broker, small"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_profile_is_checked_when_the_file_is_parsed() {
+        let impossible_isr = format!("{SMALL}\n[profiles.broken]\nreplication_factor = 1\n");
+        let error = TopologyFile::parse(&impossible_isr).expect_err("min ISR 2 > RF 1");
+        let message = error.to_string();
+        assert!(
+            message.contains("broken") && message.contains("min_insync_replicas"),
+            "{message}"
+        );
+
+        let zero = format!("{SMALL}\n[profiles.zero]\npartitions = 0\n");
+        let error = TopologyFile::parse(&zero).expect_err("0 partitions");
+        assert!(error.to_string().contains("zero"), "{error}");
+    }
+
+    #[test]
+    fn unknown_profile_keys_are_refused() {
+        let typo = format!("{SMALL}\n[profiles.typo]\nreplication = 1\n");
+        let error = TopologyFile::parse(&typo).expect_err("unknown key");
+        assert!(error.to_string().contains("replication"), "{error}");
+    }
+
+    #[test]
     fn changelog_must_mirror_its_input() {
         let text = r#"
             [defaults]
             partitions = 4
             replication_factor = 1
+            min_insync_replicas = 1
             retention_ms = 1000
             [[topics]]
             name = "a.messages"
@@ -313,7 +587,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_duplicates_are_refused() {
-        let base = "[defaults]\npartitions = 1\nreplication_factor = 1\nretention_ms = 1\n";
+        let base = "[defaults]\npartitions = 1\nreplication_factor = 1\nmin_insync_replicas = 1\nretention_ms = 1\n";
+        assert!(Topology::parse(base).is_err(), "no topics");
+        assert!(Topology::parse(&format!("{base}[[topics]]\nname = \"a\"\n")).is_ok());
         assert!(
             Topology::parse(&format!("{base}[[topics]]\nname = \"a\"\npartitons = 3\n")).is_err()
         );
@@ -324,33 +600,18 @@ mod tests {
     }
 
     #[test]
-    fn cap_lowers_only_larger_counts() {
-        let topology = Topology::embedded().expect("parses").capped(4);
-        assert_eq!(
-            topology.topic(topic::ORDERS_MESSAGES).map(|t| t.partitions),
-            Some(4)
-        );
-        assert_eq!(
-            topology
-                .topic(topic::ORDERS_CHANGELOG)
-                .map(|t| t.partitions),
-            Some(4)
-        );
-        assert_eq!(
-            topology
-                .topic(topic::ORDERS_DEAD_LETTER)
-                .map(|t| t.partitions),
-            Some(1)
-        );
-    }
-
-    #[test]
     fn prefix_applies_to_every_name() {
         let topology = Topology::embedded().expect("parses").with_prefix("t1.");
         assert!(topology
             .topics()
             .iter()
             .all(|topic| topic.name.starts_with("t1.")));
+        assert_eq!(
+            topology
+                .topic("t1.orders.changelog")
+                .and_then(|topic| topic.changelog_for.as_deref()),
+            Some("t1.orders.messages")
+        );
         assert_eq!(
             TopicNames::new("t1.").name(topic::GATEWAY_REPLIES),
             "t1.gateway.replies"

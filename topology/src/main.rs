@@ -2,26 +2,32 @@
 //! topology.toml.
 //!
 //! Environment: D2C_KAFKA_BROKERS (default 127.0.0.1:9092), D2C_TOPIC_PREFIX
-//! (default empty), D2C_MAX_PARTITIONS (default none: the declared counts).
-//! `--file PATH` reads another topology file than the one built in;
-//! `--max-partitions N` caps every topic at N partitions, for local brokers.
+//! (default empty), D2C_TOPOLOGY_PROFILE (default none: the file's defaults,
+//! which are production's), and D2C_KAFKA__* client properties (see
+//! `d2c_platform::kafka`). `--file PATH` reads another topology file than the
+//! one built in; `--profile NAME` picks one of its profiles.
+//!
+//! Exit status: 0 when the cluster matches, 1 when drift remains, 2 on an
+//! error (including a partition change `apply` refuses).
 
 use anyhow::{bail, Context};
-use d2c_topology::{apply, inspect, topic_partitions, Topology};
+use d2c_platform::kafka::{client_config, KafkaProperties};
+use d2c_topology::{Applied, ApplyOptions, Cluster, Drift, Topology, TopologyFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: topology <apply|verify|health|list> [--file PATH] [--prefix PREFIX] [--brokers HOST:PORT] [--timeout-secs N] [--only SERVICE,...] [--max-partitions N]";
+const USAGE: &str = "usage: topology <apply|verify|health|list> [--file PATH] [--profile NAME] [--prefix PREFIX] [--brokers HOST:PORT] [--timeout-secs N] [--only SERVICE,...] [--force-partitions]";
 
 struct Args {
     command: String,
     file: Option<PathBuf>,
+    profile: Option<String>,
     prefix: String,
     brokers: String,
     timeout: Duration,
     only: Option<String>,
-    max_partitions: Option<i32>,
+    force_partitions: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -29,31 +35,24 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut parsed = Args {
         command: String::new(),
         file: None,
+        profile: std::env::var("D2C_TOPOLOGY_PROFILE")
+            .ok()
+            .filter(|name| !name.is_empty()),
         prefix: std::env::var("D2C_TOPIC_PREFIX").unwrap_or_default(),
         brokers: std::env::var("D2C_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         timeout: Duration::from_secs(10),
         only: None,
-        max_partitions: std::env::var("D2C_MAX_PARTITIONS")
-            .ok()
-            .filter(|value| !value.is_empty())
-            .map(|value| value.parse())
-            .transpose()
-            .context("D2C_MAX_PARTITIONS")?,
+        force_partitions: false,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--file" => parsed.file = Some(PathBuf::from(value("--file")?)),
+            "--profile" => parsed.profile = Some(value("--profile")?),
             "--prefix" => parsed.prefix = value("--prefix")?,
             "--brokers" => parsed.brokers = value("--brokers")?,
             "--only" => parsed.only = Some(value("--only")?),
-            "--max-partitions" => {
-                parsed.max_partitions = Some(
-                    value("--max-partitions")?
-                        .parse()
-                        .context("--max-partitions")?,
-                )
-            }
+            "--force-partitions" => parsed.force_partitions = true,
             "--timeout-secs" => {
                 parsed.timeout =
                     Duration::from_secs(value("--timeout-secs")?.parse().context("--timeout-secs")?)
@@ -79,27 +78,40 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<ExitCode> {
-    let args = parse_args()?;
-    let mut topology = match &args.file {
-        Some(path) => Topology::load(path)?,
-        None => Topology::embedded()?,
+fn topology(args: &Args) -> anyhow::Result<Topology> {
+    let file = match &args.file {
+        Some(path) => TopologyFile::load(path)?,
+        None => TopologyFile::embedded()?,
     };
+    let mut topology = file.resolve(args.profile.as_deref())?;
     if let Some(only) = &args.only {
         let services: Vec<&str> = only.split(',').map(str::trim).collect();
         topology = topology.only_services(&services);
     }
-    if let Some(max) = args.max_partitions {
-        topology = topology.capped(max);
+    Ok(topology.with_prefix(&args.prefix))
+}
+
+fn cluster(args: &Args) -> anyhow::Result<Cluster> {
+    let properties = KafkaProperties::from_env();
+    if !properties.is_empty() {
+        eprintln!("topology: Kafka client properties from the environment: {properties:?}");
     }
-    let topology = topology.with_prefix(&args.prefix);
+    Ok(Cluster::new(
+        &client_config(&args.brokers, "d2c-topology"),
+        args.timeout,
+    )?)
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    let args = parse_args()?;
+    if args.force_partitions && args.command != "apply" {
+        bail!("--force-partitions is an option of apply\n{USAGE}");
+    }
     match args.command.as_str() {
         "health" => {
-            let topics = topic_partitions(&args.brokers, args.timeout)
-                .await
-                .with_context(|| {
-                    format!("broker {} did not answer a Metadata request", args.brokers)
-                })?;
+            let topics = cluster(&args)?.live_topics().await.with_context(|| {
+                format!("broker {} did not answer a Metadata request", args.brokers)
+            })?;
             println!(
                 "broker {} answered Metadata: {} topics",
                 args.brokers,
@@ -108,19 +120,21 @@ async fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "list" => {
-            for topic in topology.topics() {
+            for topic in topology(&args)?.topics() {
                 println!(
-                    "{} partitions={} {:?}",
+                    "{} partitions={} replication_factor={} {:?}",
                     topic.name,
                     topic.partitions,
+                    topic.replication_factor,
                     topic.configs()
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         "verify" => {
-            let inspection = inspect(&args.brokers, &topology, args.timeout).await?;
-            report(&inspection.notes, &inspection.drift);
+            let topology = topology(&args)?;
+            let inspection = cluster(&args)?.inspect(&topology).await?;
+            report(&inspection.drift);
             if inspection.drift.is_empty() {
                 println!("topology matches: {} topics", topology.topics().len());
                 Ok(ExitCode::SUCCESS)
@@ -129,16 +143,20 @@ async fn run() -> anyhow::Result<ExitCode> {
             }
         }
         "apply" => {
-            let (created, inspection) = apply(&args.brokers, &topology, args.timeout).await?;
-            for name in &created {
-                println!("created {name}");
-            }
-            report(&inspection.notes, &inspection.drift);
-            if inspection.drift.is_empty() {
+            let topology = topology(&args)?;
+            let options = ApplyOptions {
+                force_partitions: args.force_partitions,
+            };
+            let applied = cluster(&args)?.apply(&topology, options).await?;
+            report_changes(&applied);
+            report(&applied.remaining.drift);
+            if applied.remaining.drift.is_empty() {
                 println!(
-                    "topology applied: {} topics, {} created",
+                    "topology applied: {} topics, {} created, {} grown, {} configs corrected",
                     topology.topics().len(),
-                    created.len()
+                    applied.created.len(),
+                    applied.grown.len(),
+                    applied.reconfigured.len()
                 );
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -150,10 +168,25 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn report(notes: &[String], drift: &[d2c_topology::Drift]) {
-    for note in notes {
-        println!("note: {note}");
+fn report_changes(applied: &Applied) {
+    for name in &applied.created {
+        println!("created {name}");
     }
+    for change in &applied.grown {
+        println!(
+            "grew {} from {} to {} partitions",
+            change.topic, change.live, change.declared
+        );
+    }
+    for change in &applied.reconfigured {
+        println!(
+            "set {} {}={} (was {})",
+            change.topic, change.key, change.to, change.from
+        );
+    }
+}
+
+fn report(drift: &[Drift]) {
     for item in drift {
         println!("drift: {item}");
     }

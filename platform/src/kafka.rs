@@ -1,0 +1,222 @@
+//! The Kafka client properties every client of the platform starts from
+//! (processors, gateway, projector, `topology`, the test tools).
+//!
+//! A managed Kafka (Confluent Cloud, MSK, Aiven, a Strimzi cluster with TLS)
+//! needs properties this code cannot guess: `security.protocol`,
+//! `sasl.mechanisms`, credentials, CA files. Any librdkafka property can be
+//! passed through the environment as `D2C_KAFKA__<NAME>`, the property name
+//! upper-cased with `.` written as `_`:
+//!
+//! ```text
+//! D2C_KAFKA__SECURITY_PROTOCOL=SASL_SSL      security.protocol=SASL_SSL
+//! D2C_KAFKA__SASL_MECHANISMS=PLAIN           sasl.mechanisms=PLAIN
+//! D2C_KAFKA__SASL_USERNAME=…                 sasl.username=…
+//! D2C_KAFKA__SASL_PASSWORD=…                 sasl.password=… (never printed)
+//! ```
+//!
+//! librdkafka refuses a property it does not know when the client is created,
+//! so a typo stops the process at start with the property named. Settings a
+//! component makes for correctness (idempotence, offset storage, isolation)
+//! are applied after these and win.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Environment variables with this prefix become client properties.
+pub const PASSTHROUGH_PREFIX: &str = "D2C_KAFKA__";
+
+/// Properties passed through to every Kafka client, in the order given.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(Vec<(String, String)>);
+
+impl KafkaProperties {
+    /// The `D2C_KAFKA__*` variables of this process, read once.
+    pub fn from_env() -> &'static KafkaProperties {
+        static FROM_ENV: OnceLock<KafkaProperties> = OnceLock::new();
+        FROM_ENV.get_or_init(|| Self::from_vars(std::env::vars()))
+    }
+
+    /// The passthrough properties among `vars` (name, value) pairs.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut properties: Vec<(String, String)> = vars
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let property = name.strip_prefix(PASSTHROUGH_PREFIX)?;
+                (!property.is_empty()).then(|| (property_name(property), value))
+            })
+            .collect();
+        properties.sort();
+        Self(properties)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    /// `config` with every passthrough property set.
+    pub fn apply_to<'a>(&self, config: &'a mut ClientConfig) -> &'a mut ClientConfig {
+        for (name, value) in self.iter() {
+            config.set(name, value);
+        }
+        config
+    }
+}
+
+/// `SASL_MECHANISMS` → `sasl.mechanisms`.
+fn property_name(variable_suffix: &str) -> String {
+    variable_suffix.to_ascii_lowercase().replace('_', ".")
+}
+
+/// Whether a property's value is a credential (printed as `****`).
+pub fn is_secret(property: &str) -> bool {
+    const SECRET_PARTS: [&str; 6] = [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "pem",
+        "sasl.oauthbearer.config",
+    ];
+    SECRET_PARTS.iter().any(|part| property.contains(part))
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, if is_secret(name) { "****" } else { value })),
+            )
+            .finish()
+    }
+}
+
+/// The base of every client: where the cluster is, who we are, Nagle off
+/// (small requests must not wait ~40 ms for a delayed ACK), and the
+/// passthrough properties of this process.
+pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        .set("socket.nagle.disable", "true");
+    KafkaProperties::from_env().apply_to(&mut config);
+    config
+}
+
+/// Errors a healthy cluster gives for a moment: a partition whose leader is
+/// being elected (just created, or its broker restarting), a topic the
+/// broker's metadata does not show yet, a broker that is reconnecting.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            NotLeaderForPartition
+                | LeaderNotAvailable
+                | UnknownTopicOrPartition
+                | RequestTimedOut
+                | BrokerTransportFailure
+                | AllBrokersDown
+                | NotCoordinator
+                | CoordinatorLoadInProgress
+                | CoordinatorNotAvailable
+                | OperationTimedOut
+        )
+    )
+}
+
+/// A partition's (low, high) watermarks, asked again while the cluster
+/// answers with a transient error, for at most `within`. Blocks.
+pub fn fetch_watermarks<X, C>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    within: Duration,
+) -> KafkaResult<(i64, i64)>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(100))) {
+            Err(error) if is_transient(&error) && Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn passthrough_variables_become_properties() {
+        let properties = KafkaProperties::from_vars(vars(&[
+            ("D2C_KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("D2C_KAFKA__SASL_MECHANISMS", "PLAIN"),
+            ("D2C_KAFKA_BROKERS", "b:9092"),
+            ("D2C_KAFKA__", "ignored: no name"),
+            ("PATH", "/bin"),
+        ]));
+        assert_eq!(
+            properties.iter().collect::<Vec<_>>(),
+            vec![
+                ("sasl.mechanisms", "PLAIN"),
+                ("security.protocol", "SASL_SSL")
+            ]
+        );
+        let mut config = ClientConfig::new();
+        properties.apply_to(&mut config);
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn credentials_never_print() {
+        let properties = KafkaProperties::from_vars(vars(&[
+            ("D2C_KAFKA__SASL_USERNAME", "svc-orders"),
+            ("D2C_KAFKA__SASL_PASSWORD", "hunter2"),
+            ("D2C_KAFKA__SSL_KEY_PASSWORD", "hunter3"),
+            ("D2C_KAFKA__SASL_OAUTHBEARER_CLIENT_SECRET", "hunter4"),
+        ]));
+        let printed = format!("{properties:?}");
+        assert!(printed.contains("svc-orders"), "{printed}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+
+    #[test]
+    fn librdkafka_refuses_an_unknown_property_by_name() {
+        let mut config = ClientConfig::new();
+        KafkaProperties::from_vars(vars(&[("D2C_KAFKA__SASL_MECHANISM_TYPO", "PLAIN")]))
+            .apply_to(&mut config);
+        let Err(error) = config.create::<rdkafka::producer::BaseProducer>() else {
+            panic!("an unknown property is refused");
+        };
+        assert!(error.to_string().contains("sasl.mechanism.typo"), "{error}");
+    }
+}

@@ -1,0 +1,3 @@
+//! What every binary of the platform shares, whatever its role.
+
+pub mod kafka;

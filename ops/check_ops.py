@@ -299,7 +299,11 @@ EVERYTHING_ON = {
                               "env": {"D2C_RESTORE_TIMEOUT_MS": 600000}},
                    "payments": {"provider": "http", "providerUrl": "https://api.stripe.com"},
                    "catalog": {"enabled": False}},
-    "topology": {"maxPartitions": 12},
+    "topology": {"profile": "local"},
+    "kafka": {"brokers": "b-1.msk:9096", "properties": {"security.protocol": "SASL_SSL",
+                                                      "sasl.mechanisms": "SCRAM-SHA-512",
+                                                      "sasl.username": "d2c"},
+              "secretProperties": {"sasl.password": "kafka-sasl-password"}},
     "env": {"RUST_LOG": "info"},
 }
 
@@ -446,6 +450,21 @@ def check_rendered(label, manifests, chart_dir, values):
         problems.append("no topology pre-install/pre-upgrade hook Job")
     elif containers(jobs[0])[0]["command"] != ["topology"] or containers(jobs[0])[0]["args"][0] != "apply":
         problems.append("the hook Job does not run `topology apply`")
+    kafka = values.get("kafka", {})
+    for path, doc in docs:
+        for container in containers(doc):
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "D2C_KAFKA_BROKERS" not in env:
+                continue
+            for prop, value in kafka.get("properties", {}).items():
+                name = "D2C_KAFKA__" + prop.upper().replace(".", "_")
+                if env.get(name, {}).get("value") != str(value):
+                    problems.append(f"{path}: {container['name']} lacks {name}={value}")
+            for prop, key in kafka.get("secretProperties", {}).items():
+                name = "D2C_KAFKA__" + prop.upper().replace(".", "_")
+                ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("key") != key:
+                    problems.append(f"{path}: {container['name']} does not read {name} from the Secret's {key}")
     pdbs = len(by_kind.get("PodDisruptionBudget", []))
     if pdbs != len(expected) + 1:
         problems.append(f"{pdbs} PodDisruptionBudgets for {len(expected) + 1} workloads")

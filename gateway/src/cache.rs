@@ -218,7 +218,8 @@ fn end_of_every_partition(
         .iter()
         .flat_map(|topic| topic.partitions())
     {
-        let (_, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        let (_, high) =
+            d2c_platform::kafka::fetch_watermarks(consumer, topic, partition.id(), timeout)?;
         assignment.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
     }
     Ok(assignment)

@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub max_pending: usize,
     /// D2C_MAX_BODY_BYTES
     pub max_body_bytes: usize,
+    /// D2C_KAFKA__*: librdkafka properties passed through (masked).
+    pub kafka_properties: d2c_platform::kafka::KafkaProperties,
     /// D2C_FETCH_WAIT_MS (see the processors' setting of the same name)
     pub fetch_wait: Duration,
     /// D2C_LINGER_MS
@@ -73,6 +75,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("reply_timeout", &self.reply_timeout)
             .field("max_pending", &self.max_pending)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("kafka_properties", &self.kafka_properties)
             .field("fetch_wait", &self.fetch_wait)
             .field("linger", &self.linger)
             .field("database_url", &mask_url(&self.database_url))
@@ -99,7 +102,11 @@ impl GatewayConfig {
             reply_timeout: Duration::from_millis(var("D2C_REPLY_TIMEOUT_MS", 2_000)?),
             max_pending: var("D2C_MAX_PENDING", 10_000)?,
             max_body_bytes: var("D2C_MAX_BODY_BYTES", 64 * 1024)?,
-            fetch_wait: Duration::from_millis(var("D2C_FETCH_WAIT_MS", 5)?),
+            kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
+            fetch_wait: Duration::from_millis(var(
+                "D2C_FETCH_WAIT_MS",
+                d2c_runtime::kafka::DEFAULT_FETCH_WAIT_MS,
+            )?),
             linger: Duration::from_millis(var("D2C_LINGER_MS", 0)?),
             database_url: var(
                 "D2C_DATABASE_URL",

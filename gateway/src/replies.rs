@@ -122,7 +122,12 @@ pub async fn start_reply_consumer(
     let lookup = Arc::clone(&consumer);
     let lookup_topic = topic.to_owned();
     let (_, high) = tokio::task::spawn_blocking(move || {
-        lookup.fetch_watermarks(&lookup_topic, partition, Duration::from_secs(10))
+        d2c_platform::kafka::fetch_watermarks(
+            lookup.as_ref(),
+            &lookup_topic,
+            partition,
+            Duration::from_secs(30),
+        )
     })
     .await
     .map_err(|_| rdkafka::error::KafkaError::Canceled)??;

@@ -24,7 +24,7 @@
 
 use crate::customer;
 use crate::fake_provider::FakeProvider;
-use crate::harness::{Platform, PrivateBroker, Service};
+use crate::harness::{KafkaNode, Platform, Service};
 use crate::kafka::read_all;
 use crate::postgres::TestDatabase;
 use crate::shop::SETTLED;
@@ -131,7 +131,7 @@ struct Outcome {
 
 struct Stack {
     platform: Platform,
-    broker: PrivateBroker,
+    broker: KafkaNode,
     database: TestDatabase,
     provider: FakeProvider,
     processors: BTreeMap<&'static str, Service>,
@@ -144,7 +144,7 @@ struct Stack {
 impl Stack {
     async fn start() -> anyhow::Result<Self> {
         let work = tempfile::Builder::new().prefix("d2c-faults-").tempdir()?;
-        let broker = PrivateBroker::start(&work.path().join("broker")).await?;
+        let broker = KafkaNode::start(&work.path().join("broker")).await?;
         let platform = Platform::on_broker(SERVICES, broker.brokers()).await?;
         let database = TestDatabase::create().await?;
         let provider = FakeProvider::start().await?;
@@ -213,22 +213,21 @@ impl Stack {
     }
 }
 
-/// Restarts the local Postgres cluster (the newest version under
-/// /etc/postgresql), the way `./dev` starts it.
+/// Restarts the project's Postgres cluster, through `./dev` (which knows
+/// where it lives and as which user it runs).
 async fn restart_postgres() -> anyhow::Result<()> {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .context("no /etc/postgresql: cannot restart Postgres here")?
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .max()
-        .context("no Postgres cluster configured")?;
-    let status = tokio::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .status()
+    let dev = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev");
+    let output = tokio::process::Command::new(&dev)
+        .arg("postgres-restart")
+        .output()
         .await
-        .context("running pg_ctlcluster")?;
-    if !status.success() {
-        bail!("pg_ctlcluster restart failed: {status}");
+        .with_context(|| format!("running {} postgres-restart", dev.display()))?;
+    if !output.status.success() {
+        bail!(
+            "restarting Postgres failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }

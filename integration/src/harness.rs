@@ -13,10 +13,30 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Partitions per topic in tests: enough for several owners to share, few
-/// enough that tansu (whose fetch cost grows per partition) stays responsive
-/// while many tests run at once.
-pub const TEST_PARTITIONS: i32 = 8;
+/// The topology profile every test applies: `test` (topology.toml says why
+/// it has fewer partitions than production), or D2C_TEST_TOPOLOGY_PROFILE
+/// (`local` runs the tests at production partition counts).
+pub fn test_profile() -> String {
+    std::env::var("D2C_TEST_TOPOLOGY_PROFILE")
+        .ok()
+        .filter(|profile| !profile.is_empty())
+        .unwrap_or_else(|| "test".into())
+}
+
+/// Partitions of an entity topic under [`test_profile`], as the topology
+/// file declares them.
+pub fn test_partitions() -> i32 {
+    let profile = test_profile();
+    d2c_topology::TopologyFile::embedded()
+        .and_then(|file| file.resolve(Some(&profile)))
+        .ok()
+        .and_then(|topology| {
+            topology
+                .topic(d2c_topology::topic::ORDERS_MESSAGES)
+                .map(|topic| topic.partitions)
+        })
+        .unwrap_or_else(|| panic!("topology.toml has no usable `{profile}` profile"))
+}
 
 pub fn brokers() -> String {
     std::env::var("D2C_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
@@ -60,7 +80,7 @@ impl Platform {
     }
 
     /// [`Platform::new`] on the broker at `brokers` (e.g. a test's own
-    /// [`PrivateBroker`]).
+    /// [`KafkaNode`]).
     pub async fn on_broker(services: &[&str], brokers: String) -> anyhow::Result<Self> {
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let output = Command::new(binary("topology")?)
@@ -72,8 +92,8 @@ impl Platform {
                 &brokers,
                 "--only",
                 &services.join(","),
-                "--max-partitions",
-                &TEST_PARTITIONS.to_string(),
+                "--profile",
+                &test_profile(),
             ])
             .output()
             .await
@@ -394,46 +414,48 @@ impl Service {
     }
 }
 
-/// A tansu broker of one test's own, on SQLite in a directory of its own,
-/// so the test can kill and restart it (its data survives) without
-/// disturbing any other test.
-pub struct PrivateBroker {
+/// A Kafka node of one test's own (started by `kafka/broker`, as `./dev`
+/// starts its brokers), with its data in a directory of its own, so the test
+/// can kill and restart it (its data survives) without disturbing any other
+/// test.
+pub struct KafkaNode {
     pub port: u16,
+    controller_port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
 }
 
-/// The tansu binary: D2C_TANSU_BIN, else where `./dev` installs it.
-fn tansu_binary() -> PathBuf {
-    std::env::var_os("D2C_TANSU_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/d2c/tansu-0.6.0/bin/tansu")
-        })
+/// The script that installs, formats and runs a local Kafka node.
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../kafka/broker")
 }
 
-impl PrivateBroker {
-    /// Starts a broker on a free loopback port with its data in `dir`.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl KafkaNode {
+    /// Starts a node on free loopback ports with its data in `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
         std::fs::create_dir_all(dir)?;
-        let mut broker = Self {
-            port,
+        let mut node = Self {
+            port: free_port()?,
+            controller_port: free_port()?,
             dir: dir.to_owned(),
             child: None,
         };
-        broker.restart().await?;
-        Ok(broker)
+        node.restart().await?;
+        Ok(node)
     }
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILL, no chance to flush: what a crashed broker machine does.
+    /// SIGKILL to the JVM, no chance to flush: what a crashed broker machine
+    /// does.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.start_kill()?;
@@ -442,33 +464,27 @@ impl PrivateBroker {
         Ok(())
     }
 
-    /// (Re)starts it on the same port and data, and waits until it answers
+    /// (Re)starts it on the same ports and data, and waits until it answers
     /// a Metadata request.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("broker.log"))?;
-        let child = Command::new(tansu_binary())
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
+        // `kafka/broker run` execs the JVM, so the child is the broker itself.
+        let child = Command::new(kafka_script())
+            .arg("run")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", tansu_binary().display()))?;
+            .with_context(|| format!("starting {}", kafka_script().display()))?;
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let health = Command::new(binary("topology")?)
                 .args([
@@ -484,7 +500,11 @@ impl PrivateBroker {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("the private broker on {} did not answer", self.brokers());
+                bail!(
+                    "the test's Kafka node on {} did not answer (log: {})",
+                    self.brokers(),
+                    self.dir.join("broker.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use d2c_proto::Envelope;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -39,10 +38,8 @@ pub async fn produce_raw(
 ) -> anyhow::Result<()> {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = d2c_platform::kafka::client_config(brokers, "d2c-test")
         .set("partitioner", "murmur2_random")
-        .set("compression.type", "none")
         .create()?;
     let headers = headers
         .iter()
@@ -67,8 +64,7 @@ pub async fn produce_raw(
 
 /// Every record of `topic` up to its current end, all partitions.
 pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<Vec<Record>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = d2c_platform::kafka::client_config(brokers, "d2c-test-reader")
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
@@ -83,7 +79,12 @@ pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<
     let mut remaining = 0usize;
     let mut ends = std::collections::HashMap::new();
     for partition in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
+        let (low, high) = d2c_platform::kafka::fetch_watermarks(
+            &consumer,
+            topic,
+            *partition,
+            Duration::from_secs(10),
+        )?;
         if high > low {
             assignment.add_partition_offset(topic, *partition, Offset::Offset(low))?;
             ends.insert(*partition, high);

@@ -3,7 +3,7 @@
 //! orders.events, with crashes and rebalances of the orders processor.
 
 use d2c_integration::customer;
-use d2c_integration::harness::{Platform, Service, TEST_PARTITIONS};
+use d2c_integration::harness::{test_partitions, Platform, Service};
 use d2c_integration::kafka::read_all;
 use d2c_integration::shop::{inventory_and_payments, set_stock, CHECKOUT_SERVICES};
 use d2c_proto::orders::v1::OrderPlaced;
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 const SERVICES: &[&str] = CHECKOUT_SERVICES;
 // Tests that expect 201 give the whole saga (8 broker hops) a generous reply
-// timeout: tansu slows down as a test run fills it, and CI machines vary.
+// timeout: the suite runs many platforms at once on two cores, and CI
+// machines vary.
 
 /// Inventory and payments running, and plenty of the SKUs the orders use.
 async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
@@ -409,7 +410,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
             .metric("d2c_assigned_partitions")
             .await
             .expect("metrics");
-        if a > 0.0 && b > 0.0 && a + b == f64::from(TEST_PARTITIONS) {
+        if a > 0.0 && b > 0.0 && a + b == f64::from(test_partitions()) {
             break;
         }
         assert!(
@@ -454,7 +455,7 @@ async fn instances_share_partitions_and_take_over_each_other() {
         .metric("d2c_assigned_partitions")
         .await
         .expect("metrics")
-        < f64::from(TEST_PARTITIONS)
+        < f64::from(test_partitions())
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -509,7 +510,7 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         .expect("metrics");
     assert_eq!(
         restored,
-        f64::from(TEST_PARTITIONS),
+        f64::from(test_partitions()),
         "every partition restored"
     );
     let replayed_commands = fresh

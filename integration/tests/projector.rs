@@ -3,7 +3,7 @@
 //! new consumer group) changes no row, and of two projectors on one database
 //! exactly one runs the maintenance jobs until it dies.
 
-use d2c_integration::harness::{Platform, Service, TEST_PARTITIONS};
+use d2c_integration::harness::{test_partitions, Platform, Service};
 use d2c_integration::kafka::read_all;
 use d2c_integration::postgres::TestDatabase;
 use d2c_integration::storefront::until;
@@ -229,9 +229,8 @@ async fn one_projector_runs_the_jobs_and_another_takes_over_when_it_dies() {
     let platform = Platform::new(SERVICES).await.expect("platform");
     let mut env = database_env(db);
     env.push(("D2C_MAINTENANCE_INTERVAL_MS", "500".into()));
-    // The dead one's partitions move once its session expires; on tansu the
-    // survivor may then have to rejoin after 3 session timeouts owning
-    // nothing. A short session keeps that within the test's bounds.
+    // The dead one's partitions move once its session expires; a short
+    // session keeps that within the test's bounds.
     env.push(("D2C_SESSION_TIMEOUT_MS", "3000".into()));
     let started = tokio::try_join!(
         platform.projector("projector-a", &env),
@@ -300,7 +299,7 @@ async fn one_projector_runs_the_jobs_and_another_takes_over_when_it_dies() {
                 .metric("d2c_assigned_partitions")
                 .await
                 .unwrap_or(0.0)
-                == f64::from(5 * TEST_PARTITIONS)
+                == f64::from(5 * test_partitions())
         },
     )
     .await;

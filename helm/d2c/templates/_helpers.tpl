@@ -95,10 +95,27 @@ values) printed without an exponent, so 3600000 stays "3600000".
       optional: {{ .optional | default false }}
 {{- end -}}
 
-{{/* Env shared by every consumer and the gateway. */}}
-{{- define "d2c.commonEnv" -}}
+{{/* librdkafka properties passed through to every Kafka client: kafka.properties as plain env, kafka.secretProperties from the release's Secret. */}}
+{{- define "d2c.kafkaEnv" -}}
+{{- $root := . -}}
 - name: D2C_KAFKA_BROKERS
   value: {{ .Values.kafka.brokers | quote }}
+{{- range $property, $value := .Values.kafka.properties }}
+- name: {{ printf "D2C_KAFKA__%s" ($property | upper | replace "." "_" | replace "-" "_") }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- range $property, $key := .Values.kafka.secretProperties }}
+- name: {{ printf "D2C_KAFKA__%s" ($property | upper | replace "." "_" | replace "-" "_") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "d2c.secretName" $root }}
+      key: {{ $key }}
+{{- end }}
+{{- end -}}
+
+{{/* Env shared by every consumer and the gateway. */}}
+{{- define "d2c.commonEnv" -}}
+{{ include "d2c.kafkaEnv" . }}
 - name: D2C_TOPIC_PREFIX
   value: {{ .Values.topicPrefix | quote }}
 - name: D2C_FETCH_WAIT_MS

@@ -3,7 +3,7 @@
 //! services use (idempotent producer, acks=all, no linger, short fetch wait).
 //!
 //! It never creates, deletes or truncates topics and uses no transactions, so
-//! it is safe to point at a shared `tansu` broker. Messages are tagged with a
+//! it is safe to point at a shared broker. Messages are tagged with a
 //! per-run id and a `d2c-probe` header; the consumer side ignores everything
 //! else on the partition.
 
@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use d2c_integration::cli::{parse_num, Flag, Flags};
+use d2c_platform::kafka::client_config;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -29,7 +30,7 @@ usage: broker-rtt [options]
   --partition N         partition to use (default 0)
   --count N             messages to send (default 2000)
   --rate N              messages per second (default 200)
-  --fetch-wait-ms MS    consumer fetch.wait.max.ms (env D2C_FETCH_WAIT_MS, default 5)";
+  --fetch-wait-ms MS    consumer fetch.wait.max.ms (env D2C_FETCH_WAIT_MS, default 100)";
 
 const HIST_MAX_US: u64 = 3_600_000_000;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,7 +68,7 @@ impl Args {
             rate: 200.0,
             fetch_wait_ms: match env_nonempty("D2C_FETCH_WAIT_MS") {
                 Some(raw) => parse_num("D2C_FETCH_WAIT_MS", &raw)?,
-                None => 5,
+                None => 100,
             },
         };
         let mut flags = Flags::from_env(USAGE);
@@ -225,8 +226,7 @@ async fn main() -> Result<ExitCode> {
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string();
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+    let consumer: StreamConsumer = client_config(&args.brokers, "broker-rtt")
         .set("group.id", uuid::Uuid::new_v4().to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -234,19 +234,15 @@ async fn main() -> Result<ExitCode> {
         .set("allow.auto.create.topics", "false")
         .set("fetch.wait.max.ms", args.fetch_wait_ms.to_string())
         .set("fetch.min.bytes", "1")
-        .set("socket.nagle.disable", "true")
         .create()
         .context("creating consumer")?;
     let consumer = Arc::new(consumer);
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+    let producer: FutureProducer = client_config(&args.brokers, "broker-rtt")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "0")
-        .set("compression.type", "none")
         .set("allow.auto.create.topics", "false")
-        .set("socket.nagle.disable", "true")
         // Bounds every delivery future, so the run cannot hang on a dead broker.
         .set("message.timeout.ms", STRAGGLER_WAIT.as_millis().to_string())
         .create()

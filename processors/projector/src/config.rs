@@ -23,8 +23,10 @@ pub struct ProjectorConfig {
     pub database_url: DatabaseUrl,
     /// D2C_ADMIN_ADDR: /health, /ready and /metrics.
     pub admin_addr: SocketAddr,
-    /// D2C_FETCH_WAIT_MS: how long a fetch may wait for data (tansu answers
-    /// only when the wait is over).
+    /// D2C_KAFKA__*: librdkafka properties passed through (masked).
+    pub kafka_properties: d2c_platform::kafka::KafkaProperties,
+    /// D2C_FETCH_WAIT_MS: how long the broker may hold a fetch that finds no
+    /// data (an idle consumer's request rate; data is answered at once).
     pub fetch_wait: Duration,
     /// D2C_SESSION_TIMEOUT_MS: how soon a dead replica's partitions move.
     pub session_timeout: Duration,
@@ -70,7 +72,11 @@ impl ProjectorConfig {
                 "D2C_ADMIN_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             )?,
-            fetch_wait: millis("D2C_FETCH_WAIT_MS", 5)?,
+            kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
+            fetch_wait: millis(
+                "D2C_FETCH_WAIT_MS",
+                d2c_runtime::kafka::DEFAULT_FETCH_WAIT_MS,
+            )?,
             session_timeout: millis("D2C_SESSION_TIMEOUT_MS", 10_000)?,
             maintenance_interval: millis("D2C_MAINTENANCE_INTERVAL_MS", 3_600_000)?.max(
                 // A zero interval would spin.

@@ -21,7 +21,7 @@ use rdkafka::statistics::Statistics;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// After the first record of a batch, how long to keep collecting what the
 /// client has already fetched: a few ms, so a busy topic fills a batch and
@@ -50,10 +50,6 @@ impl Assignments {
         self.owned
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn count(&self) -> usize {
-        self.owned().len()
     }
 
     /// Whether the group has assigned this member partitions at least once.
@@ -118,9 +114,7 @@ impl ConsumerContext for ProjectorContext {
 
 pub struct EventConsumer {
     consumer: StreamConsumer<ProjectorContext>,
-    topics: Vec<String>,
     pub assignments: Arc<Assignments>,
-    orphan: Mutex<OrphanWatch>,
 }
 
 impl EventConsumer {
@@ -147,10 +141,7 @@ impl EventConsumer {
         tracing::info!(?topics, group = %config.group_id, "Subscribed");
         Ok(Self {
             consumer,
-            topics,
             assignments,
-            // A legitimate rebalance settles within a session timeout or two.
-            orphan: Mutex::new(OrphanWatch::new(config.session_timeout * 3)),
         })
     }
 
@@ -205,26 +196,6 @@ impl EventConsumer {
         }
     }
 
-    /// Called now and then: joins the group again if this member has owned
-    /// nothing for longer than a rebalance takes (on tansu 0.6 a survivor
-    /// can be left with no partitions after another member's session ends).
-    pub fn watch_for_orphaning(&self) -> Result<(), ProjectorError> {
-        let stuck = self
-            .orphan
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_stuck(self.assignments.count());
-        if !stuck {
-            return Ok(());
-        }
-        tracing::warn!("This replica has owned no partition for too long; joining the group again");
-        d2c_runtime::metrics::METRICS.group_rejoins.inc();
-        self.consumer.unsubscribe();
-        let refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        self.consumer.subscribe(&refs)?;
-        Ok(())
-    }
-
     /// Commits the stored offsets synchronously and leaves the group.
     pub fn close(self) {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -241,32 +212,4 @@ impl EventConsumer {
 fn consumer_error(error: &rdkafka::error::KafkaError) {
     METRICS.errors.with_label_values(&[error_kind::KAFKA]).inc();
     tracing::warn!(%error, "Consumer error");
-}
-
-/// Notices a member that has owned nothing for longer than `grace`.
-struct OrphanWatch {
-    grace: Duration,
-    empty_since: Option<Instant>,
-}
-
-impl OrphanWatch {
-    fn new(grace: Duration) -> Self {
-        Self {
-            grace,
-            empty_since: Some(Instant::now()),
-        }
-    }
-
-    fn is_stuck(&mut self, owned: usize) -> bool {
-        if owned > 0 {
-            self.empty_since = None;
-            return false;
-        }
-        let since = *self.empty_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.grace {
-            return false;
-        }
-        self.empty_since = Some(Instant::now());
-        true
-    }
 }

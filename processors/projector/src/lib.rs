@@ -182,15 +182,10 @@ async fn project(
     max_batch: usize,
     mut stop: watch::Receiver<bool>,
 ) -> Result<EventConsumer, ProjectorError> {
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     loop {
         let first = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break,
-            _ = housekeeping.tick() => {
-                consumer.watch_for_orphaning()?;
-                continue;
-            }
             first = consumer.recv() => first,
         };
         let Some(first) = first else { continue };

@@ -21,8 +21,12 @@ pub struct RuntimeConfig {
     pub state_dir: PathBuf,
     /// D2C_ADMIN_ADDR: /health, /ready and /metrics.
     pub admin_addr: SocketAddr,
-    /// D2C_FETCH_WAIT_MS: how long a fetch may wait for data. tansu is not
-    /// woken by new data, so every hop can cost this much; keep it small.
+    /// D2C_KAFKA__*: librdkafka properties passed through to every client
+    /// (masked when printed).
+    pub kafka_properties: d2c_platform::kafka::KafkaProperties,
+    /// D2C_FETCH_WAIT_MS: how long the broker may hold a fetch that finds no
+    /// data. Kafka answers as soon as data arrives, so this is not latency:
+    /// it sets how often an idle consumer asks again.
     pub fetch_wait: Duration,
     /// D2C_SESSION_TIMEOUT_MS: how soon a dead instance's partitions move.
     pub session_timeout: Duration,
@@ -58,7 +62,11 @@ impl RuntimeConfig {
                 "D2C_ADMIN_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], default_admin_port)),
             )?,
-            fetch_wait: Duration::from_millis(var("D2C_FETCH_WAIT_MS", 5)?),
+            kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
+            fetch_wait: Duration::from_millis(var(
+                "D2C_FETCH_WAIT_MS",
+                crate::kafka::DEFAULT_FETCH_WAIT_MS,
+            )?),
             session_timeout: Duration::from_millis(var("D2C_SESSION_TIMEOUT_MS", 10_000)?),
             linger: Duration::from_millis(var("D2C_LINGER_MS", 1)?),
             max_batch: var("D2C_MAX_BATCH", 256)?,

@@ -1,24 +1,31 @@
-//! Kafka client settings shared by every process. Each one is here for a
-//! reason measured on our broker (tansu) or required for correctness on real
-//! Kafka.
+//! Kafka client settings shared by every process, on top of
+//! [`d2c_platform::kafka::client_config`] (brokers, client id, properties
+//! passed through for managed clusters). Each setting here is required for
+//! correctness or was measured.
 
+use d2c_platform::kafka::client_config;
 use d2c_proto::Envelope;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use std::time::Duration;
 
+/// D2C_FETCH_WAIT_MS's default. A fetch that finds data is answered at once,
+/// but a partition newly assigned (or resumed after its restore) joins the
+/// consumer's fetches only when the fetch in flight returns: with
+/// librdkafka's 500 ms the first request to a just-started processor took
+/// over a second (measured: the 1 s-timeout `late_reply` test failed 2 of 2
+/// at 500 ms, passed 2 of 2 at 100 ms). At 100 ms an idle consumer asks ten
+/// times a second, which an idle Kafka broker answers at a cost measured in
+/// the issue note.
+pub const DEFAULT_FETCH_WAIT_MS: u64 = 100;
+
 /// An idempotent producer: a retried send is written once per partition, in
-/// order. No compression: tansu lacks snappy, and our records are small.
+/// order.
 pub fn producer_config(brokers: &str, client_id: &str, linger: Duration) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(brokers, client_id);
     config
-        .set("bootstrap.servers", brokers)
-        .set("client.id", client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "none")
-        // Small requests must not wait for Nagle + delayed ACK (~40 ms).
-        .set("socket.nagle.disable", "true")
         .set("linger.ms", linger.as_millis().to_string())
         .set("message.timeout.ms", "30000")
         // The Java client's partitioner, so keys land where other clients
@@ -27,16 +34,14 @@ pub fn producer_config(brokers: &str, client_id: &str, linger: Duration) -> Clie
     config
 }
 
-/// What every consumer shares: where to fetch from, how long a fetch may wait
-/// (tansu answers only when the wait is over), and offsets stored only by the
-/// application.
+/// What every consumer shares: offsets stored only by the application, and
+/// how long the broker may hold a fetch that finds no data. Kafka answers a
+/// fetch as soon as data arrives, so the wait costs no latency; it only
+/// sets how often an idle consumer asks again (its idle cost).
 fn consumer_config(brokers: &str, client_id: &str, fetch_wait: Duration) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(brokers, client_id);
     config
-        .set("bootstrap.servers", brokers)
-        .set("client.id", client_id)
         .set("enable.auto.offset.store", "false")
-        .set("socket.nagle.disable", "true")
         .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .set("fetch.min.bytes", "1")
         .set("enable.partition.eof", "false");
@@ -56,7 +61,8 @@ pub fn group_consumer_config(
     let mut config = consumer_config(brokers, client_id, fetch_wait);
     config
         .set("group.id", group_id)
-        // With `range`, tansu never hands a killed member's partitions on.
+        // Incremental rebalances: a joining or leaving member moves only the
+        // partitions that must move; the others keep being handled.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "true")
         .set("auto.offset.reset", "earliest")

@@ -14,7 +14,7 @@
 //! (nothing done yet; groups here start from the earliest offset) the low
 //! watermark; not
 //! what was fetched or handed to the application, which runs ahead of what
-//! is done (measured on tansu: a processor restarting behind 200 messages
+//! is done (measured: a processor restarting behind 200 messages
 //! had them all fetched and queued within 100 ms, long before its first
 //! commit). A consumer outside any group commits nothing and handles a
 //! message when it receives it: there it is the offset after the last

@@ -20,7 +20,6 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
-    pub group_rejoins: prometheus::IntCounter,
     pub consumer_lag: IntGaugeVec,
 }
 
@@ -63,14 +62,6 @@ impl Metrics {
         registry
             .register(Box::new(assigned_partitions.clone()))
             .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
-        let group_rejoins = prometheus::IntCounter::new(
-            "d2c_group_rejoins_total",
-            "Times this instance left and rejoined its group after owning nothing for too long.",
-        )
-        .unwrap_or_else(|error| panic!("metric malformed: {error}"));
-        registry
-            .register(Box::new(group_rejoins.clone()))
-            .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 CONSUMER_LAG,
@@ -83,7 +74,6 @@ impl Metrics {
             .register(Box::new(consumer_lag.clone()))
             .unwrap_or_else(|error| panic!("metric {CONSUMER_LAG} registered twice: {error}"));
         Self {
-            group_rejoins,
             consumer_lag,
             messages_consumed: counter(
                 &registry,

@@ -147,11 +147,6 @@ impl Partitions {
         }
     }
 
-    /// How many partitions this instance owns right now.
-    pub fn owned(&self) -> usize {
-        self.workers().len()
-    }
-
     pub fn input_topic(&self) -> &str {
         &self.shared.topics.input
     }

@@ -43,9 +43,15 @@ pub(crate) fn open_partition(
     partition: i32,
 ) -> Result<PartitionStore, RuntimeError> {
     let started = Instant::now();
-    let (low, high) = consumer
-        .fetch_watermarks(&shared.topics.changelog, partition, Duration::from_secs(10))
-        .map_err(|error| restore_error(shared, partition, format!("watermarks: {error}")))?;
+    // A changelog partition just created, or whose broker restarts, has no
+    // leader for a moment.
+    let (low, high) = d2c_platform::kafka::fetch_watermarks(
+        consumer,
+        &shared.topics.changelog,
+        partition,
+        Duration::from_secs(30),
+    )
+    .map_err(|error| restore_error(shared, partition, format!("watermarks: {error}")))?;
 
     if let Some(store) = shared.store.partition(partition) {
         if store.is_restored()? {

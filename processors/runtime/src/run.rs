@@ -6,7 +6,6 @@ use crate::admin::{self, Readiness};
 use crate::handler::Handler;
 use crate::kafka::{group_consumer_config, producer_config};
 use crate::lag::{enable_statistics, ConsumerLag};
-use crate::metrics::METRICS;
 use crate::partitions::{Partitions, RebalanceContext};
 use crate::{telemetry, RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
@@ -133,18 +132,10 @@ async fn run_processor(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let poll_stop = Arc::clone(&stop);
     let poll_partitions = Arc::clone(&partitions);
-    // A legitimate rebalance settles within a session timeout or two.
-    let orphan_grace = config.session_timeout * 3;
     let poll_thread = std::thread::Builder::new()
         .name(format!("{}-poll", spec.service))
         .spawn(move || {
-            let result = poll_loop(
-                &consumer,
-                &poll_partitions,
-                &stored_offsets,
-                &poll_stop,
-                orphan_grace,
-            );
+            let result = poll_loop(&consumer, &poll_partitions, &stored_offsets, &poll_stop);
             let _ = done_tx.send(());
             result
         })?;
@@ -167,55 +158,13 @@ async fn run_processor(
     Ok(())
 }
 
-/// Notices a member that has owned nothing for longer than a rebalance can
-/// take. Seen on tansu 0.6: after a killed member's session expires, the
-/// survivor's partitions are all revoked and never assigned again, so the
-/// service would sit idle with every partition unowned. Leaving and joining
-/// again makes the coordinator rebalance from scratch.
-struct OrphanWatch {
-    grace: Duration,
-    empty_since: Option<std::time::Instant>,
-}
-
-impl OrphanWatch {
-    fn new(grace: Duration) -> Self {
-        Self {
-            grace,
-            empty_since: Some(std::time::Instant::now()),
-        }
-    }
-
-    fn is_stuck(&mut self, owned: usize) -> bool {
-        if owned > 0 {
-            self.empty_since = None;
-            return false;
-        }
-        let since = *self.empty_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() < self.grace {
-            return false;
-        }
-        self.empty_since = Some(std::time::Instant::now());
-        true
-    }
-}
-
-fn rejoin(consumer: &BaseConsumer<RebalanceContext>, input: &str) -> Result<(), RuntimeError> {
-    tracing::warn!("This instance has owned no partition for too long; joining the group again");
-    METRICS.group_rejoins.inc();
-    consumer.unsubscribe();
-    consumer.subscribe(&[input])?;
-    Ok(())
-}
-
 fn poll_loop(
     consumer: &BaseConsumer<RebalanceContext>,
     partitions: &Partitions,
     stored_offsets: &Receiver<(i32, i64)>,
     stop: &AtomicBool,
-    orphan_grace: Duration,
 ) -> Result<(), RuntimeError> {
     let input = partitions.input_topic();
-    let mut orphan = OrphanWatch::new(orphan_grace);
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => partitions.dispatch(message.detach()),
@@ -223,9 +172,6 @@ fn poll_loop(
             None => {}
         }
         store_offsets(consumer, input, stored_offsets);
-        if orphan.is_stuck(partitions.owned()) {
-            rejoin(consumer, input)?;
-        }
         if let Some(error) = partitions
             .fatal
             .lock()

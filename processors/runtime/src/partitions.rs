@@ -165,31 +165,43 @@ impl Partitions {
 /// store at once instead of after the first batch commits, and the group's
 /// committed offset catches up with the store. Best effort: a partition
 /// whose watermark cannot be read has no lag until its first commit.
+///
+/// The low watermarks of all new partitions come from one ListOffsets
+/// request (earliest = timestamp -2): asked one partition at a time, a
+/// 48-partition assignment kept the poll thread in this callback for ~4 s,
+/// and the first message waited that long.
 fn store_resume_offsets(
     consumer: &BaseConsumer<RebalanceContext>,
     assignment: &TopicPartitionList,
 ) {
     let mut resume = TopicPartitionList::new();
+    let mut earliest = TopicPartitionList::new();
     for element in assignment.elements() {
-        let next = match element.offset() {
-            Offset::Offset(next) => Some(next),
-            Offset::Beginning => consumer
-                .fetch_watermarks(element.topic(), element.partition(), WATERMARK_TIMEOUT)
-                .map(|(low, _)| low)
-                .map_err(|error| {
-                    tracing::debug!(%error, partition = element.partition(), "Low watermark unknown")
-                })
-                .ok(),
-            _ => None,
+        let (list, offset) = match element.offset() {
+            Offset::Offset(next) => (&mut resume, Offset::Offset(next)),
+            Offset::Beginning => (&mut earliest, Offset::Beginning),
+            _ => continue,
         };
-        if let Some(next) = next {
-            if let Err(error) = resume.add_partition_offset(
-                element.topic(),
-                element.partition(),
-                Offset::Offset(next),
-            ) {
-                tracing::debug!(%error, partition = element.partition(), "Resume offset not stored");
+        if let Err(error) = list.add_partition_offset(element.topic(), element.partition(), offset)
+        {
+            tracing::debug!(%error, partition = element.partition(), "Resume offset not stored");
+        }
+    }
+    if earliest.count() > 0 {
+        match consumer.offsets_for_times(earliest, WATERMARK_TIMEOUT) {
+            Ok(found) => {
+                for element in found.elements() {
+                    if let (Offset::Offset(low), None) = (element.offset(), element.error().err())
+                    {
+                        let _ = resume.add_partition_offset(
+                            element.topic(),
+                            element.partition(),
+                            Offset::Offset(low),
+                        );
+                    }
+                }
             }
+            Err(error) => tracing::debug!(%error, "Low watermarks unknown"),
         }
     }
     if resume.count() > 0 {

@@ -191,8 +191,7 @@ fn store_resume_offsets(
         match consumer.offsets_for_times(earliest, WATERMARK_TIMEOUT) {
             Ok(found) => {
                 for element in found.elements() {
-                    if let (Offset::Offset(low), None) = (element.offset(), element.error().err())
-                    {
+                    if let (Offset::Offset(low), None) = (element.offset(), element.error().err()) {
                         let _ = resume.add_partition_offset(
                             element.topic(),
                             element.partition(),

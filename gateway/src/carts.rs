@@ -133,12 +133,12 @@ fn check_cart_id(cart_id: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/carts", tag = "carts",
     security(("bearer" = [])),
     request_body = CreateCartRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry open one cart")),
+    params(("Idempotency-Key" = String, Header, description = "Required: a retry with the same key answers the cart it opened")),
     responses(
         (status = 201, description = "The new cart", body = CartJson),
-        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Not JSON, or no/bad Idempotency-Key", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 409, description = "The key opened a cart in another currency", body = ErrorBody),
+        (status = 409, description = "The key opened a cart in another currency (`conflict`), or the customer has 20 open carts already (`limit_reached`, field `carts`)", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody),
         (status = 503, description = "The customers service did not answer in time", body = ErrorBody),
     ))]
@@ -155,11 +155,9 @@ pub async fn create_cart(
             "currency must be a supported ISO 4217 code such as EUR",
         ));
     }
-    let cart_id = match IdempotencyKey::optional(&headers)? {
-        Some(key) => d2c_proto::ids::cart_id(customer.as_str(), key.as_str()),
-        None => uuid::Uuid::new_v4(),
-    }
-    .to_string();
+    // Required: a random id would make a retried request open a second cart.
+    let key = IdempotencyKey::required(&headers, "to open a cart")?;
+    let cart_id = d2c_proto::ids::cart_id(customer.as_str(), key.as_str()).to_string();
     let command = CreateCart {
         customer_id: customer.0.clone(),
         cart_id: cart_id.clone(),

@@ -262,10 +262,10 @@ pub async fn me(State(app): State<AppState>, customer: CustomerId) -> Result<Res
 #[utoipa::path(post, path = "/customers/me/addresses", tag = "customers",
     security(("bearer" = [])),
     request_body = AddressJson,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry add the address once")),
+    params(("Idempotency-Key" = String, Header, description = "Required: a retry with the same key adds the address once")),
     responses(
         (status = 201, description = "The customer with the new address", body = CustomerJson),
-        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Not JSON, or no/bad Idempotency-Key", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 409, description = "The address id exists with other content", body = ErrorBody),
         (status = 422, description = "A field is invalid, or 20 addresses already", body = ErrorBody),
@@ -278,11 +278,9 @@ pub async fn add_address(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: AddressJson = json_body(body, app.config.max_body_bytes)?;
-    let address_id = match IdempotencyKey::optional(&headers)? {
-        Some(key) => d2c_proto::ids::address_id(customer.as_str(), key.as_str()),
-        None => uuid::Uuid::new_v4(),
-    }
-    .to_string();
+    // Required: a random id would make a retried request add it twice.
+    let key = IdempotencyKey::required(&headers, "to add an address")?;
+    let address_id = d2c_proto::ids::address_id(customer.as_str(), key.as_str()).to_string();
     let address = check_address(request, address_id)?;
     let command = AddAddress {
         customer_id: customer.0.clone(),

@@ -112,6 +112,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "illegal_transition", message).with_field("status")
     }
 
+    /// A per-customer limit (e.g. 20 open carts): 409 `limit_reached`.
+    pub fn limit_reached(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "limit_reached", message).with_field(field)
+    }
+
     /// The request contradicts the current state (a stale version, an id
     /// taken by other content): 409 naming the field.
     pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -196,6 +201,7 @@ impl From<Rejection> for ApiError {
                 ApiError::illegal_transition(message)
             }
             Ok(Code::IllegalTransition) => ApiError::illegal_transition(message).with_field(field),
+            Ok(Code::LimitReached) => ApiError::limit_reached(field, message),
             Ok(Code::Unspecified) | Err(_) => {
                 ApiError::internal(format!("unexpected rejection: {message}"))
             }

@@ -271,6 +271,7 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
     // A cart in a currency the product is not sold in.
     let (_, usd) = answer(
         ann.post(shop.url("/carts"))
+            .header("Idempotency-Key", "cart-usd")
             .json(&json!({"currency": "USD"})),
     )
     .await
@@ -330,6 +331,7 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
     // An empty cart cannot be checked out.
     let (_, empty) = answer(
         ann.post(shop.url("/carts"))
+            .header("Idempotency-Key", "cart-empty")
             .json(&json!({"currency": "EUR"})),
     )
     .await
@@ -348,5 +350,54 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
         (status, body["error"]["field"].clone()),
         (422, json!("lines")),
         "{body}"
+    );
+
+    // Creating routes need an Idempotency-Key: without one a retry would
+    // open a second cart or add a second address.
+    for (path, body) in [
+        ("/carts", json!({"currency": "EUR"})),
+        (
+            "/customers/me/addresses",
+            json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}),
+        ),
+    ] {
+        let (status, answered) = answer(ann.post(shop.url(path)).json(&body))
+            .await
+            .expect("answers");
+        assert_eq!(
+            (status, answered["error"]["field"].clone()),
+            (400, json!("Idempotency-Key")),
+            "{path}: {answered}"
+        );
+    }
+    let open_cart = |key: String| {
+        answer(
+            ann.post(shop.url("/carts"))
+                .header("Idempotency-Key", key)
+                .json(&json!({"currency": "EUR"})),
+        )
+    };
+    // Open so far: cart-usd and cart-empty (cart-1 was checked out). A
+    // retried request answers the cart it opened and takes no new place.
+    let (_, first) = open_cart("more-0".into()).await.expect("answers");
+    let (status, again) = open_cart("more-0".into()).await.expect("answers");
+    assert_eq!(
+        (status, &again["cart_id"]),
+        (201, &first["cart_id"]),
+        "{again}"
+    );
+    for index in 1..18 {
+        let (status, body) = open_cart(format!("more-{index}")).await.expect("answers");
+        assert_eq!(status, 201, "cart {} of 20: {body}", index + 3);
+    }
+    let (status, body) = open_cart("more-18".into()).await.expect("answers");
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].clone(),
+            body["error"]["field"].clone()
+        ),
+        (409, json!("limit_reached"), json!("carts")),
+        "the 21st open cart is refused: {body}"
     );
 }

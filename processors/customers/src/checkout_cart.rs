@@ -9,7 +9,7 @@
 
 use crate::get_cart::find_cart;
 use crate::reply::{answer, invalid, rejection, Stop};
-use crate::table::CartWrite;
+use crate::table::{CartWrite, CustomerRead, CustomerWrite};
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::customers::v1::{Cart, CartCheckedOut, CartReply, CartStatus, CheckoutCart};
 use d2c_proto::ids;
@@ -43,7 +43,11 @@ fn checkout(
         return Err(invalid("idempotency_key", "idempotency_key is required").into());
     }
     match cart.status() {
-        CartStatus::Open => check_out(cart, command, effects),
+        CartStatus::Open => {
+            let (customer_id, cart_id) = (cart.customer_id.clone(), cart.cart_id.clone());
+            check_out(cart, command, effects)?;
+            release_open_cart(state, &customer_id, &cart_id, effects)
+        }
         CartStatus::CheckedOut if cart.idempotency_key == command.idempotency_key => {
             let order = place_order(&cart, &command.payment_method);
             effects.forward(topic::ORDERS_MESSAGES, &order.order_id, &order);
@@ -59,6 +63,23 @@ fn checkout(
         )
         .into()),
     }
+}
+
+/// A checked-out cart no longer counts towards the open-cart limit.
+fn release_open_cart(
+    state: &dyn StateRead,
+    customer_id: &str,
+    cart_id: &str,
+    effects: &mut Effects,
+) -> Result<(), Stop> {
+    if let Some(mut account) = state.account(customer_id)? {
+        let before = account.open_cart_ids.len();
+        account.open_cart_ids.retain(|id| id != cart_id);
+        if account.open_cart_ids.len() != before {
+            effects.put_account(&account);
+        }
+    }
+    Ok(())
 }
 
 fn check_out(mut cart: Cart, command: &CheckoutCart, effects: &mut Effects) -> Result<(), Stop> {

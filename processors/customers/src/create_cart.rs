@@ -1,14 +1,19 @@
 //! CreateCart: open a cart for a registered customer. The sender chooses
 //! the cart id (the gateway derives it from its `Idempotency-Key`), so a
-//! retry finds the cart it opened.
+//! retry finds the cart it opened. A customer has at most
+//! [`MAX_OPEN_CARTS`] open carts: the account lists them, so the limit needs
+//! no scan over the customer's carts.
 
 use crate::reply::{answer, no_customer, rejection, Stop};
-use crate::table::{CartRead, CartWrite, CustomerRead};
+use crate::table::{CartRead, CartWrite, CustomerRead, CustomerWrite};
 use crate::validate::{check_currency, check_identifier};
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::customers::v1::{Cart, CartReply, CartStatus, CreateCart};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::StateRead;
+
+/// Open carts per customer at most; checking one out frees its place.
+pub const MAX_OPEN_CARTS: usize = 20;
 
 pub fn apply(
     state: &dyn StateRead,
@@ -24,9 +29,9 @@ fn create(
     command: &CreateCart,
     effects: &mut Effects,
 ) -> Result<Cart, Stop> {
-    if state.account(&command.customer_id)?.is_none() {
+    let Some(mut account) = state.account(&command.customer_id)? else {
         return Err(no_customer(&command.customer_id).into());
-    }
+    };
     check_identifier("cart_id", &command.cart_id)?;
     check_currency(&command.currency)?;
     if let Some(existing) = state.cart(&command.customer_id, &command.cart_id)? {
@@ -37,6 +42,14 @@ fn create(
             Code::Conflict,
             "currency",
             format!("cart {} exists in {}", existing.cart_id, existing.currency),
+        )
+        .into());
+    }
+    if account.open_cart_ids.len() >= MAX_OPEN_CARTS {
+        return Err(rejection(
+            Code::LimitReached,
+            "carts",
+            format!("a customer has at most {MAX_OPEN_CARTS} open carts; check one out first"),
         )
         .into());
     }
@@ -52,5 +65,7 @@ fn create(
         ..Cart::default()
     };
     effects.put_cart(&cart);
+    account.open_cart_ids.push(cart.cart_id.clone());
+    effects.put_account(&account);
     Ok(cart)
 }

@@ -296,6 +296,7 @@ fn customers_register_answers_records_and_announces() {
         Some(Account {
             customer: customer.clone(),
             password_hash: HASH.into(),
+            open_cart_ids: Vec::new(),
         })
     );
     let (key, event) = only_event::<CustomerRegistered>(&effects);
@@ -638,6 +639,52 @@ fn customers_create_cart_retry_and_currency_conflict() {
         cart_id: "C-1".into(),
     });
     assert_unchanged_cart(&got, &cart);
+}
+
+#[test]
+fn customers_open_carts_are_limited_and_a_checkout_frees_a_place() {
+    let mut fx = Fixture::new();
+    let customer_id = fx.registered();
+    for index in 0..crate::create_cart::MAX_OPEN_CARTS {
+        cart_of(&fx.handle(&create_cart(
+            &customer_id,
+            &format!("C-{}", index + 1),
+            "EUR",
+        )));
+    }
+    assert_rejected(
+        &fx.handle(&create_cart(&customer_id, "C-21", "EUR")),
+        Code::LimitReached,
+        "carts",
+    );
+    assert_eq!(
+        fx.cart(&customer_id, "C-21"),
+        None,
+        "the 21st cart is not opened"
+    );
+    // A retry of an open cart still answers it: it takes no new place.
+    cart_of(&fx.handle(&create_cart(&customer_id, "C-20", "EUR")));
+
+    // An empty cart cannot be checked out, and keeps its place.
+    assert_rejected(
+        &fx.handle(&checkout(&customer_id, "k-0")),
+        Code::Invalid,
+        "lines",
+    );
+    assert_rejected(
+        &fx.handle(&create_cart(&customer_id, "C-21", "EUR")),
+        Code::LimitReached,
+        "carts",
+    );
+    cart_of(&fx.handle(&set_line(&customer_id, "C-1", "SKU-1", 1, 500)));
+    fx.handle(&checkout(&customer_id, "k-1"));
+    let account = fx.account(&customer_id).expect("account");
+    assert_eq!(
+        account.open_cart_ids.len(),
+        crate::create_cart::MAX_OPEN_CARTS - 1
+    );
+    assert!(!account.open_cart_ids.contains(&"C-1".to_owned()));
+    cart_of(&fx.handle(&create_cart(&customer_id, "C-21", "EUR")));
 }
 
 #[test]

@@ -31,7 +31,7 @@
 //! | GetCredentials   | NOT_FOUND `customer_id`                              | none                            | CredentialsReply (to the requester only) |
 //! | AddAddress       | NOT_FOUND `customer_id`; INVALID `address.*`, `addresses` (over 20); CONFLICT `address.address_id` if the id exists with other content | address appended, version + 1 | CustomerReply; CustomerUpdated |
 //! | RemoveAddress    | NOT_FOUND `customer_id`, `address_id`                | address removed, version + 1    | CustomerReply; CustomerUpdated |
-//! | CreateCart       | NOT_FOUND `customer_id`; INVALID `cart_id`, `currency`; CONFLICT `currency` if the cart exists in another currency | OPEN, version 1 | CartReply |
+//! | CreateCart       | NOT_FOUND `customer_id`; INVALID `cart_id`, `currency`; CONFLICT `currency` if the cart exists in another currency; LIMIT_REACHED `carts` at 20 open carts | OPEN, version 1; listed in the account's open carts | CartReply |
 //! | SetCartLine      | NOT_FOUND `cart_id`; ILLEGAL_TRANSITION `status` unless OPEN; INVALID `sku`, `quantity`, `unit_price_minor`, `product_id`, `lines` (over 100) | line added, changed or removed, version + 1 (only if it differs) | CartReply |
 //! | GetCart          | NOT_FOUND `cart_id`                                  | none                            | CartReply      |
 //! | CheckoutCart     | NOT_FOUND `cart_id`; INVALID `payment_method`, `idempotency_key`, `lines` (empty cart); ILLEGAL_TRANSITION `status` if checked out under another key | CHECKED_OUT with order id and key, version + 1 | PlaceOrder forwarded to `orders.messages` (orders answers); CartCheckedOut |
@@ -52,9 +52,9 @@
 //! digits or `-_.:`); a country is two upper-case letters, a currency three;
 //! a quantity is 0 to 1,000 and a unit price 0 to 100,000,000 minor units.
 //!
-//! Not enforced: the limit of 20 open carts per customer. Counting them
-//! would need a scan over the customer's carts, and state reads offer point
-//! lookups only.
+//! A customer has at most 20 open carts (CreateCart refuses the 21st with
+//! LIMIT_REACHED `carts`); the account record lists them, so the check is a
+//! point lookup, and a checkout frees the cart's place.
 
 pub mod addresses;
 pub mod checkout_cart;

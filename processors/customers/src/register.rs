@@ -59,6 +59,7 @@ fn register(
     effects.put_account(&Account {
         customer: customer.clone(),
         password_hash: command.password_hash.clone(),
+        open_cart_ids: Vec::new(),
     });
     effects.send(
         topic::CUSTOMERS_EVENTS,

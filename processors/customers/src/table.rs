@@ -16,6 +16,8 @@ use d2c_state::{StateError, StateRead, Table};
 pub struct Account {
     pub customer: Customer,
     pub password_hash: String,
+    /// The customer's open carts, oldest first.
+    pub open_cart_ids: Vec<String>,
 }
 
 /// The key of a cart. A cart id is an identifier (no `/`), so the last `/`
@@ -52,6 +54,7 @@ fn read_account(state: &dyn StateRead, customer_id: &str) -> Result<Option<Accou
     Ok(Some(Account {
         customer,
         password_hash: record.password_hash,
+        open_cart_ids: record.open_cart_ids,
     }))
 }
 
@@ -92,6 +95,7 @@ impl CustomerWrite for Effects {
         let record = CustomerRecord {
             customer: Some(account.customer.clone()),
             password_hash: account.password_hash.clone(),
+            open_cart_ids: account.open_cart_ids.clone(),
         };
         self.put_record(Table::Customers, &account.customer.customer_id, &record);
     }

@@ -2,7 +2,10 @@
 //! customer id, which is derived from the e-mail address).
 //!
 //! - `POST /customers` registers: the password is hashed here (argon2id) and
-//!   only the hash travels. 201; 409 when the e-mail is taken.
+//!   only the hash travels. 201; 409 when the e-mail is taken. A retry of
+//!   the same registration (same e-mail, name and password) answers the
+//!   customer it made: the salted hash differs per attempt, so the gateway
+//!   checks the password against the stored credential instead.
 //! - `POST /customers/login` checks the password against the stored hash
 //!   and answers a bearer token. 200; 401 for a wrong e-mail or password
 //!   (the same answer for both, so accounts cannot be probed).
@@ -160,7 +163,7 @@ fn check_text(field: &str, value: &str, required: bool, max: usize) -> Result<()
     responses(
         (status = 201, description = "Registered", body = CustomerJson),
         (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 409, description = "The e-mail is taken (`error.field` = email)", body = ErrorBody),
+        (status = 409, description = "The e-mail is taken by another registration (`error.field` = email); the same name and password again answer 201 with the customer", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "A field is invalid (named in `error.field`)", body = ErrorBody),
         (status = 503, description = "The customers service did not answer in time", body = ErrorBody),
@@ -173,21 +176,61 @@ pub async fn register(
     let email = check_email(&request.email)?;
     check_text("name", &request.name, true, MAX_NAME_CHARS)?;
     auth::check_password(&request.password)?;
-    let password_hash = auth::hash_password(request.password).await?;
+    let password_hash = auth::hash_password(request.password.clone()).await?;
     let customer_id = d2c_proto::ids::customer_id(&email).to_string();
     let command = RegisterCustomer {
         customer_id: customer_id.clone(),
         email,
-        name: request.name,
+        name: request.name.clone(),
         password_hash,
     };
-    let customer = customer_request(&app, &customer_id, &command, "/customers").await?;
+    let customer = match customer_request(&app, &customer_id, &command, "/customers").await {
+        Err(taken) if taken.code == "conflict" && taken.field.as_deref() == Some("email") => {
+            same_registration(&app, &customer_id, &request.name, request.password)
+                .await?
+                .ok_or(taken)?
+        }
+        answered => answered?,
+    };
     Ok((
         StatusCode::CREATED,
         [("location", "/customers/me")],
         Json(CustomerJson::from(customer)),
     )
         .into_response())
+}
+
+/// The stored customer, if `name` and `password` are what it registered
+/// with: then a registration that met its own earlier attempt is a retry.
+async fn same_registration(
+    app: &AppState,
+    customer_id: &str,
+    name: &str,
+    password: String,
+) -> Result<Option<Customer>, ApiError> {
+    let reply: CredentialsReply = app
+        .bus
+        .ask(
+            topic::CUSTOMERS_MESSAGES,
+            customer_id,
+            &GetCredentials {
+                customer_id: customer_id.to_owned(),
+            },
+            "/customers",
+            "customers",
+        )
+        .await?;
+    let Some(credentials_reply::Result::Credentials(credentials)) = reply.result else {
+        return Ok(None);
+    };
+    if !auth::verify_password(password, credentials.password_hash).await? {
+        return Ok(None);
+    }
+    let query = GetCustomer {
+        customer_id: customer_id.to_owned(),
+    };
+    let customer = customer_request(app, customer_id, &query, "/customers").await?;
+    Ok((customer.name == name).then_some(customer))
 }
 
 #[utoipa::path(post, path = "/customers/login", tag = "customers",

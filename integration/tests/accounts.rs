@@ -42,6 +42,18 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
         .expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["field"], "email");
+    // The very same registration again (a client retrying after a lost
+    // answer) is answered with the customer it made, not 409.
+    let (status, again) = shop
+        .register("Ann@Example.com", "correct horse battery")
+        .await
+        .expect("answers");
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        (&again["customer_id"], &again["version"]),
+        (&ann["customer_id"], &ann["version"]),
+        "the retry changed nothing"
+    );
     let (status, body) = shop
         .register("not-an-email", "long enough")
         .await

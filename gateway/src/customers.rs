@@ -200,6 +200,34 @@ pub async fn register(
         .into_response())
 }
 
+/// The password hash the customers service stores for `customer_id`, if it
+/// has an account.
+async fn stored_password_hash(
+    app: &AppState,
+    customer_id: &str,
+    route: &str,
+) -> Result<Option<String>, ApiError> {
+    let query = GetCredentials {
+        customer_id: customer_id.to_owned(),
+    };
+    let reply: CredentialsReply = app
+        .bus
+        .ask(
+            topic::CUSTOMERS_MESSAGES,
+            customer_id,
+            &query,
+            route,
+            "customers",
+        )
+        .await?;
+    Ok(match reply.result {
+        Some(credentials_reply::Result::Credentials(credentials)) => {
+            Some(credentials.password_hash)
+        }
+        _ => None,
+    })
+}
+
 /// The stored customer, if `name` and `password` are what it registered
 /// with: then a registration that met its own earlier attempt is a retry.
 async fn same_registration(
@@ -208,22 +236,10 @@ async fn same_registration(
     name: &str,
     password: String,
 ) -> Result<Option<Customer>, ApiError> {
-    let reply: CredentialsReply = app
-        .bus
-        .ask(
-            topic::CUSTOMERS_MESSAGES,
-            customer_id,
-            &GetCredentials {
-                customer_id: customer_id.to_owned(),
-            },
-            "/customers",
-            "customers",
-        )
-        .await?;
-    let Some(credentials_reply::Result::Credentials(credentials)) = reply.result else {
+    let Some(stored) = stored_password_hash(app, customer_id, "/customers").await? else {
         return Ok(None);
     };
-    if !auth::verify_password(password, credentials.password_hash).await? {
+    if !auth::verify_password(password, stored).await? {
         return Ok(None);
     }
     let query = GetCustomer {
@@ -255,25 +271,11 @@ pub async fn login(
         return Err(refused());
     }
     let customer_id = d2c_proto::ids::customer_id(&email).to_string();
-    let query = GetCredentials {
-        customer_id: customer_id.clone(),
-    };
-    let reply: CredentialsReply = app
-        .bus
-        .ask(
-            topic::CUSTOMERS_MESSAGES,
-            &customer_id,
-            &query,
-            "/customers/login",
-            "customers",
-        )
-        .await?;
-    let stored = match reply.result {
-        Some(credentials_reply::Result::Credentials(credentials)) => credentials.password_hash,
-        // Checked against a decoy (see `verify_password`), so an unknown
-        // e-mail takes as long as a wrong password.
-        _ => String::new(),
-    };
+    // No account: checked against a decoy (see `verify_password`), so an
+    // unknown e-mail takes as long as a wrong password.
+    let stored = stored_password_hash(&app, &customer_id, "/customers/login")
+        .await?
+        .unwrap_or_default();
     if !auth::verify_password(request.password, stored).await? {
         return Err(refused());
     }

@@ -207,6 +207,15 @@ impl Cluster {
     /// Every difference between `topology` and the cluster.
     pub async fn inspect(&self, topology: &Topology) -> Result<Inspection, TopologyError> {
         let live = self.live_topics().await?;
+        self.inspect_live(topology, &live).await
+    }
+
+    /// [`Cluster::inspect`] against topics already read from the cluster.
+    async fn inspect_live(
+        &self,
+        topology: &Topology,
+        live: &BTreeMap<String, LiveTopic>,
+    ) -> Result<Inspection, TopologyError> {
         let mut inspection = Inspection::default();
         let mut existing = Vec::new();
         for spec in topology.topics() {
@@ -527,10 +536,12 @@ impl Cluster {
     async fn settle(&self, topology: &Topology) -> Result<Inspection, TopologyError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let mut inspection = self.inspect(topology).await?;
+            // One Metadata answer serves both the drift and the leaders.
+            let live = self.live_topics().await?;
+            let mut inspection = self.inspect_live(topology, &live).await?;
             let pending =
                 inspection.has(|kind| !matches!(kind, DriftKind::ReplicationFactor { .. }));
-            let leaderless = self.leaderless(topology).await?;
+            let leaderless = leaderless(topology, &live);
             let timed_out = tokio::time::Instant::now() >= deadline;
             if timed_out {
                 inspection
@@ -549,19 +560,16 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// Declared topics with partitions that have no leader yet, and how many.
-    async fn leaderless(&self, topology: &Topology) -> Result<Vec<(String, i32)>, TopologyError> {
-        let live = self.live_topics().await?;
-        Ok(topology
-            .topics()
-            .iter()
-            .filter_map(|spec| {
-                let topic = live.get(&spec.name)?;
-                (topic.leaderless > 0).then(|| (spec.name.clone(), topic.leaderless))
-            })
-            .collect())
-    }
+/// Declared topics with partitions that have no leader yet, and how many.
+fn leaderless(topology: &Topology, live: &BTreeMap<String, LiveTopic>) -> Vec<(String, i32)> {
+    topology
+        .topics()
+        .iter()
+        .filter_map(|spec| {
+            let topic = live.get(&spec.name)?;
+            (topic.leaderless > 0).then(|| (spec.name.clone(), topic.leaderless))
+        })
+        .collect()
 }
 
 fn kafka(operation: &'static str) -> impl FnOnce(KafkaError) -> TopologyError {

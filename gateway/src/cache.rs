@@ -5,11 +5,13 @@
 //!   catalog events. An entry only ever moves to a higher version, so a
 //!   slow answer carrying an older version cannot overwrite what an event
 //!   already brought;
-//! - products by SKU (cart prices), from the read side;
+//! - products by SKU (cart prices), from the read side, with a TTL as a
+//!   safety net behind the events;
 //! - search result pages, from the read side, with a short TTL.
 //!
 //! Every gateway instance reads every partition of `catalog.events` (no
-//! consumer group: each instance needs every event). A product event puts
+//! consumer group: each instance needs every event), and follows partitions
+//! added later. A product event puts
 //! the new version in place and clears the SKU and search caches, whose
 //! entries an event cannot address one by one. The read side may apply an
 //! event a moment after this instance saw it, so a search page refilled in
@@ -17,15 +19,12 @@
 
 use crate::metrics::GATEWAY_METRICS;
 use bytes::Bytes;
-use d2c_proto::catalog::v1::{Product, ProductUpdated};
-use d2c_runtime::kafka::{assigned_consumer_config, envelope_of};
-use d2c_runtime::lag::{enable_statistics, LagContext};
+use d2c_proto::catalog::product_of_event;
+use d2c_proto::catalog::v1::Product;
+use d2c_proto::Envelope;
+use d2c_runtime::global::{GlobalSink, GlobalTopic, GlobalTopicSettings};
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use prost::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +37,9 @@ pub struct CacheSettings {
     pub products: u64,
     pub searches: u64,
     pub search_ttl: Duration,
+    /// A SKU's product (its price) lives at most this long: events evict
+    /// it at once, this bounds an event missed while the feed reconnects.
+    pub sku_ttl: Duration,
 }
 
 pub struct CatalogCache {
@@ -52,7 +54,10 @@ impl CatalogCache {
         Arc::new(Self {
             enabled: settings.enabled,
             products: Cache::new(settings.products),
-            skus: Cache::new(settings.products),
+            skus: Cache::builder()
+                .max_capacity(settings.products)
+                .time_to_live(settings.sku_ttl)
+                .build(),
             searches: Cache::builder()
                 .max_capacity(settings.searches)
                 .time_to_live(settings.search_ttl)
@@ -163,84 +168,39 @@ fn observe(cache: &str, hit: bool) {
 /// The client id of the catalog event consumer, and its lag's `group` label.
 pub const CATALOG_CONSUMER: &str = "gateway-catalog";
 
-/// Reads every partition of `topic` (catalog events) from its current end
-/// and applies each product event to `cache`. Returns once assigned, with
-/// `assigned` set, so an update made after start-up is never missed. Its
-/// lag is reported every `stats_interval`.
-pub async fn start_catalog_listener(
-    brokers: &str,
-    topic: &str,
-    fetch_wait: Duration,
-    stats_interval: Duration,
+/// Reads every partition of `topic` (catalog events) from its current end,
+/// and every partition added later from its beginning, and applies each
+/// product event to `cache`. Returns once assigned, with `assigned` set, so
+/// an update made after start-up is never missed. The feed stops when the
+/// returned value is dropped.
+pub fn start_catalog_listener(
+    settings: GlobalTopicSettings,
     cache: Arc<CatalogCache>,
     assigned: Arc<AtomicBool>,
-) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
-    let mut config = assigned_consumer_config(brokers, CATALOG_CONSUMER, fetch_wait);
-    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
-        enable_statistics(&mut config, stats_interval)
-            .create_with_context(LagContext::assigned(CATALOG_CONSUMER))?,
-    );
-    let lookup = Arc::clone(&consumer);
-    let lookup_topic = topic.to_owned();
-    let assignment =
-        tokio::task::spawn_blocking(move || end_of_every_partition(&lookup, &lookup_topic))
-            .await
-            .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
-    consumer.assign(&assignment)?;
+) -> Result<GlobalTopic, rdkafka::error::KafkaError> {
+    let sink = Arc::new(CacheFeed {
+        cache,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let feed = GlobalTopic::start(settings, sink)?;
     assigned.store(true, Ordering::Release);
-    tracing::info!(
-        topic,
-        partitions = assignment.count(),
-        "Reading catalog events for the cache"
-    );
-    Ok(tokio::spawn(async move {
-        loop {
-            match consumer.recv().await {
-                Ok(message) => apply_event(&cache, &message).await,
-                Err(error) => {
-                    tracing::warn!(%error, "Catalog event consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+    Ok(feed)
+}
+
+/// Applies catalog events to the cache from the feed's own thread.
+struct CacheFeed {
+    cache: Arc<CatalogCache>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl GlobalSink for CacheFeed {
+    fn apply(&self, envelope: &Envelope, payload: &[u8]) {
+        match product_of_event(&envelope.message_type, payload) {
+            Some(Ok(product)) => self.runtime.block_on(self.cache.apply(product)),
+            Some(Err(error)) => {
+                tracing::warn!(%error, message_type = %envelope.message_type, "Undecodable catalog event")
             }
-        }
-    }))
-}
-
-fn end_of_every_partition(
-    consumer: &StreamConsumer<LagContext>,
-    topic: &str,
-) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata
-        .topics()
-        .iter()
-        .flat_map(|topic| topic.partitions())
-    {
-        let (_, high) =
-            d2c_platform::kafka::fetch_watermarks(consumer, topic, partition.id(), timeout)?;
-        assignment.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
-    }
-    Ok(assignment)
-}
-
-async fn apply_event(cache: &CatalogCache, message: &rdkafka::message::BorrowedMessage<'_>) {
-    let Ok(envelope) = envelope_of(message) else {
-        return;
-    };
-    // ProductCreated, ProductUpdated and ProductArchived all carry the
-    // product as field 1.
-    if !envelope.message_type.starts_with("d2c.catalog.v1.Product") {
-        return;
-    }
-    match ProductUpdated::decode(message.payload().unwrap_or_default()) {
-        Ok(ProductUpdated {
-            product: Some(product),
-        }) => cache.apply(product).await,
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(%error, message_type = %envelope.message_type, "Undecodable catalog event")
+            None => {}
         }
     }
 }
@@ -255,6 +215,7 @@ mod tests {
             products: 100,
             searches: 100,
             search_ttl: Duration::from_secs(60),
+            sku_ttl: Duration::from_secs(60),
         }
     }
 

@@ -330,8 +330,9 @@ fn price_of(product: &Product, sku: &str, currency: &str) -> Result<i64, ApiErro
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 402, description = "Payment declined (`error.reason`)", body = ErrorBody),
         (status = 404, description = "No such cart", body = ErrorBody),
-        (status = 409, description = "Out of stock (`error.skus`) or the cart was checked out with another key", body = ErrorBody),
+        (status = 409, description = "Out of stock (`error.skus`), the cart was checked out with another key, or a price changed since a line was set (`price_changed`; the cart is open again with current prices)", body = ErrorBody),
         (status = 422, description = "Empty cart, bad payment method, or the key was used for another request", body = ErrorBody),
+        (status = 429, description = "Too many checkouts by this customer (`rate_limited`): retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The platform could not take the request", body = ErrorBody),
     ))]
 pub async fn checkout(
@@ -343,6 +344,7 @@ pub async fn checkout(
 ) -> Result<Response, ApiError> {
     check_cart_id(&cart_id)?;
     let key = IdempotencyKey::required(&headers, "for a checkout")?;
+    app.checkout_limit.check(&customer.0)?;
     let request: CheckoutRequest = json_body(body, app.config.max_body_bytes)?;
     if !is_identifier(&request.payment_method) {
         return Err(ApiError::invalid(

@@ -60,6 +60,15 @@ pub struct GatewayConfig {
     /// long. Catalog events clear every page at once, but the read side may
     /// lag an event by a moment; this bounds how long that can show.
     pub search_cache_ttl: Duration,
+    /// D2C_SKU_CACHE_TTL_MS: a SKU's cached product (cart prices) lives at
+    /// most this long; catalog events evict it at once.
+    pub sku_cache_ttl: Duration,
+    /// D2C_CHECKOUT_RATE_PER_MINUTE: checkouts (`POST /orders`, cart
+    /// checkouts) one customer may start per minute on this instance; 0: no
+    /// limit.
+    pub checkout_rate_per_minute: u32,
+    /// D2C_CHECKOUT_BURST: how many of those may come at once.
+    pub checkout_burst: u32,
     /// D2C_STATS_INTERVAL_MS: how often librdkafka reports the statistics
     /// the reply and catalog consumers' lag is read from (0: never).
     pub stats_interval: Duration,
@@ -87,6 +96,9 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cache_products", &self.cache_products)
             .field("cache_searches", &self.cache_searches)
             .field("search_cache_ttl", &self.search_cache_ttl)
+            .field("sku_cache_ttl", &self.sku_cache_ttl)
+            .field("checkout_rate_per_minute", &self.checkout_rate_per_minute)
+            .field("checkout_burst", &self.checkout_burst)
             .field("stats_interval", &self.stats_interval)
             .finish()
     }
@@ -120,6 +132,9 @@ impl GatewayConfig {
             cache_products: var("D2C_CACHE_PRODUCTS", 50_000)?,
             cache_searches: var("D2C_CACHE_SEARCHES", 10_000)?,
             search_cache_ttl: Duration::from_millis(var("D2C_SEARCH_CACHE_TTL_MS", 2_000)?),
+            sku_cache_ttl: Duration::from_millis(var("D2C_SKU_CACHE_TTL_MS", 60_000)?),
+            checkout_rate_per_minute: var("D2C_CHECKOUT_RATE_PER_MINUTE", 30)?,
+            checkout_burst: var("D2C_CHECKOUT_BURST", 10)?,
             stats_interval: Duration::from_millis(var(
                 "D2C_STATS_INTERVAL_MS",
                 d2c_runtime::lag::DEFAULT_STATS_INTERVAL_MS,

@@ -28,6 +28,8 @@ pub struct Details {
     pub skus: Vec<String>,
     /// Machine-readable detail, e.g. a payment decline code.
     pub reason: Option<String>,
+    /// Price changed: the line's current unit price.
+    pub current_price_minor: Option<i64>,
 }
 
 /// Every error response: `{"error": {...}}`.
@@ -40,7 +42,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid_field`, `unauthorized`,
     /// `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `out_of_stock`, `payment_declined`, `illegal_transition`,
+    /// `out_of_stock`, `price_changed`, `payment_declined`, `illegal_transition`,
+    /// `limit_reached`, `rate_limited`,
     /// `body_too_large`, `unavailable`, `internal`.
     #[schema(example = "invalid_field")]
     pub code: String,
@@ -59,6 +62,10 @@ pub struct ErrorDetail {
     /// The order a refused checkout created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// Price changed: the catalog's current unit price of the line named in
+    /// `field` (every changed SKU is in `skus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_price_minor: Option<i64>,
 }
 
 /// The read side (Postgres) failed: the cause is logged, the client gets a
@@ -110,6 +117,21 @@ impl ApiError {
 
     pub fn illegal_transition(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "illegal_transition", message).with_field("status")
+    }
+
+    /// The storefront showed a price the catalog no longer has: 409
+    /// `price_changed`, with the line's current price.
+    pub fn price_changed(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        skus: Vec<String>,
+        current_price_minor: Option<i64>,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::CONFLICT, "price_changed", message).with_field(field);
+        let details = error.details_mut();
+        details.skus = skus;
+        details.current_price_minor = current_price_minor;
+        error
     }
 
     /// A per-customer limit (e.g. 20 open carts): 409 `limit_reached`.
@@ -167,6 +189,15 @@ impl ApiError {
         )
     }
 
+    /// Too many requests of one kind from one customer: 429
+    /// `rate_limited`, with `Retry-After` in whole seconds (at least 1).
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        error.retry_after_secs = Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX));
+        error
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
         error.retry_after_secs = Some(1);
@@ -187,6 +218,7 @@ impl From<Rejection> for ApiError {
             message,
             skus,
             reason,
+            current_price_minor,
         } = rejection;
         match Code::try_from(code) {
             Ok(Code::Invalid) => ApiError::invalid(field, message),
@@ -202,6 +234,9 @@ impl From<Rejection> for ApiError {
             }
             Ok(Code::IllegalTransition) => ApiError::illegal_transition(message).with_field(field),
             Ok(Code::LimitReached) => ApiError::limit_reached(field, message),
+            Ok(Code::PriceChanged) => {
+                ApiError::price_changed(field, message, skus, current_price_minor)
+            }
             Ok(Code::Unspecified) | Err(_) => {
                 ApiError::internal(format!("unexpected rejection: {message}"))
             }
@@ -225,6 +260,7 @@ impl IntoResponse for ApiError {
                 skus: details.skus,
                 reason: details.reason,
                 order_id: details.order_id,
+                current_price_minor: details.current_price_minor,
             },
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -14,6 +14,7 @@ pub mod customers;
 pub mod error;
 mod health;
 pub mod inventory;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod orders;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// The Postgres read side.
     pub reads: sqlx::PgPool,
     pub cache: Arc<cache::CatalogCache>,
+    /// Per-customer checkout limit (429 beyond it).
+    pub checkout_limit: Arc<limits::CheckoutLimiter>,
 }
 
 /// Every route as (method, path template, handler). The router is built

@@ -1,11 +1,13 @@
 use anyhow::Context;
 use d2c_gateway::auth::Tokens;
 use d2c_gateway::bus::Bus;
-use d2c_gateway::cache::{start_catalog_listener, CacheSettings, CatalogCache};
+use d2c_gateway::cache::{start_catalog_listener, CacheSettings, CatalogCache, CATALOG_CONSUMER};
 use d2c_gateway::config::{GatewayConfig, DEV_ADMIN_TOKEN, DEV_AUTH_SECRET};
+use d2c_gateway::limits::CheckoutLimiter;
 use d2c_gateway::replies::{start_reply_consumer, Pending};
 use d2c_gateway::{router, AppState};
 use d2c_proto::ReplyTo;
+use d2c_runtime::global::{GlobalTopicSettings, StartAt};
 use d2c_runtime::kafka::producer_config;
 use d2c_topology::{topic, TopicNames};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -53,18 +55,29 @@ async fn main() -> anyhow::Result<()> {
         products: config.cache_products,
         searches: config.cache_searches,
         search_ttl: config.search_cache_ttl,
+        sku_ttl: config.sku_cache_ttl,
     });
     let catalog_assigned = Arc::new(AtomicBool::new(false));
     let catalog_events = names.name(topic::CATALOG_EVENTS);
-    start_catalog_listener(
-        &config.brokers,
-        &catalog_events,
-        config.fetch_wait,
-        config.stats_interval,
-        Arc::clone(&cache),
-        Arc::clone(&catalog_assigned),
-    )
+    let feed_settings = GlobalTopicSettings {
+        brokers: config.brokers.clone(),
+        client_id: CATALOG_CONSUMER.to_owned(),
+        topic: catalog_events.clone(),
+        start: StartAt::End,
+        fetch_wait: config.fetch_wait,
+        stats_interval: config.stats_interval,
+        refresh: Duration::from_secs(10),
+    };
+    let feed_cache = Arc::clone(&cache);
+    let feed_assigned = Arc::clone(&catalog_assigned);
+    let runtime = tokio::runtime::Handle::current();
+    // Kept for the life of the process: dropping it stops the feed.
+    let _catalog_feed = tokio::task::spawn_blocking(move || {
+        let _entered = runtime.enter();
+        start_catalog_listener(feed_settings, feed_cache, feed_assigned)
+    })
     .await
+    .context("starting the catalog feed")?
     .with_context(|| format!("reading {catalog_events}"))?;
     // Lazy: the gateway starts (and answers what needs no read side) while
     // Postgres is down; `/ready` tells.
@@ -73,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
         .acquire_timeout(Duration::from_secs(2))
         .connect_lazy(&config.database_url)
         .context("D2C_DATABASE_URL is not a Postgres URL")?;
+    let checkout_limit =
+        CheckoutLimiter::new(config.checkout_rate_per_minute, config.checkout_burst);
+    checkout_limit.spawn_eviction(Duration::from_secs(60));
     let state = AppState {
+        checkout_limit,
         tokens: Tokens::new(config.auth_secret.expose(), config.token_ttl),
         reads,
         cache,

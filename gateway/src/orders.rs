@@ -130,6 +130,8 @@ fn location(order_id: &str) -> HeaderValue {
 
 /// `POST /orders`. Requires `Idempotency-Key`; the order id is derived from
 /// (customer, key), so every retry of one checkout names the same order.
+/// Lines are priced from the catalog; `unit_price_minor`, when sent, is the
+/// price the storefront showed and is only compared.
 #[utoipa::path(post, path = "/orders", tag = "orders",
     security(("bearer" = [])),
     request_body = PlaceOrderRequest,
@@ -140,9 +142,10 @@ fn location(order_id: &str) -> HeaderValue {
         (status = 400, description = "Not JSON, or no/bad Idempotency-Key", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 402, description = "Payment declined (`error.reason`)", body = ErrorBody),
-        (status = 409, description = "Out of stock (`error.skus`)", body = ErrorBody),
+        (status = 409, description = "Out of stock (`error.skus`), or a shown price is not the catalog's (`price_changed`: `error.field` names the line, `error.current_price_minor` its price)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "A field is invalid (`error.field`), or the key was used for another request", body = ErrorBody),
+        (status = 422, description = "A field is invalid (`error.field`; a SKU the catalog does not sell names its line), or the key was used for another request", body = ErrorBody),
+        (status = 429, description = "Too many checkouts by this customer (`rate_limited`): retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The platform could not take the request", body = ErrorBody),
     ))]
 pub async fn place_order(
@@ -152,6 +155,7 @@ pub async fn place_order(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::required(&headers, "for POST /orders")?;
+    app.checkout_limit.check(&customer.0)?;
     let request: PlaceOrderRequest = json_body(body, app.config.max_body_bytes)?;
     let order = ValidOrder::parse(request, &customer)?;
     let command = order.into_command(&key);

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use d2c_proto::orders::v1::{OrderLine, PlaceOrder};
+use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -146,7 +146,12 @@ pub struct PlaceOrderRequest {
 pub struct LineRequest {
     pub sku: String,
     pub quantity: i64,
-    pub unit_price_minor: i64,
+    /// The unit price the storefront showed, in minor units. Optional and
+    /// never charged as such: the order is priced from the catalog, and a
+    /// shown price that differs is refused with 409 `price_changed` naming
+    /// the line and its current price.
+    #[serde(default)]
+    pub unit_price_minor: Option<i64>,
 }
 
 /// A request body as JSON of type `T`: too large → 413, unreadable or not
@@ -204,7 +209,7 @@ pub fn is_identifier(value: &str) -> bool {
 pub struct ValidOrder {
     customer_id: String,
     currency: String,
-    lines: Vec<OrderLine>,
+    lines: Vec<RequestedLine>,
     payment_method: String,
 }
 
@@ -275,6 +280,7 @@ impl ValidOrder {
             idempotency_key: key.as_str().to_owned(),
             request_hash,
             payment_method: self.payment_method,
+            cart_id: String::new(),
         }
     }
 
@@ -290,21 +296,27 @@ impl ValidOrder {
             hasher.update((line.sku.len() as u64).to_be_bytes());
             hasher.update(line.sku.as_bytes());
             hasher.update(line.quantity.to_be_bytes());
-            hasher.update(line.unit_price_minor.to_be_bytes());
+            match line.unit_price_minor {
+                Some(price) => {
+                    hasher.update([1]);
+                    hasher.update(price.to_be_bytes());
+                }
+                None => hasher.update([0]),
+            }
         }
         hasher.finalize().to_vec()
     }
 }
 
 /// Stock is reserved per (order, SKU), so one SKU may appear once.
-fn first_repeated_sku(lines: &[OrderLine]) -> Option<usize> {
+fn first_repeated_sku(lines: &[RequestedLine]) -> Option<usize> {
     let mut seen = std::collections::HashSet::new();
     lines
         .iter()
         .position(|line| !seen.insert(line.sku.as_str()))
 }
 
-fn parse_line(index: usize, line: &LineRequest) -> Result<OrderLine, ApiError> {
+fn parse_line(index: usize, line: &LineRequest) -> Result<RequestedLine, ApiError> {
     if !is_identifier(&line.sku) {
         return Err(ApiError::invalid(
             format!("lines[{index}].sku"),
@@ -317,13 +329,16 @@ fn parse_line(index: usize, line: &LineRequest) -> Result<OrderLine, ApiError> {
             format!("quantity must be between 1 and {MAX_QUANTITY}"),
         ));
     }
-    if !(0..=MAX_UNIT_PRICE_MINOR).contains(&line.unit_price_minor) {
+    if line
+        .unit_price_minor
+        .is_some_and(|price| !(0..=MAX_UNIT_PRICE_MINOR).contains(&price))
+    {
         return Err(ApiError::invalid(
             format!("lines[{index}].unit_price_minor"),
             format!("unit_price_minor must be between 0 and {MAX_UNIT_PRICE_MINOR}"),
         ));
     }
-    Ok(OrderLine {
+    Ok(RequestedLine {
         sku: line.sku.clone(),
         quantity: line.quantity,
         unit_price_minor: line.unit_price_minor,
@@ -368,7 +383,7 @@ mod tests {
                 Some("lines[0].quantity"),
             ),
             (
-                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":1}]}"#,
+                r#"{"currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price_minor":-1}]}"#,
                 422,
                 Some("lines[0].unit_price_minor"),
             ),
@@ -389,6 +404,17 @@ mod tests {
             assert_eq!(error.status.as_u16(), status, "{json}: {error:?}");
             assert_eq!(error.field.as_deref(), field, "{json}: {error:?}");
         }
+    }
+
+    #[test]
+    fn the_shown_price_is_optional_and_part_of_the_fingerprint() {
+        let key = IdempotencyKey::parse("k1").expect("valid key");
+        let unpriced = GOOD.replace(r#","unit_price_minor":100"#, "");
+        let without = request(&unpriced).expect("valid").into_command(&key);
+        assert_eq!(without.lines[0].unit_price_minor, None);
+        let with = request(GOOD).expect("valid").into_command(&key);
+        assert_eq!(with.lines[0].unit_price_minor, Some(100));
+        assert_ne!(without.request_hash, with.request_hash);
     }
 
     #[test]

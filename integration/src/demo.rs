@@ -189,6 +189,18 @@ pub fn product(index: u64) -> Value {
     })
 }
 
+/// The first SKU of demo product `index` and its EUR price: what a load run
+/// orders, at the catalog's price.
+pub fn first_offer(index: u64) -> (String, u64) {
+    let body = product(index);
+    let variant = &body["variants"][0];
+    let sku = variant["sku"].as_str().unwrap_or_default().to_owned();
+    let euro = variant["prices"][0]["amount_minor"]
+        .as_u64()
+        .unwrap_or_default();
+    (sku, euro)
+}
+
 /// The SKUs of demo product `index`, with the units to stock (some sold
 /// out, so a storefront shows both).
 pub fn stock(index: u64) -> Vec<(String, i64)> {
@@ -250,5 +262,16 @@ mod tests {
             }
         }
         assert!(names.len() > 1_500, "names vary: {}", names.len());
+    }
+
+    #[test]
+    fn the_readme_example_orders_a_stocked_demo_sku_at_its_price() {
+        // README.md and `./dev up`'s hints order two of this SKU at this price.
+        assert_eq!(first_offer(1), ("DEMO-00001-S".to_owned(), 17_399));
+        let units = stock(1)
+            .into_iter()
+            .find(|(sku, _)| sku == "DEMO-00001-S")
+            .map(|(_, units)| units);
+        assert!(units.is_some_and(|units| units >= 2), "{units:?}");
     }
 }

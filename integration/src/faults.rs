@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
-const SERVICES: &[&str] = &["orders", "inventory", "payments", "gateway"];
+const SERVICES: &[&str] = &["orders", "inventory", "payments", "catalog", "gateway"];
 /// The SKU whose stock runs out during the run (oversell pressure).
 const SCARCE: &str = "FAULT-SCARCE";
 const PLENTY: &str = "FAULT-PLENTY";
@@ -156,7 +156,7 @@ impl Stack {
         ];
         let db = [("D2C_DATABASE_URL", database.url.clone())];
         let mut processors = BTreeMap::new();
-        for service in ["orders", "inventory", "payments"] {
+        for service in ["orders", "inventory", "payments", "catalog"] {
             let env: &[(&str, String)] = if service == "payments" {
                 &payments_env
             } else {
@@ -234,9 +234,11 @@ async fn restart_postgres() -> anyhow::Result<()> {
 
 fn order_body(index: usize) -> (Value, bool) {
     let scarce = index.is_multiple_of(2);
-    let mut lines = vec![json!({"sku": PLENTY, "quantity": 1, "unit_price_minor": 1_000})];
+    let mut lines = vec![
+        json!({"sku": PLENTY, "quantity": 1, "unit_price_minor": crate::shop::TEST_PRICE_MINOR}),
+    ];
     if scarce {
-        lines.push(json!({"sku": SCARCE, "quantity": 1, "unit_price_minor": 2_500}));
+        lines.push(json!({"sku": SCARCE, "quantity": 1, "unit_price_minor": crate::shop::TEST_PRICE_MINOR}));
     }
     // Every 15th order is declined by the provider (a 402 path under faults).
     let payment_method = if index % 15 == 7 {
@@ -322,8 +324,8 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
     let scarce_stock = (total / 6).max(1) as i64;
     let admin = customer::admin_client();
     let base = stack.gateway_url()?;
-    crate::shop::set_stock(&admin, &base, SCARCE, scarce_stock).await?;
-    crate::shop::set_stock(&admin, &base, PLENTY, 1_000_000).await?;
+    crate::shop::stock_sku(&admin, &base, SCARCE, scarce_stock).await?;
+    crate::shop::stock_sku(&admin, &base, PLENTY, 1_000_000).await?;
 
     let clients: Arc<Vec<reqwest::Client>> = Arc::new(
         (0..CUSTOMERS)

@@ -243,7 +243,10 @@ impl Platform {
             .env("D2C_REPLY_TIMEOUT_MS", reply_timeout_ms.to_string())
             .env("D2C_AUTH_SECRET", crate::customer::TEST_AUTH_SECRET)
             .env("D2C_ADMIN_TOKEN", crate::customer::TEST_ADMIN_TOKEN)
-            .env("D2C_DATABASE_URL", crate::postgres::server_url());
+            .env("D2C_DATABASE_URL", crate::postgres::server_url())
+            // Tests place hundreds of orders as one customer; the limit has
+            // a test of its own (hostile.rs), which sets it.
+            .env("D2C_CHECKOUT_RATE_PER_MINUTE", "0");
         for (key, value) in env {
             command.env(key, value);
         }

@@ -7,8 +7,12 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Every service on the checkout path (topology `--only`).
-pub const CHECKOUT_SERVICES: &[&str] = &["orders", "inventory", "payments", "gateway"];
+/// Every service on the checkout path (topology `--only`): orders prices
+/// each line from the catalog.
+pub const CHECKOUT_SERVICES: &[&str] = &["orders", "inventory", "payments", "catalog", "gateway"];
+
+/// What every SKU a test stocks costs, in EUR minor units.
+pub const TEST_PRICE_MINOR: i64 = 1_000;
 
 /// The customer a shop's client orders as.
 pub const SHOPPER: &str = "shopper-1";
@@ -21,6 +25,7 @@ pub struct Shop {
     pub orders: Service,
     pub inventory: Service,
     pub payments: Service,
+    pub catalog: Service,
     pub gateway: Service,
     pub client: reqwest::Client,
     /// An operator's client (admin routes).
@@ -59,9 +64,10 @@ impl Shop {
             platform.processor_ready("orders", "orders", &[]),
             platform.processor_ready("inventory", "inventory", &[]),
             platform.processor_ready("payments", "payments", &options.payments_env),
+            platform.processor_ready("catalog", "catalog", &[]),
             platform.gateway_ready("gateway", options.reply_partition, options.reply_timeout_ms),
         );
-        let (orders, inventory, payments, gateway) = match started {
+        let (orders, inventory, payments, catalog, gateway) = match started {
             Ok(services) => services,
             Err(error) => {
                 platform.print_logs();
@@ -73,6 +79,7 @@ impl Shop {
             orders,
             inventory,
             payments,
+            catalog,
             gateway,
             client: crate::customer::client(SHOPPER),
             admin: crate::customer::admin_client(),
@@ -83,9 +90,9 @@ impl Shop {
         self.gateway.url(path)
     }
 
-    /// `PUT /admin/inventory/{sku}`.
-    pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<Value> {
-        set_stock(&self.admin, &self.url(""), sku, on_hand).await
+    /// [`stock_sku`] on this shop.
+    pub async fn stock_sku(&self, sku: &str, on_hand: i64) -> anyhow::Result<Value> {
+        stock_sku(&self.admin, &self.url(""), sku, on_hand).await
     }
 
     /// `GET /inventory/{sku}`: (status, body).
@@ -127,14 +134,53 @@ impl Shop {
 }
 
 /// The services an order needs besides orders itself (sandbox payments).
-pub async fn inventory_and_payments(platform: &Platform) -> anyhow::Result<(Service, Service)> {
-    tokio::try_join!(
+pub async fn checkout_peers(platform: &Platform) -> anyhow::Result<[Service; 3]> {
+    let (inventory, payments, catalog) = tokio::try_join!(
         platform.processor_ready("inventory", "inventory", &[]),
         platform.processor_ready("payments", "payments", &[]),
-    )
+        platform.processor_ready("catalog", "catalog", &[]),
+    )?;
+    Ok([inventory, payments, catalog])
 }
 
-/// `PUT /admin/inventory/{sku}`.
+/// Makes `sku` sellable: a catalog product of its own (`prod-{sku}`, one
+/// variant at [`TEST_PRICE_MINOR`] EUR; creating it again is an idempotent
+/// retry), then `PUT /admin/inventory/{sku}` with `on_hand`.
+pub async fn stock_sku(
+    client: &reqwest::Client,
+    base: &str,
+    sku: &str,
+    on_hand: i64,
+) -> anyhow::Result<Value> {
+    create_test_product(client, base, sku).await?;
+    set_stock(client, base, sku, on_hand).await
+}
+
+/// `POST /admin/products` for a one-variant product selling `sku`.
+pub async fn create_test_product(
+    client: &reqwest::Client,
+    base: &str,
+    sku: &str,
+) -> anyhow::Result<Value> {
+    let response = client
+        .post(format!("{base}/admin/products"))
+        .json(&json!({
+            "product_id": format!("prod-{sku}"),
+            "name": format!("Test product {sku}"),
+            "category": "tests",
+            "variants": [{"sku": sku, "prices": [{"currency": "EUR", "amount_minor": TEST_PRICE_MINOR}]}],
+        }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("creating the product of {sku} failed: {status} {body}");
+    }
+    Ok(body)
+}
+
+/// `PUT /admin/inventory/{sku}` (stock only: see [`stock_sku`]).
 pub async fn set_stock(
     client: &reqwest::Client,
     base: &str,
@@ -154,11 +200,12 @@ pub async fn set_stock(
     Ok(body)
 }
 
-/// An order body with `lines` of (sku, quantity) at 10.00 each.
+/// An order body with `lines` of (sku, quantity), each showing the test
+/// price (the catalog's, for SKUs made sellable by [`stock_sku`]).
 pub fn order_body(lines: &[(&str, i64)], payment_method: &str) -> Value {
     let lines: Vec<Value> = lines
         .iter()
-        .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_minor": 1000}))
+        .map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity, "unit_price_minor": TEST_PRICE_MINOR}))
         .collect();
     json!({
         "currency": "EUR",

@@ -148,10 +148,29 @@ impl Storefront {
         Ok(product)
     }
 
+    /// Stock only: the SKU's product is the test's own.
     pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<()> {
         crate::shop::set_stock(&self.admin, &self.url(""), sku, on_hand).await?;
         Ok(())
     }
+
+    /// [`crate::shop::stock_sku`]: a product of its own at the test price,
+    /// and stock.
+    pub async fn stock_sku(&self, sku: &str, on_hand: i64) -> anyhow::Result<()> {
+        crate::shop::stock_sku(&self.admin, &self.url(""), sku, on_hand).await?;
+        Ok(())
+    }
+}
+
+/// The body of `POST /admin/products` for a one-variant product selling
+/// `sku` at `euro_cents`.
+pub fn one_variant_product(product_id: &str, sku: &str, euro_cents: i64) -> Value {
+    serde_json::json!({
+        "product_id": product_id,
+        "name": format!("Product {product_id}"),
+        "category": "tests",
+        "variants": [{"sku": sku, "prices": [{"currency": "EUR", "amount_minor": euro_cents}]}],
+    })
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.

@@ -4,24 +4,14 @@
 
 use d2c_gateway::auth::{now_secs, Tokens};
 use d2c_integration::customer::TEST_AUTH_SECRET;
-use d2c_integration::storefront::{answer, eventually, Storefront};
-use serde_json::{json, Value};
+use d2c_integration::storefront::{answer, eventually, one_variant_product, Storefront};
+use serde_json::json;
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-fn product(id: &str, sku: &str, euro_cents: i64) -> Value {
-    json!({
-        "product_id": id,
-        "name": format!("Product {id}"),
-        "description": "For the cart tests",
-        "category": "tests",
-        "variants": [{"sku": sku, "prices": [{"currency": "EUR", "amount_minor": euro_cents}]}],
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,9 +146,9 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     assert_eq!(status, 404);
 
     // Orders belong to who placed them.
-    shop.set_stock("ACC-1", 10).await.expect("stock");
+    shop.stock_sku("ACC-1", 10).await.expect("stock");
     let order = json!({"currency": "EUR", "payment_method": "pm_card_visa",
-        "lines": [{"sku": "ACC-1", "quantity": 1, "unit_price_minor": 990}]});
+        "lines": [{"sku": "ACC-1", "quantity": 1, "unit_price_minor": 1000}]});
     let (status, placed) = answer(
         ann_client
             .post(shop.url("/orders"))
@@ -208,7 +198,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
     let shop = Storefront::start(1, 15_000).await.expect("storefront");
-    shop.create_product(&product("cart-p1", "CART-1", 1_500))
+    shop.create_product(&one_variant_product("cart-p1", "CART-1", 1_500))
         .await
         .expect("product");
     shop.set_stock("CART-1", 10).await.expect("stock");

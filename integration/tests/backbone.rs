@@ -5,7 +5,7 @@
 use d2c_integration::customer;
 use d2c_integration::harness::{test_partitions, Platform, Service};
 use d2c_integration::kafka::read_all;
-use d2c_integration::shop::{inventory_and_payments, set_stock, CHECKOUT_SERVICES};
+use d2c_integration::shop::{checkout_peers, stock_sku, CHECKOUT_SERVICES};
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
 use serde_json::{json, Value};
@@ -17,14 +17,15 @@ const SERVICES: &[&str] = CHECKOUT_SERVICES;
 // timeout: the suite runs many platforms at once on two cores, and CI
 // machines vary.
 
-/// Inventory and payments running, and plenty of the SKUs the orders use.
-async fn stocked(platform: &Platform, gateway: &Service) -> (Service, Service) {
-    let peers = inventory_and_payments(platform)
+/// Inventory, payments and catalog running, and plenty of the SKUs the
+/// orders use (10.00 each).
+async fn stocked(platform: &Platform, gateway: &Service) -> [Service; 3] {
+    let peers = checkout_peers(platform)
         .await
-        .expect("inventory and payments ready");
+        .expect("inventory, payments and catalog ready");
     let client = customer::admin_client();
     for sku in ["SKU-1", "SKU-2"] {
-        set_stock(&client, &gateway.url(""), sku, 1_000_000)
+        stock_sku(&client, &gateway.url(""), sku, 1_000_000)
             .await
             .expect("stock set");
     }
@@ -37,8 +38,8 @@ fn order_body(quantity: i64) -> Value {
         "currency": "EUR",
         "payment_method": "pm_card_visa",
         "lines": [
-            {"sku": "SKU-1", "quantity": quantity, "unit_price_minor": 1250},
-            {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 500}
+            {"sku": "SKU-1", "quantity": quantity, "unit_price_minor": 1000},
+            {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 1000}
         ]
     })
 }

@@ -86,7 +86,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let (status, body) = shop.login(email, password).await.expect("login");
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().expect("token").to_owned();
-    shop.set_stock("SKU-1", 1_000).await.expect("stock");
+    shop.stock_sku("SKU-1", 1_000).await.expect("stock");
 
     let schema_url = shop.url("/openapi.json");
     let customer = format!("Bearer {token}");

@@ -8,7 +8,7 @@ use d2c_integration::customer;
 use d2c_integration::harness::Platform;
 use d2c_integration::kafka::{produce_raw, read_all};
 use d2c_integration::shop::{
-    inventory_and_payments, place_order, set_stock, wait_for_status, CHECKOUT_SERVICES, SETTLED,
+    checkout_peers, place_order, stock_sku, wait_for_status, CHECKOUT_SERVICES, SETTLED,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 fn order(sku: &str, quantity: i64) -> Value {
     json!({"currency": "EUR", "payment_method": "pm_card_visa",
-        "lines": [{"sku": sku, "quantity": quantity, "unit_price_minor": 100}]})
+        "lines": [{"sku": sku, "quantity": quantity}]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,8 +27,8 @@ async fn malformed_records_are_dead_lettered_and_the_partition_goes_on() {
         platform.gateway_ready("gateway", 0, 15_000),
     )
     .expect("ready");
-    let _peers = inventory_and_payments(&platform).await.expect("peers");
-    set_stock(&customer::admin_client(), &gateway.url(""), "DLQ-1", 10)
+    let _peers = checkout_peers(&platform).await.expect("peers");
+    stock_sku(&customer::admin_client(), &gateway.url(""), "DLQ-1", 10)
         .await
         .expect("stock");
 
@@ -172,9 +172,9 @@ async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_
         )
         .await
         .expect("gateway");
-    let _peers = inventory_and_payments(&platform).await.expect("peers");
+    let _peers = checkout_peers(&platform).await.expect("peers");
     let base = gateway.url("");
-    set_stock(&customer::admin_client(), &base, "BP-1", 1_000)
+    stock_sku(&customer::admin_client(), &base, "BP-1", 1_000)
         .await
         .expect("stock");
     let client = customer::client("cust-bp");
@@ -237,4 +237,67 @@ async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_
             .await
             .expect("every accepted order settles");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_beyond_the_per_customer_limit_get_429_with_retry_after() {
+    let platform = Platform::new(CHECKOUT_SERVICES).await.expect("platform");
+    let limit = [
+        ("D2C_CHECKOUT_RATE_PER_MINUTE", "2".to_owned()),
+        ("D2C_CHECKOUT_BURST", "2".to_owned()),
+    ];
+    let gateway = platform
+        .gateway_ready_with("gateway", 2, 2_000, &limit)
+        .await
+        .expect("gateway");
+    let base = gateway.url("");
+    let greedy = customer::client("cust-greedy");
+    // Counted before the body is read: an invalid order uses the allowance
+    // too, so a script cannot probe for free.
+    for attempt in 0..2 {
+        let (status, body) = place_order(&greedy, &base, &format!("g-{attempt}"), &order("S", 0))
+            .await
+            .expect("answers");
+        assert_eq!(status, 422, "{body}");
+    }
+    let response = greedy
+        .post(format!("{base}/orders"))
+        .header("Idempotency-Key", "g-2")
+        .json(&order("S", 1))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let cart_checkout = greedy
+        .post(format!(
+            "{base}/carts/00000000-0000-0000-0000-000000000000/checkout"
+        ))
+        .header("Idempotency-Key", "g-3")
+        .json(&json!({"payment_method": "pm_card_visa"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        cart_checkout.status().as_u16(),
+        429,
+        "cart checkouts share the limit"
+    );
+    let (status, body) = place_order(
+        &customer::client("cust-modest"),
+        &base,
+        "m-1",
+        &order("S", 0),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(status, 422, "another customer is not limited: {body}");
 }

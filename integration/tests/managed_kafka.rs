@@ -6,7 +6,7 @@
 
 use d2c_integration::customer;
 use d2c_integration::harness::Platform;
-use d2c_integration::shop::set_stock;
+use d2c_integration::shop::stock_sku;
 use serde_json::json;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ fn sasl_env(password: &str) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_reach_kafka_through_passed_through_sasl_properties() {
-    let platform = Platform::new(&["orders", "inventory", "payments", "gateway"])
+    let platform = Platform::new(&["orders", "inventory", "payments", "catalog", "gateway"])
         .await
         .expect("platform")
         .with_env(&sasl_env(PASSWORD));
@@ -37,9 +37,10 @@ async fn services_reach_kafka_through_passed_through_sasl_properties() {
         platform.orders_ready("orders"),
         platform.processor_ready("inventory", "inventory", &[]),
         platform.processor_ready("payments", "payments", &[]),
+        platform.processor_ready("catalog", "catalog", &[]),
         platform.gateway_ready("gateway", 0, 15_000),
     );
-    let (orders, inventory, payments, gateway) = match started {
+    let (orders, inventory, payments, catalog, gateway) = match started {
         Ok(services) => services,
         Err(error) => {
             platform.print_logs();
@@ -47,7 +48,7 @@ async fn services_reach_kafka_through_passed_through_sasl_properties() {
         }
     };
     let admin = customer::admin_client();
-    set_stock(&admin, &gateway.url(""), "SASL-1", 10)
+    stock_sku(&admin, &gateway.url(""), "SASL-1", 10)
         .await
         .expect("stock set");
     let response = customer::client("sasl-customer")
@@ -56,7 +57,7 @@ async fn services_reach_kafka_through_passed_through_sasl_properties() {
         .json(&json!({
             "currency": "EUR",
             "payment_method": "pm_card_visa",
-            "lines": [{"sku": "SASL-1", "quantity": 1, "unit_price_minor": 700}]
+            "lines": [{"sku": "SASL-1", "quantity": 1, "unit_price_minor": 1000}]
         }))
         .send()
         .await
@@ -65,7 +66,7 @@ async fn services_reach_kafka_through_passed_through_sasl_properties() {
     let body = response.text().await.unwrap_or_default();
     assert_eq!(status, 201, "{body}");
 
-    for service in [&orders, &inventory, &payments, &gateway] {
+    for service in [&orders, &inventory, &payments, &catalog, &gateway] {
         let log = service.log_tail(400);
         assert!(
             log.contains("sasl.password"),

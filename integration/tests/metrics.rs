@@ -6,7 +6,7 @@
 
 use d2c_integration::harness::{Platform, Service};
 use d2c_integration::postgres::TestDatabase;
-use d2c_integration::shop::{order_body, place_order, set_stock, wait_for_status};
+use d2c_integration::shop::{order_body, place_order, stock_sku, wait_for_status};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -192,7 +192,7 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
     let client = d2c_integration::customer::client("metrics-shopper");
     let base = gateway.url("");
     let admin = d2c_integration::customer::admin_client();
-    set_stock(&admin, &base, "METRIC-1", 10)
+    stock_sku(&admin, &base, "METRIC-1", 10)
         .await
         .expect("stock set");
     let mut settled = Vec::new();

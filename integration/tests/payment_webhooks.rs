@@ -62,7 +62,7 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
     // A 1 s reply timeout can be too short for a freshly started inventory:
     // setting stock is idempotent, so try again.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(error) = shop.set_stock("WH-1", 10).await {
+    while let Err(error) = shop.stock_sku("WH-1", 10).await {
         assert!(Instant::now() < deadline, "stock: {error:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -44,7 +44,7 @@ async fn oversell_is_impossible() {
     })
     .await
     .expect("shop");
-    shop.set_stock("HOT-1", 50).await.expect("stock set");
+    shop.stock_sku("HOT-1", 50).await.expect("stock set");
 
     let attempts = futures::future::join_all((0..200).map(|index| {
         let shop = &shop;
@@ -96,8 +96,8 @@ async fn refusals_release_what_was_reserved() {
     })
     .await
     .expect("shop");
-    shop.set_stock("PLENTY-1", 10).await.expect("stock");
-    shop.set_stock("SCARCE-1", 1).await.expect("stock");
+    shop.stock_sku("PLENTY-1", 10).await.expect("stock");
+    shop.stock_sku("SCARCE-1", 1).await.expect("stock");
 
     // One SKU runs out: the other SKU's reservation is given back.
     let body = order_body(&[("PLENTY-1", 3), ("SCARCE-1", 2)], "pm_card_visa");
@@ -128,7 +128,10 @@ async fn refusals_release_what_was_reserved() {
     let scarce = wait_for_stock(&shop, "SCARCE-1", "available", 1).await;
     assert_eq!(scarce["sold"], 0);
 
-    // Unknown SKUs have no stock at all.
+    // A SKU the catalog sells but nobody stocked has no stock at all.
+    d2c_integration::shop::create_test_product(&shop.admin, &shop.url(""), "NEVER-STOCKED")
+        .await
+        .expect("product");
     let body = order_body(&[("NEVER-STOCKED", 1)], "pm_card_visa");
     let (status, missing) = shop.place("unknown-1", &body).await.expect("answers");
     assert_eq!(status, 409, "{missing}");
@@ -146,7 +149,7 @@ async fn provider_errors_are_retried_without_charging_twice() {
     })
     .await
     .expect("shop");
-    shop.set_stock("SKU-P", 100).await.expect("stock");
+    shop.stock_sku("SKU-P", 100).await.expect("stock");
 
     provider.fail_next(2);
     let body = order_body(&[("SKU-P", 1)], "pm_card_visa");
@@ -211,8 +214,8 @@ async fn killing_inventory_and_payments_mid_stream_keeps_stock_and_charges_consi
     })
     .await
     .expect("shop");
-    shop.set_stock("K-1", 40).await.expect("stock");
-    shop.set_stock("K-2", 1_000).await.expect("stock");
+    shop.stock_sku("K-1", 40).await.expect("stock");
+    shop.stock_sku("K-2", 1_000).await.expect("stock");
 
     let total = 80usize;
     let base = shop.url("");

@@ -207,7 +207,7 @@ async fn one_order_is_one_trace_across_every_service() {
     )
     .await
     .expect("shop");
-    shop.set_stock("TRACE-1", 5).await.expect("stock set");
+    shop.stock_sku("TRACE-1", 5).await.expect("stock set");
 
     let response = shop
         .client

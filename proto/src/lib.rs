@@ -32,6 +32,22 @@ pub mod payments {
 }
 
 pub mod catalog {
+    /// The product a `catalog.events` record carries: ProductCreated,
+    /// ProductUpdated and ProductArchived all carry the whole product as
+    /// field 1. `None` for any other message type.
+    pub fn product_of_event(
+        message_type: &str,
+        payload: &[u8],
+    ) -> Option<Result<v1::Product, prost::DecodeError>> {
+        if !message_type.starts_with("d2c.catalog.v1.Product") {
+            return None;
+        }
+        match <v1::ProductUpdated as prost::Message>::decode(payload) {
+            Ok(event) => event.product.map(Ok),
+            Err(error) => Some(Err(error)),
+        }
+    }
+
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/d2c.catalog.v1.rs"));
     }

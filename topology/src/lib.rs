@@ -133,6 +133,12 @@ struct TopicEntry {
     #[serde(default)]
     cleanup_policy: CleanupPolicy,
     retention_ms: Option<i64>,
+    /// Compacted topics only: how long a record stays uncompacted, so that
+    /// readers of every event (the projector) see each one first.
+    min_compaction_lag_ms: Option<i64>,
+    /// Services other than the owner that read this topic.
+    #[serde(default)]
+    read_by: Vec<String>,
     /// A changelog mirrors its input topic partition for partition.
     changelog_for: Option<String>,
 }
@@ -156,6 +162,11 @@ pub struct TopicSpec {
     pub cleanup_policy: CleanupPolicy,
     /// `None` for compacted topics: they keep the latest value per key forever.
     pub retention_ms: Option<i64>,
+    /// Compacted topics: the time a record is kept before compaction may
+    /// replace it (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: Option<i64>,
+    /// Services other than the owner (the name's first part) that read it.
+    pub read_by: Vec<String>,
     /// The input topic this changelog mirrors.
     pub changelog_for: Option<String>,
 }
@@ -166,6 +177,9 @@ impl TopicSpec {
         let mut configs = vec![("cleanup.policy", self.cleanup_policy.as_str().to_owned())];
         if let Some(retention) = self.retention_ms {
             configs.push(("retention.ms", retention.to_string()));
+        }
+        if let Some(lag) = self.min_compaction_lag_ms {
+            configs.push(("min.compaction.lag.ms", lag.to_string()));
         }
         configs.push(("min.insync.replicas", self.min_insync_replicas.to_string()));
         configs
@@ -259,15 +273,17 @@ impl Topology {
         self.topics.iter().find(|topic| topic.name == name)
     }
 
-    /// Only the topics of the named services (`orders` keeps `orders.*`).
+    /// Only the topics the named services own or read (`orders` keeps
+    /// `orders.*` and `catalog.events`, which it reads).
     pub fn only_services(&self, services: &[&str]) -> Self {
         let topics = self
             .topics
             .iter()
             .filter(|topic| {
-                services
-                    .iter()
-                    .any(|service| topic.name.split('.').next() == Some(service))
+                services.iter().any(|service| {
+                    topic.name.split('.').next() == Some(service)
+                        || topic.read_by.iter().any(|reader| reader == service)
+                })
             })
             .cloned()
             .collect();
@@ -311,6 +327,8 @@ fn resolve(defaults: &Defaults, profile: &Profile, entry: &TopicEntry) -> TopicS
             .unwrap_or(defaults.min_insync_replicas),
         cleanup_policy: entry.cleanup_policy,
         retention_ms,
+        min_compaction_lag_ms: entry.min_compaction_lag_ms,
+        read_by: entry.read_by.clone(),
         changelog_for: entry.changelog_for.clone(),
     }
 }
@@ -333,6 +351,12 @@ fn validate(profile: &Profile, topics: &[TopicSpec]) -> Result<(), TopologyError
             return Err(TopologyError::Invalid(format!(
                 "{}: min_insync_replicas {} exceeds replication_factor {}: no write with acks=all could succeed",
                 topic.name, topic.min_insync_replicas, topic.replication_factor
+            )));
+        }
+        if topic.min_compaction_lag_ms.is_some() && topic.cleanup_policy != CleanupPolicy::Compact {
+            return Err(TopologyError::Invalid(format!(
+                "{}: min_compaction_lag_ms applies to compacted topics only",
+                topic.name
             )));
         }
         if seen.insert(topic.name.as_str(), topic.partitions).is_some() {
@@ -444,6 +468,30 @@ mod tests {
         ] {
             assert!(topology.topic(name).is_some(), "{name} is declared");
         }
+    }
+
+    #[test]
+    fn the_catalog_events_are_a_global_table_the_orders_read() {
+        let topology = Topology::embedded().expect("embedded topology parses");
+        let events = topology.topic(topic::CATALOG_EVENTS).expect("declared");
+        assert_eq!(events.cleanup_policy, CleanupPolicy::Compact);
+        assert!(events
+            .configs()
+            .contains(&("min.compaction.lag.ms", "2592000000".to_owned())));
+        let orders_only = topology.only_services(&["orders"]);
+        assert!(orders_only.topic(topic::CATALOG_EVENTS).is_some());
+        assert!(orders_only.topic(topic::ORDERS_MESSAGES).is_some());
+        assert!(orders_only.topic("catalog.messages").is_none());
+    }
+
+    #[test]
+    fn compaction_lag_needs_a_compacted_topic() {
+        let file = format!("{SMALL}\n[[topics]]\nname = \"b.events\"\nmin_compaction_lag_ms = 5\n");
+        let error = TopologyFile::parse(&file).expect_err("refused");
+        assert!(
+            error.to_string().contains("compacted topics only"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Open-model load generator for the gateway. `--mode orders` (default):
 //! every request is a whole checkout (`POST /orders`: stock reserved,
 //! payment authorized, order confirmed) by one of `--customers` customers,
-//! who register (or log in) first. `--stock N` first sets N units on hand
-//! for every SKU it will order. `--mode search`: catalog searches
+//! who register (or log in) first. Orders buy the first SKU of demo products
+//! 0..`--skus` at the catalog's price (the seeded demo catalog must be
+//! there). `--stock N` first sets N units on hand for every SKU it will
+//! order. `--mode search`: catalog searches
 //! (`GET /products?q=…`, words the demo catalog uses); `--mode product`:
 //! product reads (`GET /products/demo-…`), both against the seeded catalog.
 //!
@@ -35,7 +37,7 @@ usage: loadgen [options]
   --mode MODE            orders, search or product (default orders)
   --customers N          customers placing the orders, registered/logged in first (default 20)
   --products N           demo products to read in product mode (default 10000)
-  --skus N               distinct SKUs (default 100)
+  --skus N               distinct SKUs: the first SKU of demo products 0..N (default 100)
   --lines N              max lines per order (default 3)
   --max-in-flight N      arrivals beyond this many open requests count as client_overloaded (default 20000)
   --warmup S             seconds run before the measured window, excluded from stats (default 1)
@@ -183,10 +185,13 @@ fn order_for(index: u64, args: &Args) -> PlaceOrder {
         currency: "EUR",
         lines: skus
             .into_iter()
-            .map(|sku| OrderLine {
-                sku: format!("SKU-{sku}"),
-                quantity: rng.range(1, 3),
-                unit_price_minor: rng.range(100, 10_000),
+            .map(|index| {
+                let (sku, unit_price_minor) = d2c_integration::demo::first_offer(index);
+                OrderLine {
+                    sku,
+                    quantity: rng.range(1, 3),
+                    unit_price_minor,
+                }
             })
             .collect(),
         payment_method: args.payment_method.clone(),
@@ -391,8 +396,9 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
 
 /// Sets `--stock` units on hand for every SKU the run may order.
 async fn seed_stock(client: &reqwest::Client, args: &Args) -> Result<()> {
-    for sku in 0..args.skus {
-        let url = format!("{}/admin/inventory/SKU-{sku}", args.url);
+    for index in 0..args.skus {
+        let (sku, _) = d2c_integration::demo::first_offer(index);
+        let url = format!("{}/admin/inventory/{sku}", args.url);
         let response = client
             .put(&url)
             .bearer_auth(d2c_integration::cli::admin_token())

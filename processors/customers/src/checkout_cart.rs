@@ -13,7 +13,7 @@ use crate::table::{CartWrite, CustomerRead, CustomerWrite};
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::customers::v1::{Cart, CartCheckedOut, CartReply, CartStatus, CheckoutCart};
 use d2c_proto::ids;
-use d2c_proto::orders::v1::{OrderLine, PlaceOrder};
+use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::StateRead;
 use d2c_topology::topic;
@@ -118,16 +118,19 @@ pub fn place_order(cart: &Cart, payment_method: &str) -> PlaceOrder {
         lines: cart
             .lines
             .iter()
-            .map(|line| OrderLine {
+            // The price the cart showed: orders prices from the catalog
+            // and refuses the order if the two differ.
+            .map(|line| RequestedLine {
                 sku: line.sku.clone(),
                 quantity: line.quantity,
-                unit_price_minor: line.unit_price_minor,
+                unit_price_minor: Some(line.unit_price_minor),
             })
             .collect(),
         currency: cart.currency.clone(),
         idempotency_key: cart.idempotency_key.clone(),
         request_hash: request_hash(cart, payment_method),
         payment_method: payment_method.to_owned(),
+        cart_id: cart.cart_id.clone(),
     }
 }
 

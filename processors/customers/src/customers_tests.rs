@@ -10,7 +10,7 @@ use d2c_proto::customers::v1::{
     CustomerRegistered, CustomerReply, CustomerUpdated, GetCart, GetCredentials, GetCustomer,
     RegisterCustomer, RemoveAddress, SetCartLine,
 };
-use d2c_proto::orders::v1::{OrderLine, PlaceOrder};
+use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use d2c_proto::{ids, Envelope, ReplyTo};
 use d2c_runtime::handler::{Destination, Outgoing};
 use d2c_runtime::testing::TestStore;
@@ -858,21 +858,22 @@ fn customers_checkout_forwards_one_place_order_and_announces() {
             order_id: order_id.clone(),
             customer_id: customer_id.clone(),
             lines: vec![
-                OrderLine {
+                RequestedLine {
                     sku: "SKU-1".into(),
                     quantity: 2,
-                    unit_price_minor: 1_500,
+                    unit_price_minor: Some(1_500),
                 },
-                OrderLine {
+                RequestedLine {
                     sku: "SKU-2".into(),
                     quantity: 1,
-                    unit_price_minor: 900,
+                    unit_price_minor: Some(900),
                 },
             ],
             currency: "EUR".into(),
             idempotency_key: "key-1".into(),
             request_hash: request_hash(&stored, "pm_card_visa"),
             payment_method: "pm_card_visa".into(),
+            cart_id: "C-1".into(),
         }
     );
     assert_eq!(order.request_hash.len(), 32, "SHA-256");
@@ -1050,4 +1051,47 @@ fn customers_replay_gives_identical_effects() {
         first.cart(&customer_id, "C-1"),
         second.cart(&customer_id, "C-1")
     );
+}
+
+#[test]
+fn customers_a_cart_refused_on_price_opens_again_repriced_once() {
+    use d2c_proto::customers::v1::{CartReopened, ReopenCart, RepricedLine};
+    let mut fx = Fixture::new();
+    let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500), ("SKU-2", 1, 900)]);
+    let first = fx.handle(&checkout(&customer_id, "key-1"));
+    let (_, placed) = only_forwarded(&first);
+    let reopen = ReopenCart {
+        customer_id: customer_id.clone(),
+        cart_id: "C-1".into(),
+        order_id: placed.order_id.clone(),
+        lines: vec![
+            RepricedLine {
+                sku: "SKU-1".into(),
+                unit_price_minor: Some(1_600),
+            },
+            RepricedLine {
+                sku: "SKU-2".into(),
+                unit_price_minor: None,
+            },
+        ],
+    };
+    let effects = fx.handle(&reopen);
+    let (_, event) = only_event::<CartReopened>(&effects);
+    let cart = fx.cart(&customer_id, "C-1").expect("stored");
+    assert_eq!(event.cart.as_ref(), Some(&cart));
+    assert_eq!(cart.status(), CartStatus::Open);
+    assert!(cart.order_id.is_empty() && cart.idempotency_key.is_empty());
+    let lines: Vec<_> = cart
+        .lines
+        .iter()
+        .map(|line| (line.sku.as_str(), line.unit_price_minor))
+        .collect();
+    assert_eq!(lines, [("SKU-1", 1_600)], "SKU-2 is no longer sold");
+    // A redelivered ReopenCart changes nothing.
+    assert!(fx.handle(&reopen).outgoing().is_empty());
+    // Checking out again with the same key places the repriced order.
+    let again = fx.handle(&checkout(&customer_id, "key-1"));
+    let (_, repriced) = only_forwarded(&again);
+    assert_eq!(repriced.order_id, placed.order_id);
+    assert_eq!(repriced.lines[0].unit_price_minor, Some(1_600));
 }

@@ -63,6 +63,7 @@ pub mod credentials;
 pub mod get_cart;
 pub mod get_customer;
 pub mod register;
+pub mod reopen_cart;
 mod reply;
 pub mod set_cart_line;
 mod table;
@@ -75,7 +76,7 @@ pub use table::{cart_key, Account, CartRead, CartWrite, CustomerRead, CustomerWr
 
 use d2c_proto::customers::v1::{
     AddAddress, CheckoutCart, CreateCart, GetCart, GetCredentials, GetCustomer, RegisterCustomer,
-    RemoveAddress, SetCartLine,
+    RemoveAddress, ReopenCart, SetCartLine,
 };
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
@@ -127,6 +128,8 @@ fn handle_cart(
         get_cart::apply(state, message.decode()?, effects)
     } else if message_type == CheckoutCart::full_name() {
         checkout_cart::apply(state, message.decode()?, effects)
+    } else if message_type == ReopenCart::full_name() {
+        reopen_cart::apply(state, message.decode()?, effects)
     } else {
         Err(HandlerError::Malformed(format!(
             "customers does not handle {message_type}"

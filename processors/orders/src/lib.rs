@@ -8,7 +8,7 @@
 //! order is handled by the partition that owns it, in order, with no lock.
 //!
 //! ```text
-//!   (none) --PlaceOrder--> PLACED          ReserveStock per line
+//!   (none) --PlaceOrder--> PLACED          lines priced from the catalog; ReserveStock per line
 //!   PLACED --all lines reserved--> AWAITING_PAYMENT     AuthorizePayment
 //!   PLACED --all answered, any refused--> REJECTED      ReleaseStock (reserved lines), 409
 //!   AWAITING_PAYMENT --authorized--> CONFIRMED          CommitStock per line, 201
@@ -32,6 +32,7 @@ pub mod cancel;
 pub mod get_order;
 pub mod metrics;
 pub mod place_order;
+pub mod prices;
 pub mod saga;
 pub mod status;
 mod table;
@@ -51,8 +52,17 @@ pub const SERVICE: &str = "orders";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9101;
 
-#[derive(Debug, Default)]
-pub struct OrdersHandler;
+/// The orders handler: order state from the partition store, prices from
+/// the catalog view every instance keeps.
+pub struct OrdersHandler {
+    prices: std::sync::Arc<dyn prices::PriceBook>,
+}
+
+impl OrdersHandler {
+    pub fn new(prices: std::sync::Arc<dyn prices::PriceBook>) -> Self {
+        Self { prices }
+    }
+}
 
 impl Handler for OrdersHandler {
     fn handle(
@@ -63,7 +73,13 @@ impl Handler for OrdersHandler {
     ) -> Result<(), HandlerError> {
         let message_type = message.envelope.message_type.as_str();
         if message_type == PlaceOrder::full_name() {
-            place_order::apply(state, message.envelope, message.decode()?, effects)
+            place_order::apply(
+                state,
+                self.prices.as_ref(),
+                message.envelope,
+                message.decode()?,
+                effects,
+            )
         } else if message_type == ReservationResult::full_name() {
             saga::on_reservation(state, message.decode()?, effects)
         } else if message_type == PaymentResult::full_name() {

@@ -1,15 +1,53 @@
+use d2c_orders::prices::{CatalogPrices, CatalogView};
 use d2c_orders::{OrdersHandler, DEFAULT_ADMIN_PORT, SERVICE};
-use d2c_runtime::ProcessorSpec;
+use d2c_runtime::global::{GlobalTopic, GlobalTopicSettings, StartAt};
+use d2c_runtime::{Handler, ProcessorSpec, RuntimeConfig};
+use d2c_topology::{topic, TopicNames};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an order for a SKU this instance has not seen waits for the
+/// catalog view to catch up before it is refused: a product created a
+/// moment ago reaches the view within milliseconds, so this only bounds a
+/// broker that does not answer.
+const CATALOG_MISS_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a start may spend loading the catalog before giving up.
+const CATALOG_LOAD_LIMIT: Duration = Duration::from_secs(300);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    d2c_runtime::run(
+    d2c_runtime::run_built(
         ProcessorSpec {
             service: SERVICE,
             default_admin_port: DEFAULT_ADMIN_PORT,
         },
-        Arc::new(OrdersHandler),
+        Box::new(with_catalog_prices),
     )
     .await
+}
+
+/// The handler, once this instance's catalog view is whole: an order must
+/// never be refused because the view was still loading.
+fn with_catalog_prices(
+    config: &RuntimeConfig,
+    names: &TopicNames,
+) -> anyhow::Result<Arc<dyn Handler>> {
+    let view = Arc::new(CatalogView::default());
+    let feed = GlobalTopic::start(
+        GlobalTopicSettings {
+            brokers: config.brokers.clone(),
+            client_id: format!("{SERVICE}-catalog"),
+            topic: names.name(topic::CATALOG_EVENTS),
+            start: StartAt::Beginning,
+            fetch_wait: config.fetch_wait,
+            stats_interval: config.stats_interval,
+            refresh: Duration::from_secs(10),
+        },
+        view.clone(),
+    )?;
+    feed.load(CATALOG_LOAD_LIMIT)?;
+    tracing::info!(skus = view.len(), "Catalog prices loaded");
+    let prices = CatalogPrices::new(view, feed, CATALOG_MISS_WAIT);
+    Ok(Arc::new(OrdersHandler::new(Arc::new(prices))))
 }

@@ -268,7 +268,6 @@ mod tests {
     #[test]
     fn the_handler_counts_a_confirmed_checkout_when_its_batch_commits() {
         use crate::testing::{command, envelope, from_service, Harness};
-        use crate::OrdersHandler;
         use d2c_proto::inventory::v1::ReservationResult;
         use d2c_proto::payments::v1::{PaymentResult, PaymentStatus};
         use d2c_runtime::Handler;
@@ -297,7 +296,7 @@ mod tests {
             .saga_outcomes
             .with_label_values(&[outcome::CONFIRMED, ""])
             .get();
-        OrdersHandler.committed(effects.outgoing());
+        harness.handler().committed(effects.outgoing());
         assert_eq!(METRICS.orders_confirmed.get(), confirmed + 1);
         assert_eq!(
             METRICS.revenue_minor.with_label_values(&["EUR"]).get(),

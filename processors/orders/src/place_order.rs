@@ -1,10 +1,22 @@
-//! PlaceOrder: validate, record the order, announce it, answer.
+//! PlaceOrder: validate, price every line from the catalog, record the
+//! order, announce it, answer.
+//!
+//! The client never sets a price: each line is priced from the catalog view
+//! ([`crate::prices`]). A price the storefront says it showed is only
+//! compared: a different one refuses the order with PRICE_CHANGED (409)
+//! naming the line and the current price; a SKU the catalog does not sell
+//! (unknown, archived, not in the currency) refuses it as INVALID (422). A
+//! cart refused this way is reopened with current prices (ReopenCart), since
+//! nothing was held for it yet.
 
+use crate::prices::PriceBook;
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
+use d2c_proto::customers::v1::{ReopenCart, RepricedLine};
 use d2c_proto::inventory::v1::ReserveStock;
 use d2c_proto::orders::v1::{
-    order_reply, LineStatus, Order, OrderPlaced, OrderRecord, OrderReply, OrderStatus, PlaceOrder,
+    order_reply, LineStatus, Order, OrderLine, OrderPlaced, OrderRecord, OrderReply, OrderStatus,
+    PlaceOrder,
 };
 use d2c_proto::Envelope;
 use d2c_runtime::{Effects, HandlerError};
@@ -13,6 +25,7 @@ use d2c_topology::topic;
 
 pub fn apply(
     state: &dyn StateRead,
+    prices: &dyn PriceBook,
     envelope: &Envelope,
     command: PlaceOrder,
     effects: &mut Effects,
@@ -35,7 +48,19 @@ pub fn apply(
         effects.reply(&reply_key, &reply);
         return Ok(());
     }
-    let order = match new_order(envelope, &command) {
+    if let Err(rejection) = check_request(&command) {
+        effects.reply(&reply_key, &rejected(rejection));
+        return Ok(());
+    }
+    let order = match price_lines(prices, &command) {
+        Ok(lines) => new_order(envelope, &command, lines),
+        Err(rejection) => {
+            reopen_cart(prices, &command, effects);
+            effects.reply(&reply_key, &rejected(rejection));
+            return Ok(());
+        }
+    };
+    let order = match order {
         Ok(order) => order,
         Err(rejection) => {
             effects.reply(&reply_key, &rejected(rejection));
@@ -95,7 +120,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Rejection {
 
 /// The gateway validates first; this is the owner's own check, since a
 /// command may come from anywhere that can write to the topic.
-fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejection> {
+fn check_request(command: &PlaceOrder) -> Result<(), Rejection> {
     if command.order_id.is_empty() {
         return Err(invalid("order_id", "order_id is required"));
     }
@@ -114,7 +139,6 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
     if command.lines.is_empty() {
         return Err(invalid("lines", "an order needs at least one line"));
     }
-    let mut total: i64 = 0;
     for (index, line) in command.lines.iter().enumerate() {
         if line.sku.is_empty() {
             return Err(invalid(format!("lines[{index}].sku"), "sku is required"));
@@ -134,12 +158,104 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
                 "quantity must be at least 1",
             ));
         }
-        if line.unit_price_minor < 0 {
-            return Err(invalid(
-                format!("lines[{index}].unit_price_minor"),
-                "price cannot be negative",
-            ));
+    }
+    Ok(())
+}
+
+/// Each line at the catalog's current price, or why the catalog does not
+/// sell it at the price shown.
+fn price_lines(prices: &dyn PriceBook, command: &PlaceOrder) -> Result<Vec<OrderLine>, Rejection> {
+    let mut lines = Vec::with_capacity(command.lines.len());
+    let mut changed: Option<Rejection> = None;
+    for (index, line) in command.lines.iter().enumerate() {
+        let current = current_price(prices, &line.sku, &command.currency)
+            .map_err(|message| invalid(format!("lines[{index}].sku"), message))?;
+        match line.unit_price_minor {
+            Some(shown) if shown != current => {
+                note_price_change(&mut changed, index, &line.sku, shown, current)
+            }
+            _ => {}
         }
+        lines.push(OrderLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_minor: current,
+        });
+    }
+    match changed {
+        Some(rejection) => Err(rejection),
+        None => Ok(lines),
+    }
+}
+
+fn current_price(prices: &dyn PriceBook, sku: &str, currency: &str) -> Result<i64, String> {
+    let Some(offer) = prices.offer(sku) else {
+        return Err(format!("{sku} is not in the catalog"));
+    };
+    if offer.archived {
+        return Err(format!("{sku} is no longer sold"));
+    }
+    offer
+        .price_in(currency)
+        .ok_or_else(|| format!("{sku} is not sold in {currency}"))
+}
+
+/// The first changed line is named in `field` with its current price; every
+/// changed SKU is listed, and the message gives each new price.
+fn note_price_change(
+    changed: &mut Option<Rejection>,
+    index: usize,
+    sku: &str,
+    shown: i64,
+    current: i64,
+) {
+    let rejection = changed.get_or_insert_with(|| Rejection {
+        code: Code::PriceChanged as i32,
+        field: format!("lines[{index}].unit_price_minor"),
+        message: "the price changed:".into(),
+        current_price_minor: Some(current),
+        ..Rejection::default()
+    });
+    rejection.skus.push(sku.to_owned());
+    let separator = if rejection.skus.len() == 1 { " " } else { "; " };
+    rejection.message = format!(
+        "{}{separator}{sku} now costs {current} (shown {shown})",
+        rejection.message
+    );
+}
+
+/// A cart whose checkout was refused on price opens again, repriced.
+fn reopen_cart(prices: &dyn PriceBook, command: &PlaceOrder, effects: &mut Effects) {
+    if command.cart_id.is_empty() {
+        return;
+    }
+    let lines = command
+        .lines
+        .iter()
+        .map(|line| RepricedLine {
+            sku: line.sku.clone(),
+            unit_price_minor: current_price(prices, &line.sku, &command.currency).ok(),
+        })
+        .collect();
+    effects.send(
+        topic::CUSTOMERS_MESSAGES,
+        &command.customer_id,
+        &ReopenCart {
+            customer_id: command.customer_id.clone(),
+            cart_id: command.cart_id.clone(),
+            order_id: command.order_id.clone(),
+            lines,
+        },
+    );
+}
+
+fn new_order(
+    envelope: &Envelope,
+    command: &PlaceOrder,
+    lines: Vec<OrderLine>,
+) -> Result<Order, Rejection> {
+    let mut total: i64 = 0;
+    for (index, line) in lines.iter().enumerate() {
         total = line
             .quantity
             .checked_mul(line.unit_price_minor)
@@ -149,7 +265,7 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
     Ok(Order {
         order_id: command.order_id.clone(),
         customer_id: command.customer_id.clone(),
-        lines: command.lines.clone(),
+        lines,
         currency: command.currency.clone(),
         total_minor: total,
         status: OrderStatus::Placed as i32,
@@ -164,7 +280,8 @@ fn new_order(envelope: &Envelope, command: &PlaceOrder) -> Result<Order, Rejecti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{command, envelope, reply_of, sent_of, Harness};
+    use crate::testing::{command, envelope, product, reply_of, sent_of, Harness};
+    use d2c_proto::customers::v1::ReopenCart;
     use prost::Name;
 
     #[test]
@@ -246,6 +363,117 @@ mod tests {
         let mut no_payment = command("o-5", b"h");
         no_payment.payment_method.clear();
         assert_eq!(field_of(&no_payment, 6), "payment_method");
+    }
+
+    fn rejection_of(effects: &Effects) -> Rejection {
+        match reply_of(effects).and_then(|reply| reply.result) {
+            Some(order_reply::Result::Rejected(rejection)) => rejection,
+            other => panic!("rejection expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_are_priced_from_the_catalog_when_no_price_was_shown() {
+        let harness = Harness::new();
+        let mut unpriced = command("o-1", b"h");
+        for line in &mut unpriced.lines {
+            line.unit_price_minor = None;
+        }
+        harness.handle(&envelope(1), &unpriced);
+        let order = harness
+            .store()
+            .order("o-1")
+            .expect("read")
+            .expect("stored")
+            .order
+            .expect("order");
+        let prices: Vec<i64> = order
+            .lines
+            .iter()
+            .map(|line| line.unit_price_minor)
+            .collect();
+        assert_eq!(prices, [1_250, 500]);
+        assert_eq!(order.total_minor, 3_000);
+    }
+
+    #[test]
+    fn a_tampered_price_is_refused_naming_the_line_and_the_current_price() {
+        let harness = Harness::new();
+        let mut tampered = command("o-1", b"h");
+        tampered.lines[1].unit_price_minor = Some(0);
+        let effects = harness.handle(&envelope(1), &tampered);
+        let rejection = rejection_of(&effects);
+        assert_eq!(rejection.code, Code::PriceChanged as i32);
+        assert_eq!(rejection.field, "lines[1].unit_price_minor");
+        assert_eq!(rejection.current_price_minor, Some(500));
+        assert_eq!(rejection.skus, ["SKU-2"]);
+        assert!(effects.changes().is_empty(), "nothing stored");
+        assert!(sent_of::<ReserveStock>(&effects, topic::INVENTORY_MESSAGES).is_empty());
+    }
+
+    #[test]
+    fn a_price_changed_since_it_was_shown_is_refused() {
+        let harness = Harness::new();
+        harness.catalog().put(&product("p-1", 2, "SKU-1", 1_300));
+        let rejection = rejection_of(&harness.handle(&envelope(1), &command("o-1", b"h")));
+        assert_eq!(rejection.code, Code::PriceChanged as i32);
+        assert_eq!(rejection.field, "lines[0].unit_price_minor");
+        assert_eq!(rejection.current_price_minor, Some(1_300));
+    }
+
+    #[test]
+    fn unknown_archived_or_unpriced_skus_are_invalid_naming_the_line() {
+        let harness = Harness::new();
+        let mut unknown = command("o-1", b"h");
+        unknown.lines[1].sku = "NOPE".into();
+        let rejection = rejection_of(&harness.handle(&envelope(1), &unknown));
+        assert_eq!(
+            (rejection.code, rejection.field.as_str()),
+            (Code::Invalid as i32, "lines[1].sku")
+        );
+
+        let mut archived = product("p-2", 2, "SKU-2", 500);
+        archived.archived = true;
+        harness.catalog().put(&archived);
+        let rejection = rejection_of(&harness.handle(&envelope(2), &command("o-2", b"h")));
+        assert_eq!(rejection.field, "lines[1].sku");
+        assert!(
+            rejection.message.contains("no longer sold"),
+            "{}",
+            rejection.message
+        );
+
+        let mut in_dollars = command("o-3", b"h");
+        in_dollars.currency = "USD".into();
+        let rejection = rejection_of(&harness.handle(&envelope(3), &in_dollars));
+        assert_eq!(rejection.field, "lines[0].sku");
+        assert!(
+            rejection.message.contains("not sold in USD"),
+            "{}",
+            rejection.message
+        );
+    }
+
+    #[test]
+    fn a_cart_refused_on_price_is_reopened_with_current_prices() {
+        let harness = Harness::new();
+        harness.catalog().put(&product("p-1", 2, "SKU-1", 1_300));
+        let mut from_cart = command("o-1", b"h");
+        from_cart.cart_id = "cart-1".into();
+        let effects = harness.handle(&envelope(1), &from_cart);
+        let reopened: Vec<ReopenCart> = sent_of(&effects, topic::CUSTOMERS_MESSAGES);
+        assert_eq!(reopened.len(), 1);
+        assert_eq!(reopened[0].cart_id, "cart-1");
+        assert_eq!(reopened[0].order_id, "o-1");
+        let prices: Vec<_> = reopened[0]
+            .lines
+            .iter()
+            .map(|l| (l.sku.as_str(), l.unit_price_minor))
+            .collect();
+        assert_eq!(prices, [("SKU-1", Some(1_300)), ("SKU-2", Some(500))]);
+        // A direct order has no cart to reopen.
+        let direct = harness.handle(&envelope(2), &command("o-2", b"h"));
+        assert!(sent_of::<ReopenCart>(&direct, topic::CUSTOMERS_MESSAGES).is_empty());
     }
 
     #[test]

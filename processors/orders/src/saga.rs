@@ -188,8 +188,8 @@ fn decline(
         code: Code::PaymentDeclined as i32,
         field: "payment_method".into(),
         message,
-        skus: Vec::new(),
         reason: result.decline_code,
+        ..Rejection::default()
     });
     let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
     release(effects, &order.order_id, skus);

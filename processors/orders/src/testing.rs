@@ -1,8 +1,10 @@
 //! Test support: runs the handler the way the runtime does, against a real
 //! (temporary) RocksDB store, committing each message's changes.
 
+use crate::prices::CatalogView;
 use crate::OrdersHandler;
-use d2c_proto::orders::v1::{OrderLine, OrderReply, PlaceOrder};
+use d2c_proto::catalog::v1::{Price, Product, Variant};
+use d2c_proto::orders::v1::{OrderReply, PlaceOrder, RequestedLine};
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_runtime::handler::Destination;
 use d2c_runtime::testing::TestStore;
@@ -10,23 +12,43 @@ use d2c_runtime::Effects;
 use d2c_state::PartitionStore;
 use prost::{Message, Name};
 
-/// A temporary store driven by the orders handler.
-pub struct Harness(TestStore);
+/// A temporary store driven by the orders handler, with a catalog that
+/// sells SKU-1 at 12.50 and SKU-2 at 5.00 EUR.
+pub struct Harness {
+    store: TestStore,
+    catalog: std::sync::Arc<CatalogView>,
+    handler: OrdersHandler,
+}
 
 impl Harness {
     pub fn new() -> Self {
-        Self(TestStore::new())
+        let catalog = std::sync::Arc::new(CatalogView::default());
+        catalog.put(&product("p-1", 1, "SKU-1", 1_250));
+        catalog.put(&product("p-2", 1, "SKU-2", 500));
+        Self {
+            store: TestStore::new(),
+            handler: OrdersHandler::new(catalog.clone()),
+            catalog,
+        }
+    }
+
+    pub fn handler(&self) -> &OrdersHandler {
+        &self.handler
+    }
+
+    pub fn catalog(&self) -> &CatalogView {
+        &self.catalog
     }
 
     pub fn store(&self) -> &PartitionStore {
-        &self.0.store
+        &self.store.store
     }
 
     pub fn handle<M: Message + Name>(&self, envelope: &Envelope, message: &M) -> Effects {
         let mut envelope = envelope.clone();
         envelope.message_type = M::full_name();
-        self.0
-            .handle(&OrdersHandler, &envelope, &message.encode_to_vec())
+        self.store
+            .handle(&self.handler, &envelope, &message.encode_to_vec())
             .expect("handled")
     }
 }
@@ -36,21 +58,39 @@ pub fn command(order_id: &str, hash: &[u8]) -> PlaceOrder {
         order_id: order_id.into(),
         customer_id: "cust-1".into(),
         lines: vec![
-            OrderLine {
+            RequestedLine {
                 sku: "SKU-1".into(),
                 quantity: 2,
-                unit_price_minor: 1_250,
+                unit_price_minor: Some(1_250),
             },
-            OrderLine {
+            RequestedLine {
                 sku: "SKU-2".into(),
                 quantity: 1,
-                unit_price_minor: 500,
+                unit_price_minor: Some(500),
             },
         ],
         currency: "EUR".into(),
         idempotency_key: "key-1".into(),
         request_hash: hash.to_vec(),
         payment_method: "pm_card_visa".into(),
+        cart_id: String::new(),
+    }
+}
+
+/// A product of one variant sold in EUR.
+pub fn product(product_id: &str, version: i64, sku: &str, amount_minor: i64) -> Product {
+    Product {
+        product_id: product_id.into(),
+        version,
+        variants: vec![Variant {
+            sku: sku.into(),
+            prices: vec![Price {
+                currency: "EUR".into(),
+                amount_minor,
+            }],
+            ..Variant::default()
+        }],
+        ..Product::default()
     }
 }
 

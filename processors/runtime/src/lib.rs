@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod config;
 pub mod error_reports;
+pub mod global;
 pub mod handler;
 pub mod kafka;
 pub mod lag;
@@ -30,7 +31,7 @@ mod worker;
 
 pub use config::RuntimeConfig;
 pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
-pub use run::{run, run_with_routes, shutdown_signal, ProcessorSpec};
+pub use run::{run, run_built, run_with_routes, shutdown_signal, BuildHandler, ProcessorSpec};
 
 /// Errors of the runtime. Kafka errors carry where they happened.
 #[derive(Debug, thiserror::Error)]

@@ -53,6 +53,18 @@ pub async fn run(spec: ProcessorSpec, handler: Arc<dyn Handler>) -> anyhow::Resu
     run_with_routes(spec, handler, Router::new()).await
 }
 
+/// Builds a handler once the configuration is known, before the processor
+/// joins its group (e.g. to load a global table); runs on a blocking thread.
+pub type BuildHandler =
+    Box<dyn FnOnce(&RuntimeConfig, &TopicNames) -> anyhow::Result<Arc<dyn Handler>> + Send>;
+
+/// [`run`], with the handler made by `build`: the admin endpoint answers
+/// `/health` meanwhile, and `/ready` only once the processor has joined.
+pub async fn run_built(spec: ProcessorSpec, build: BuildHandler) -> anyhow::Result<()> {
+    telemetry::init();
+    finish(spec, run_processor(spec, build, Router::new()).await).await
+}
+
 /// [`run`], with `routes` served by the admin HTTP endpoint next to
 /// `/health`, `/ready` and `/metrics` (for a service's own endpoints, e.g.
 /// provider webhooks). `routes` must not reuse those three paths.
@@ -62,7 +74,11 @@ pub async fn run_with_routes(
     routes: Router,
 ) -> anyhow::Result<()> {
     telemetry::init();
-    let result = run_processor(spec, handler, routes).await;
+    let build: BuildHandler = Box::new(move |_, _| Ok(handler));
+    finish(spec, run_processor(spec, build, routes).await).await
+}
+
+async fn finish(spec: ProcessorSpec, result: anyhow::Result<()>) -> anyhow::Result<()> {
     if let Err(error) = &result {
         // Logged here so that Slack and Sentry hear of it before the exit.
         tracing::error!(error = %format!("{error:#}"), "The {} processor failed", spec.service);
@@ -74,7 +90,7 @@ pub async fn run_with_routes(
 
 async fn run_processor(
     spec: ProcessorSpec,
-    handler: Arc<dyn Handler>,
+    build: BuildHandler,
     routes: Router,
 ) -> anyhow::Result<()> {
     let config = RuntimeConfig::from_env(spec.service, spec.default_admin_port)?;
@@ -99,6 +115,12 @@ async fn run_processor(
     let readiness = Arc::new(Readiness::default());
     admin::serve(config.admin_addr, Arc::clone(&readiness), routes).await?;
 
+    let handler = {
+        let (config, names) = (config.clone(), names.clone());
+        tokio::task::spawn_blocking(move || build(&config, &names))
+            .await
+            .context("building the handler")??
+    };
     let (offsets, stored_offsets) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         service: spec.service,

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod order_admin;
 pub mod orders;
 pub mod replies;
 pub mod search;
@@ -102,6 +103,21 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             put(inventory::set_stock),
         ),
         (Method::GET, "/inventory/{sku}", get(inventory::get_stock)),
+        (
+            Method::GET,
+            "/admin/orders/{order_id}",
+            get(order_admin::get_order),
+        ),
+        (
+            Method::POST,
+            "/admin/orders/{order_id}/fulfil",
+            post(order_admin::fulfil),
+        ),
+        (
+            Method::POST,
+            "/admin/orders/{order_id}/refunds",
+            post(order_admin::refund),
+        ),
         (
             Method::POST,
             "/admin/products",

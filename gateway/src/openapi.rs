@@ -37,6 +37,9 @@ Every error is `{\"error\": {\"code\", \"message\", \"field\"?, ...}}`; every re
         crate::catalog::archive_product,
         crate::inventory::set_stock,
         crate::inventory::get_stock,
+        crate::order_admin::get_order,
+        crate::order_admin::fulfil,
+        crate::order_admin::refund,
         crate::health::health,
         crate::health::ready,
         metrics,
@@ -48,7 +51,7 @@ Every error is `{\"error\": {\"code\", \"message\", \"field\"?, ...}}`; every re
         (name = "customers", description = "Accounts and login"),
         (name = "carts", description = "The customer's carts"),
         (name = "catalog", description = "Products, search and stock, for storefronts"),
-        (name = "admin", description = "Catalog and stock management"),
+        (name = "admin", description = "Catalog, stock and order management (fulfilment, refunds)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

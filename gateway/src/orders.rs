@@ -17,7 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use d2c_proto::common::v1::rejection::Code;
-use d2c_proto::orders::v1::{order_reply, CancelOrder, GetOrder, Order, OrderReply, OrderStatus};
+use d2c_proto::orders::v1::{
+    order_reply, CancelOrder, GetOrder, Order, OrderReply, OrderStatus, RefundStatus,
+};
 use d2c_topology::topic;
 use prost::Message;
 use serde::Serialize;
@@ -34,8 +36,9 @@ pub struct OrderLineJson {
 pub struct OrderJson {
     pub order_id: String,
     pub customer_id: String,
-    /// `placed`, `awaiting_payment`, `confirmed`, `rejected`, `cancelling`
-    /// or `cancelled`.
+    /// `placed`, `awaiting_payment`, `confirmed` (paid: the money is held),
+    /// `rejected`, `fulfilling` (capture in flight), `fulfilled` (captured),
+    /// `capture_failed`, `cancelling`, `cancelled` or `refund_failed`.
     pub status: String,
     pub currency: String,
     pub total_minor: i64,
@@ -45,6 +48,29 @@ pub struct OrderJson {
     pub payment_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<RejectionJson>,
+    /// Money taken at fulfilment (0 before).
+    #[serde(default)]
+    pub captured_minor: i64,
+    /// Money given back by refunds that went through.
+    #[serde(default)]
+    pub refunded_minor: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundJson>,
+    /// Why the order ended as it did when nobody asked for it (a deadline,
+    /// a capture or refund the provider refused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// One refund of an order.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, ToSchema)]
+pub struct RefundJson {
+    pub refund_id: String,
+    pub amount_minor: i64,
+    /// `pending`, `refunded` or `failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Why an order was rejected, as stored with it.
@@ -106,6 +132,25 @@ impl From<Order> for OrderJson {
             placed_at_ms: order.placed_at_ms,
             payment_ref: order.payment_ref,
             rejection,
+            captured_minor: order.captured_minor,
+            refunded_minor: order.refunded_minor,
+            refunds: order
+                .refunds
+                .into_iter()
+                .map(|refund| RefundJson {
+                    status: match RefundStatus::try_from(refund.status) {
+                        Ok(RefundStatus::Pending) => "pending",
+                        Ok(RefundStatus::Refunded) => "refunded",
+                        Ok(RefundStatus::Failed) => "failed",
+                        _ => "unknown",
+                    }
+                    .to_owned(),
+                    refund_id: refund.refund_id,
+                    amount_minor: refund.amount_minor,
+                    message: refund.message,
+                })
+                .collect(),
+            reason: order.reason,
         }
     }
 }
@@ -119,6 +164,10 @@ pub fn status_label(status: i32) -> &'static str {
         Ok(OrderStatus::Rejected) => "rejected",
         Ok(OrderStatus::Cancelling) => "cancelling",
         Ok(OrderStatus::Cancelled) => "cancelled",
+        Ok(OrderStatus::Fulfilling) => "fulfilling",
+        Ok(OrderStatus::Fulfilled) => "fulfilled",
+        Ok(OrderStatus::CaptureFailed) => "capture_failed",
+        Ok(OrderStatus::RefundFailed) => "refund_failed",
         _ => "unknown",
     }
 }
@@ -194,7 +243,7 @@ pub fn checkout_outcome(
 }
 
 /// 202 + Location: the order exists (or will), its outcome is not known yet.
-fn pending(order_id: &str) -> Response {
+pub(crate) fn pending(order_id: &str) -> Response {
     let body = PendingJson {
         order_id: order_id.to_owned(),
         status: "pending".into(),
@@ -237,7 +286,7 @@ fn checkout_response(payload: &[u8]) -> Result<Response, ApiError> {
 
 /// Order ids are UUIDs; anything else names no order, and is answered
 /// without a round trip.
-fn ensure_order_id(order_id: &str) -> Result<(), ApiError> {
+pub(crate) fn ensure_order_id(order_id: &str) -> Result<(), ApiError> {
     match uuid::Uuid::parse_str(order_id) {
         Ok(_) => Ok(()),
         Err(_) => Err(ApiError::not_found(format!(
@@ -247,17 +296,19 @@ fn ensure_order_id(order_id: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /orders/{id}/cancel`: a confirmed order is cancelled, its stock
-/// returned and its charge refunded. 200 once refunded, 202 while refunding,
-/// 409 if the order cannot be cancelled (still settling, or rejected).
+/// returned and its authorization voided (nothing was taken); a fulfilled
+/// one gets what is left of its capture refunded. 200 once done, 202
+/// meanwhile, 409 if the order cannot be cancelled (still settling,
+/// rejected, a capture or refund in flight).
 #[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders",
     security(("bearer" = [])),
     params(("order_id" = String, Path)),
     responses(
-        (status = 200, description = "Cancelled: stock returned, charge refunded", body = OrderJson),
-        (status = 202, description = "The refund is running: poll the Location", body = PendingJson),
+        (status = 200, description = "Cancelled: stock returned, the hold voided or the rest refunded; or `refund_failed` with `reason`", body = OrderJson),
+        (status = 202, description = "The void or refund is running: poll the Location", body = PendingJson),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such order (or another customer's)", body = ErrorBody),
-        (status = 409, description = "Only a confirmed order can be cancelled", body = ErrorBody),
+        (status = 409, description = "Only a confirmed or fulfilled order with no refund in flight can be cancelled", body = ErrorBody),
         (status = 503, description = "The platform could not take the request", body = ErrorBody),
     ))]
 pub async fn cancel_order(
@@ -280,10 +331,10 @@ pub async fn cancel_order(
     let reply = decode_reply(&reply.payload)?;
     match reply.result {
         Some(order_reply::Result::Order(order)) => {
-            if order.status == OrderStatus::Cancelled as i32 {
-                Ok(order_json_response(order, StatusCode::OK, reply.replayed))
-            } else {
+            if order.status == OrderStatus::Cancelling as i32 {
                 Ok(pending(&order_id))
+            } else {
+                Ok(order_json_response(order, StatusCode::OK, reply.replayed))
             }
         }
         Some(order_reply::Result::Rejected(rejection)) => Err(rejection.into()),
@@ -329,12 +380,12 @@ pub async fn get_order(
     }
 }
 
-fn decode_reply(payload: &[u8]) -> Result<OrderReply, ApiError> {
+pub(crate) fn decode_reply(payload: &[u8]) -> Result<OrderReply, ApiError> {
     OrderReply::decode(payload)
         .map_err(|error| ApiError::internal(format!("undecodable order reply: {error}")))
 }
 
-fn order_json_response(order: Order, status: StatusCode, replayed: bool) -> Response {
+pub(crate) fn order_json_response(order: Order, status: StatusCode, replayed: bool) -> Response {
     let mut response = (status, Json(OrderJson::from(order))).into_response();
     if replayed {
         response
@@ -345,7 +396,7 @@ fn order_json_response(order: Order, status: StatusCode, replayed: bool) -> Resp
 }
 
 /// `GET`: the order in whatever state it is.
-fn order_response(payload: &[u8], success: StatusCode) -> Result<Response, ApiError> {
+pub(crate) fn order_response(payload: &[u8], success: StatusCode) -> Result<Response, ApiError> {
     let reply = decode_reply(payload)?;
     match reply.result {
         Some(order_reply::Result::Order(order)) => {

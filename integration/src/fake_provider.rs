@@ -3,8 +3,13 @@
 //!
 //! It speaks the subset `d2c_payments::HttpProvider` uses: form-encoded
 //! `POST /v1/payment_intents` (`amount`, `currency`, `payment_method`,
-//! `confirm`, `metadata[order_id]`) and `POST /v1/refunds`
-//! (`payment_intent`), `Authorization: Bearer <key>`, and `Idempotency-Key`
+//! `confirm`, `capture_method`, `metadata[order_id]`), `POST
+//! /v1/payment_intents/{id}/capture` (`amount_to_capture`), `POST
+//! /v1/payment_intents/{id}/cancel` and `POST /v1/refunds`
+//! (`payment_intent`, `amount`), with Stripe's intent states
+//! (`requires_capture` → `succeeded` or `canceled`; refunds only of captured
+//! money, never more than is left), `Authorization: Bearer <key>`, and
+//! `Idempotency-Key`
 //! handled like Stripe: the first answer under a key is stored and replayed
 //! for every later request with that key (no second charge); the same key
 //! with different parameters is a 400 `idempotency_error`.
@@ -18,6 +23,14 @@
 //! before doing anything; [`FakeProvider::stall_next`] makes them wait (longer
 //! than the client's timeout, typically) and then answer 500, again without
 //! doing anything, the way a request lost in a provider outage behaves.
+//! [`FakeProvider::stall_route`] does that to every request of one route
+//! until further notice: a provider that never answers a capture or refund.
+//!
+//! Stripe's own mock (`stripe-mock`) checks request shapes against Stripe's
+//! OpenAPI (see `tests/payment_provider.rs`), but it keeps no state: it
+//! answers fixed fixtures, so it cannot decline, stall, fail, replay an
+//! idempotency key or move an intent from `requires_capture` to `succeeded`.
+//! This fake exists for those.
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -37,6 +50,17 @@ pub const DEFAULT_SECRET_KEY: &str = "sk_test_local";
 
 pub const TOKEN_DECLINED: &str = "pm_card_chargeDeclined";
 pub const TOKEN_INSUFFICIENT_FUNDS: &str = "pm_card_chargeDeclinedInsufficientFunds";
+
+/// The payments processor's environment for talking to `provider` with
+/// short timeouts and retries (tests).
+pub fn payments_env(provider: &FakeProvider) -> Vec<(&'static str, String)> {
+    vec![
+        ("D2C_PAYMENT_PROVIDER", "http".into()),
+        ("D2C_PAYMENT_PROVIDER_URL", provider.url()),
+        ("D2C_PAYMENT_TIMEOUT_MS", "500".into()),
+        ("D2C_PAYMENT_RETRY_MAX_MS", "500".into()),
+    ]
+}
 
 /// A running fake provider; stops when dropped.
 pub struct FakeProvider {
@@ -63,8 +87,19 @@ struct Inner {
     /// Successful charges per `metadata[order_id]`: an audit wants one each.
     charged_orders: HashMap<String, usize>,
     refunds: usize,
+    captures: usize,
+    /// Money captured and refunded per `metadata[order_id]`.
+    captured_orders: HashMap<String, i64>,
+    refunded_orders: HashMap<String, i64>,
+    /// Routes that stall (then 500) on every request, and for how long.
+    stalled_routes: HashMap<&'static str, Duration>,
     next_id: u64,
 }
+
+/// The routes a stall can target.
+pub const CAPTURE_ROUTE: &str = "/v1/payment_intents/{id}/capture";
+pub const CANCEL_ROUTE: &str = "/v1/payment_intents/{id}/cancel";
+pub const REFUNDS_ROUTE: &str = "/v1/refunds";
 
 #[derive(Clone)]
 struct Stored {
@@ -77,7 +112,11 @@ struct Stored {
 struct Intent {
     amount: i64,
     currency: String,
-    refunded: bool,
+    order_id: String,
+    /// `requires_capture`, `succeeded` or `canceled`.
+    status: &'static str,
+    captured: i64,
+    refunded: i64,
 }
 
 impl FakeProvider {
@@ -94,7 +133,9 @@ impl FakeProvider {
         });
         let app = Router::new()
             .route("/v1/payment_intents", post(payment_intents))
-            .route("/v1/refunds", post(refunds))
+            .route(CAPTURE_ROUTE, post(capture))
+            .route(CANCEL_ROUTE, post(cancel))
+            .route(REFUNDS_ROUTE, post(refunds))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -135,6 +176,32 @@ impl FakeProvider {
     /// Distinct successful refunds.
     pub fn refunds(&self) -> usize {
         self.inner().refunds
+    }
+
+    /// Distinct successful captures.
+    pub fn captures(&self) -> usize {
+        self.inner().captures
+    }
+
+    /// Money captured per order id.
+    pub fn captured_by_order(&self) -> HashMap<String, i64> {
+        self.inner().captured_orders.clone()
+    }
+
+    /// Money refunded per order id.
+    pub fn refunded_by_order(&self) -> HashMap<String, i64> {
+        self.inner().refunded_orders.clone()
+    }
+
+    /// Every request to `route` (e.g. [`CAPTURE_ROUTE`]) waits `delay`, then
+    /// gets a 500, until [`Self::answer_route`].
+    pub fn stall_route(&self, route: &'static str, delay: Duration) {
+        self.inner().stalled_routes.insert(route, delay);
+    }
+
+    /// `route` answers normally again.
+    pub fn answer_route(&self, route: &'static str) {
+        self.inner().stalled_routes.remove(route);
     }
 
     /// Every request received, faults and replays included.
@@ -182,7 +249,37 @@ async fn payment_intents(
 }
 
 async fn refunds(State(state): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    serve(&state, "/v1/refunds", &headers, &body, refund).await
+    serve(&state, REFUNDS_ROUTE, &headers, &body, refund).await
+}
+
+async fn capture(
+    State(state): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = with_intent_id(&body, &id);
+    serve(&state, CAPTURE_ROUTE, &headers, &body, capture_intent).await
+}
+
+async fn cancel(
+    State(state): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = with_intent_id(&body, &id);
+    serve(&state, CANCEL_ROUTE, &headers, &body, cancel_intent).await
+}
+
+/// The intent id from the path, as a form parameter of its own.
+fn with_intent_id(body: &[u8], id: &str) -> Vec<u8> {
+    let mut form = format!("intent={id}").into_bytes();
+    if !body.is_empty() {
+        form.push(b'&');
+        form.extend_from_slice(body);
+    }
+    form
 }
 
 /// What a route does once faults, authentication and idempotency are dealt
@@ -204,7 +301,9 @@ async fn serve(
     state.requests.fetch_add(1, Ordering::SeqCst);
     let fault = {
         let mut inner = state.inner();
-        if inner.fail_next > 0 {
+        if let Some(delay) = inner.stalled_routes.get(path) {
+            Some(Fault::Stall(*delay))
+        } else if inner.fail_next > 0 {
             inner.fail_next -= 1;
             Some(Fault::Fail)
         } else if inner.stall_next > 0 {
@@ -322,19 +421,92 @@ fn charge(inner: &mut Inner, params: &[(String, String)]) -> (StatusCode, Value)
     let order_id = param(params, "metadata[order_id]")
         .unwrap_or_default()
         .to_owned();
-    *inner.charged_orders.entry(order_id).or_default() += 1;
+    *inner.charged_orders.entry(order_id.clone()).or_default() += 1;
+    let manual = param(params, "capture_method") == Some("manual");
+    let status = if manual {
+        "requires_capture"
+    } else {
+        "succeeded"
+    };
+    if !manual {
+        *inner.captured_orders.entry(order_id.clone()).or_default() += amount;
+    }
     inner.intents.insert(
         id.clone(),
         Intent {
             amount,
             currency: currency.to_owned(),
-            refunded: false,
+            order_id,
+            status,
+            captured: if manual { 0 } else { amount },
+            refunded: 0,
         },
     );
     (
         StatusCode::OK,
         json!({"id": id, "object": "payment_intent", "amount": amount, "currency": currency,
-               "status": "succeeded", "metadata": metadata}),
+               "status": status, "metadata": metadata}),
+    )
+}
+
+fn capture_intent(inner: &mut Inner, params: &[(String, String)]) -> (StatusCode, Value) {
+    let id = param(params, "intent").unwrap_or_default().to_owned();
+    let Some(intent) = inner.intents.get_mut(&id) else {
+        return no_such_intent(&id);
+    };
+    if intent.status != "requires_capture" {
+        return unexpected_state(&id, intent.status);
+    }
+    let amount = param(params, "amount_to_capture")
+        .and_then(|amount| amount.parse::<i64>().ok())
+        .unwrap_or(intent.amount);
+    if amount <= 0 || amount > intent.amount {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"type": "invalid_request_error", "code": "amount_too_large",
+                   "param": "amount_to_capture", "message": "Amount to capture is too large."}),
+        );
+    }
+    intent.status = "succeeded";
+    intent.captured = amount;
+    let (order_id, currency) = (intent.order_id.clone(), intent.currency.clone());
+    inner.captures += 1;
+    *inner.captured_orders.entry(order_id).or_default() += amount;
+    (
+        StatusCode::OK,
+        json!({"id": id, "object": "payment_intent", "amount_received": amount,
+               "currency": currency, "status": "succeeded"}),
+    )
+}
+
+fn cancel_intent(inner: &mut Inner, params: &[(String, String)]) -> (StatusCode, Value) {
+    let id = param(params, "intent").unwrap_or_default().to_owned();
+    let Some(intent) = inner.intents.get_mut(&id) else {
+        return no_such_intent(&id);
+    };
+    if intent.status != "requires_capture" {
+        return unexpected_state(&id, intent.status);
+    }
+    intent.status = "canceled";
+    (
+        StatusCode::OK,
+        json!({"id": id, "object": "payment_intent", "status": "canceled"}),
+    )
+}
+
+fn no_such_intent(id: &str) -> (StatusCode, Value) {
+    error(
+        StatusCode::NOT_FOUND,
+        json!({"type": "invalid_request_error", "code": "resource_missing",
+               "message": format!("No such payment_intent: '{id}'")}),
+    )
+}
+
+fn unexpected_state(id: &str, status: &str) -> (StatusCode, Value) {
+    error(
+        StatusCode::BAD_REQUEST,
+        json!({"type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+               "message": format!("PaymentIntent {id} is {status}.")}),
     )
 }
 
@@ -350,15 +522,27 @@ fn refund(inner: &mut Inner, params: &[(String, String)]) -> (StatusCode, Value)
                    "message": format!("No such payment_intent: '{intent_id}'")}),
         );
     };
-    if intent.refunded {
+    let left = intent.captured - intent.refunded;
+    if left <= 0 {
         return error(
             StatusCode::BAD_REQUEST,
             json!({"type": "invalid_request_error", "code": "charge_already_refunded",
                    "message": "This charge has already been refunded."}),
         );
     }
-    intent.refunded = true;
-    let (amount, currency) = (intent.amount, intent.currency.clone());
+    let amount = param(params, "amount")
+        .and_then(|amount| amount.parse::<i64>().ok())
+        .unwrap_or(left);
+    if amount <= 0 || amount > left {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"type": "invalid_request_error", "code": "amount_too_large", "param": "amount",
+                   "message": format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({left})")}),
+        );
+    }
+    intent.refunded += amount;
+    let (order_id, currency) = (intent.order_id.clone(), intent.currency.clone());
+    *inner.refunded_orders.entry(order_id).or_default() += amount;
     inner.refunds += 1;
     inner.next_id += 1;
     (

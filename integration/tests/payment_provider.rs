@@ -1,9 +1,12 @@
-//! The payments HTTP provider against the fake provider: approve, decline,
-//! faults that must be retried (5xx, a stalled request), and idempotency.
-//! No broker needed.
+//! The payments HTTP provider against the fake provider: authorize, capture,
+//! void, partial refunds, declines, faults that must be retried (5xx, a
+//! stalled request), and idempotency. No broker needed.
 
 use d2c_integration::fake_provider::FakeProvider;
-use d2c_payments::{ChargeRequest, HttpProvider, PaymentProvider, ProviderError, RefundRequest};
+use d2c_payments::{
+    CaptureRequest, ChargeRequest, HttpProvider, PaymentProvider, ProviderError, RefundRequest,
+    VoidRequest,
+};
 use std::time::Duration;
 
 fn charge(order_id: &str, payment_method: &str) -> ChargeRequest {
@@ -21,8 +24,19 @@ fn provider(fake: &FakeProvider, timeout: Duration) -> HttpProvider {
     HttpProvider::new(fake.url(), fake.secret_key(), timeout).expect("HTTP client")
 }
 
+fn refund(order_id: &str, provider_ref: &str, refund_id: &str, amount_minor: i64) -> RefundRequest {
+    RefundRequest {
+        order_id: order_id.into(),
+        refund_id: refund_id.into(),
+        provider_ref: provider_ref.into(),
+        amount_minor,
+        currency: "EUR".into(),
+        idempotency_key: format!("d2c-refund-{order_id}-{refund_id}"),
+    }
+}
+
 #[tokio::test]
-async fn payments_http_provider_approves_and_refunds() {
+async fn payments_http_provider_authorizes_captures_and_refunds_in_parts() {
     let fake = FakeProvider::start().await.expect("fake provider");
     let provider = provider(&fake, Duration::from_secs(5));
     let decision = provider
@@ -31,21 +45,80 @@ async fn payments_http_provider_approves_and_refunds() {
         .expect("a decision");
     assert!(decision.approved, "{decision:?}");
     assert!(decision.provider_ref.starts_with("pi_"), "{decision:?}");
-    assert_eq!(fake.charges(), 1);
+    assert_eq!((fake.charges(), fake.captures()), (1, 0), "authorized only");
+    let intent = decision.provider_ref.clone();
 
-    let refund = RefundRequest {
+    // A refund before the capture is refused: nothing was taken yet.
+    let early = provider.refund(refund("o-1", &intent, "r-0", 100)).await;
+    assert!(
+        matches!(early, Err(ProviderError::Permanent(_))),
+        "{early:?}"
+    );
+
+    let capture = CaptureRequest {
         order_id: "o-1".into(),
-        provider_ref: decision.provider_ref.clone(),
+        provider_ref: intent.clone(),
         amount_minor: 2_500,
         currency: "EUR".into(),
-        idempotency_key: "d2c-refund-o-1".into(),
+        idempotency_key: "d2c-capture-o-1".into(),
     };
-    let refunded = provider.refund(refund.clone()).await.expect("a decision");
+    let captured = provider.capture(capture.clone()).await.expect("a decision");
+    assert!(captured.approved, "{captured:?}");
+    let again = provider.capture(capture).await.expect("a decision");
+    assert_eq!(again, captured, "same key, same capture");
+    assert_eq!(fake.captures(), 1);
+
+    let first = refund("o-1", &intent, "r-1", 1_000);
+    let refunded = provider.refund(first.clone()).await.expect("a decision");
     assert!(refunded.approved, "{refunded:?}");
     assert!(refunded.provider_ref.starts_with("re_"), "{refunded:?}");
-    let again = provider.refund(refund).await.expect("a decision");
-    assert_eq!(again, refunded, "same key, same refund");
-    assert_eq!(fake.refunds(), 1);
+    assert_eq!(
+        provider.refund(first).await.expect("a decision"),
+        refunded,
+        "same key, same refund"
+    );
+    let rest = provider
+        .refund(refund("o-1", &intent, "r-2", 1_500))
+        .await
+        .expect("a decision");
+    assert!(rest.approved);
+    let beyond = provider.refund(refund("o-1", &intent, "r-3", 1)).await;
+    assert!(
+        matches!(beyond, Err(ProviderError::Permanent(_))),
+        "{beyond:?}"
+    );
+    assert_eq!(fake.refunds(), 2);
+    assert_eq!(fake.refunded_by_order().get("o-1"), Some(&2_500));
+}
+
+#[tokio::test]
+async fn payments_http_provider_voids_an_uncaptured_authorization() {
+    let fake = FakeProvider::start().await.expect("fake provider");
+    let provider = provider(&fake, Duration::from_secs(5));
+    let decision = provider
+        .charge(charge("o-7", "pm_card_visa"))
+        .await
+        .expect("a decision");
+    let void = VoidRequest {
+        order_id: "o-7".into(),
+        provider_ref: decision.provider_ref.clone(),
+        idempotency_key: "d2c-void-o-7".into(),
+    };
+    let voided = provider.void(void.clone()).await.expect("a decision");
+    assert!(voided.approved, "{voided:?}");
+    assert_eq!(provider.void(void).await.expect("a decision"), voided);
+    let capture = CaptureRequest {
+        order_id: "o-7".into(),
+        provider_ref: decision.provider_ref,
+        amount_minor: 2_500,
+        currency: "EUR".into(),
+        idempotency_key: "d2c-capture-o-7".into(),
+    };
+    assert!(
+        provider.capture(capture).await.is_err(),
+        "a voided authorization cannot be captured"
+    );
+    assert_eq!(fake.captures(), 0);
 }
 
 #[tokio::test]

@@ -11,12 +11,7 @@ use std::time::Duration;
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn http_provider(provider: &FakeProvider) -> Vec<(&'static str, String)> {
-    vec![
-        ("D2C_PAYMENT_PROVIDER", "http".into()),
-        ("D2C_PAYMENT_PROVIDER_URL", provider.url()),
-        ("D2C_PAYMENT_TIMEOUT_MS", "500".into()),
-        ("D2C_PAYMENT_RETRY_MAX_MS", "500".into()),
-    ]
+    d2c_integration::fake_provider::payments_env(provider)
 }
 
 /// Waits until `GET /inventory/{sku}` shows `field == value`.

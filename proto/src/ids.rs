@@ -9,6 +9,7 @@ const PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_
 const CUSTOMER_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0004);
 const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0005);
 const ADDRESS_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0006);
+const REFUND_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_2c0e_8f4a_4c55_9a1e_0d2c_0a11_0007);
 
 /// The order a (customer, idempotency key) pair names: retries of one
 /// checkout map to one order, on any gateway instance.
@@ -51,6 +52,12 @@ pub fn customer_id(email: &str) -> Uuid {
 /// open one cart.
 pub fn cart_id(customer_id: &str, idempotency_key: &str) -> Uuid {
     Uuid::new_v5(&CART_NAMESPACE, &pair(customer_id, idempotency_key))
+}
+
+/// The refund a refund request names: retries under one `Idempotency-Key`
+/// make one refund of the order.
+pub fn refund_id(order_id: &str, idempotency_key: &str) -> Uuid {
+    Uuid::new_v5(&REFUND_NAMESPACE, &pair(order_id, idempotency_key))
 }
 
 /// The address an add request names: retries under one `Idempotency-Key`

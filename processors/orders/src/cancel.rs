@@ -1,20 +1,26 @@
-//! CancelOrder: a confirmed order gives its stock back and is refunded (the
-//! saga's compensation, run in reverse). The requester is answered when the
-//! refund is done (see saga.rs); asking again meanwhile answers the order as
-//! it stands.
+//! CancelOrder: the order gives its stock back and its money. Before
+//! fulfilment nothing was taken, so the authorization is voided; after it,
+//! what is left of the capture is refunded (refund id `cancellation`). The
+//! requester is answered when payments settles it (see saga.rs); asking
+//! again meanwhile answers the order as it stands.
 
+use crate::fulfil::{as_it_stands, illegal, wait_here};
 use crate::place_order::rejected;
-use crate::saga::release;
+use crate::refund::{refundable, start_refund};
+use crate::saga::{finish_cancel, release};
 use crate::status::{label, status_of, transition};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{
-    order_reply, CancelOrder, OrderCancellationRequested, OrderReply, OrderStatus,
+    CancelOrder, OrderCancellationRequested, OrderRefund, OrderStatus, RefundStatus,
 };
-use d2c_proto::payments::v1::RefundPayment;
+use d2c_proto::payments::v1::VoidPayment;
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::StateRead;
 use d2c_topology::topic;
+
+/// The refund id of the refund a cancellation makes.
+pub const CANCEL_REFUND_ID: &str = "cancellation";
 
 pub fn apply(
     state: &dyn StateRead,
@@ -37,31 +43,27 @@ pub fn apply(
         return Ok(());
     };
     match status_of(&order) {
-        OrderStatus::Cancelling | OrderStatus::Cancelled => {
-            let reply = OrderReply {
-                result: Some(order_reply::Result::Order(order)),
-                replayed: true,
-            };
-            effects.reply(&command.order_id, &reply);
+        OrderStatus::Cancelling | OrderStatus::Cancelled | OrderStatus::RefundFailed => {
+            effects.reply(&command.order_id, &as_it_stands(order));
             return Ok(());
         }
-        OrderStatus::Confirmed => {}
+        OrderStatus::Fulfilled if order.refunds.iter().any(is_pending) => {
+            let message =
+                "a refund of this order is in flight; cancel it once that settles".to_owned();
+            effects.reply(&command.order_id, &rejected(illegal(message)));
+            return Ok(());
+        }
+        OrderStatus::Confirmed | OrderStatus::Fulfilled => {}
         other => {
-            effects.reply(
-                &command.order_id,
-                &rejected(Rejection {
-                    code: Code::IllegalTransition as i32,
-                    field: "status".into(),
-                    message: format!(
-                        "only a confirmed order can be cancelled; this one is {}",
-                        label(other)
-                    ),
-                    ..Rejection::default()
-                }),
+            let message = format!(
+                "only a confirmed or fulfilled order can be cancelled; this one is {}",
+                label(other)
             );
+            effects.reply(&command.order_id, &rejected(illegal(message)));
             return Ok(());
         }
     }
+    let fulfilled = status_of(&order) == OrderStatus::Fulfilled;
     let now = effects.cause().sent_at_ms;
     // Checked just above; the table still has the last word.
     transition(&mut order, OrderStatus::Cancelling, now)
@@ -69,27 +71,36 @@ pub fn apply(
     let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
     release(effects, &order.order_id, skus);
     effects.send(
-        topic::PAYMENTS_MESSAGES,
-        &order.order_id,
-        &RefundPayment {
-            order_id: order.order_id.clone(),
-        },
-    );
-    effects.send(
         topic::ORDERS_EVENTS,
         &order.order_id,
         &OrderCancellationRequested {
             order: Some(order.clone()),
         },
     );
-    let cause = effects.cause();
-    record.reply_to = cause
-        .reply_to
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    record.correlation_id = cause.correlation_id.clone().unwrap_or_default();
+    wait_here(&mut record, effects);
+    if !fulfilled {
+        // Nothing was taken yet: release the hold.
+        effects.send(
+            topic::PAYMENTS_MESSAGES,
+            &order.order_id,
+            &VoidPayment {
+                order_id: order.order_id.clone(),
+            },
+        );
+    } else {
+        let rest = refundable(&order);
+        if rest > 0 {
+            start_refund(&mut order, CANCEL_REFUND_ID, rest, effects);
+        } else {
+            record.order = Some(order);
+            return finish_cancel(record, effects);
+        }
+    }
     record.order = Some(order);
     effects.put_order(&record);
     Ok(())
+}
+
+fn is_pending(refund: &OrderRefund) -> bool {
+    refund.status == RefundStatus::Pending as i32
 }

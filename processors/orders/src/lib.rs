@@ -11,10 +11,16 @@
 //!   (none) --PlaceOrder--> PLACED          lines priced from the catalog; ReserveStock per line
 //!   PLACED --all lines reserved--> AWAITING_PAYMENT     AuthorizePayment
 //!   PLACED --all answered, any refused--> REJECTED      ReleaseStock (reserved lines), 409
-//!   AWAITING_PAYMENT --authorized--> CONFIRMED          CommitStock per line, 201
+//!   AWAITING_PAYMENT --authorized--> CONFIRMED          CommitStock per line, 201 (money held)
 //!   AWAITING_PAYMENT --declined--> REJECTED             ReleaseStock per line, 402
-//!   CONFIRMED --CancelOrder--> CANCELLING               ReleaseStock + RefundPayment
-//!   CANCELLING --refunded--> CANCELLED                  answer the cancel
+//!   CONFIRMED --FulfilOrder--> FULFILLING               CapturePayment
+//!   FULFILLING --captured--> FULFILLED                  answer the fulfil
+//!   FULFILLING --capture refused--> CAPTURE_FAILED      answer, reason (a late capture still counts)
+//!   FULFILLED --RefundOrder--> FULFILLED                RefundPayment(id, amount): partial refunds
+//!   CONFIRMED --CancelOrder--> CANCELLING               ReleaseStock + VoidPayment
+//!   FULFILLED --CancelOrder--> CANCELLING               ReleaseStock + RefundPayment(the rest)
+//!   CANCELLING --voided / refunded--> CANCELLED         answer the cancel
+//!   CANCELLING --refund refused--> REFUND_FAILED        answer, reason (a late refund still counts)
 //! ```
 //!
 //! The table lives in [`status::is_allowed`] and every change goes through
@@ -29,10 +35,12 @@
 //! refused as a conflict.
 
 pub mod cancel;
+pub mod fulfil;
 pub mod get_order;
 pub mod metrics;
 pub mod place_order;
 pub mod prices;
+pub mod refund;
 pub mod saga;
 pub mod status;
 mod table;
@@ -42,7 +50,7 @@ mod testing;
 pub use table::{OrderRead, OrderWrite};
 
 use d2c_proto::inventory::v1::ReservationResult;
-use d2c_proto::orders::v1::{CancelOrder, GetOrder, PlaceOrder};
+use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, GetOrder, PlaceOrder, RefundOrder};
 use d2c_proto::payments::v1::PaymentResult;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming, Outgoing};
 use d2c_state::StateRead;
@@ -88,6 +96,10 @@ impl Handler for OrdersHandler {
             cancel::apply(state, message.decode()?, effects)
         } else if message_type == GetOrder::full_name() {
             get_order::apply(state, message.decode()?, effects)
+        } else if message_type == FulfilOrder::full_name() {
+            fulfil::apply(state, message.decode()?, effects)
+        } else if message_type == RefundOrder::full_name() {
+            refund::apply(state, message.decode()?, effects)
         } else {
             Err(HandlerError::Malformed(format!(
                 "orders does not handle {message_type}"

@@ -98,6 +98,7 @@ pub fn apply(
             .unwrap_or_default(),
         correlation_id: envelope.correlation_id.clone().unwrap_or_default(),
         payment_method: command.payment_method,
+        refund_waiters: Vec::new(),
     });
     Ok(())
 }
@@ -274,6 +275,7 @@ fn new_order(
         rejection: None,
         payment_ref: String::new(),
         updated_at_ms: envelope.sent_at_ms,
+        ..Order::default()
     })
 }
 

@@ -5,13 +5,14 @@
 //! answer that arrives twice, or for a step the order has left, changes
 //! nothing (Kafka redelivers, and a replayed processor re-sends).
 
+use crate::cancel::CANCEL_REFUND_ID;
 use crate::status::{self, label, transition};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::inventory::v1::{CommitStock, ReleaseStock, ReservationResult};
 use d2c_proto::orders::v1::{
     order_reply, LineStatus, Order, OrderCancelled, OrderConfirmed, OrderRecord, OrderRejected,
-    OrderReply, OrderStatus,
+    OrderReply, OrderStatus, RefundStatus,
 };
 use d2c_proto::payments::v1::{AuthorizePayment, PaymentResult, PaymentStatus};
 use d2c_proto::ReplyTo;
@@ -56,7 +57,8 @@ pub fn on_reservation(
     all_lines_answered(record, effects)
 }
 
-/// Payments answered AuthorizePayment or RefundPayment.
+/// Payments answered AuthorizePayment, CapturePayment, VoidPayment or
+/// RefundPayment.
 pub fn on_payment(
     state: &dyn StateRead,
     result: PaymentResult,
@@ -76,10 +78,162 @@ pub fn on_payment(
             confirm(record, result, effects)
         }
         (OrderStatus::AwaitingPayment, PaymentStatus::Declined) => decline(record, result, effects),
-        (OrderStatus::Cancelling, PaymentStatus::Refunded) => finish_cancel(record, effects),
+        (OrderStatus::Fulfilling | OrderStatus::CaptureFailed, PaymentStatus::Captured) => {
+            captured(record, result, effects)
+        }
+        (OrderStatus::Fulfilling, PaymentStatus::CaptureFailed) => {
+            capture_failed(record, result, effects)
+        }
+        (OrderStatus::Cancelling, PaymentStatus::Voided) => finish_cancel(record, effects),
+        (_, PaymentStatus::Refunded | PaymentStatus::RefundFailed) => {
+            refund_settled(record, result, effects)
+        }
         // A duplicate, or an answer for a step this order has left.
         _ => Ok(()),
     }
+}
+
+fn captured(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    transition(order, OrderStatus::Fulfilled, now).map_err(illegal)?;
+    order.captured_minor = if result.amount_minor > 0 {
+        result.amount_minor
+    } else {
+        order.total_minor
+    };
+    order.reason.clear();
+    settle_step(record, effects, "fulfilled")
+}
+
+fn capture_failed(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    transition(order, OrderStatus::CaptureFailed, now).map_err(illegal)?;
+    order.reason = format!(
+        "the payment provider refused the capture: {}",
+        provider_words(&result)
+    );
+    settle_step(record, effects, "capture_failed")
+}
+
+/// A refund settled: the cancellation's ends the cancel, a partial one
+/// answers whoever asked for it. A success arriving after its deadline
+/// marked it failed still counts.
+fn refund_settled(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    let refunded = result.status == PaymentStatus::Refunded as i32;
+    let now = effects.cause().sent_at_ms;
+    let Some(order) = record.order.as_mut() else {
+        return Ok(());
+    };
+    let Some(refund) = order.refunds.iter_mut().find(|refund| {
+        refund.refund_id == result.refund_id
+            && (refund.status == RefundStatus::Pending as i32
+                || (refunded && refund.status == RefundStatus::Failed as i32))
+    }) else {
+        return Ok(());
+    };
+    if refunded {
+        refund.status = RefundStatus::Refunded as i32;
+        refund.message.clear();
+        order.refunded_minor += refund.amount_minor;
+    } else {
+        refund.status = RefundStatus::Failed as i32;
+        refund.message = provider_words(&result);
+    }
+    order.updated_at_ms = now;
+    if result.refund_id != CANCEL_REFUND_ID {
+        let change = if refunded {
+            "refunded"
+        } else {
+            "refund_failed"
+        };
+        crate::fulfil::announce(effects, order, change);
+        let order = order.clone();
+        answer_refund_waiter(&mut record, effects, &result.refund_id, order);
+        effects.put_order(&record);
+        return Ok(());
+    }
+    let status = status::status_of(order);
+    if refunded && matches!(status, OrderStatus::Cancelling | OrderStatus::RefundFailed) {
+        return finish_cancel(record, effects);
+    }
+    if !refunded && status == OrderStatus::Cancelling {
+        transition(order, OrderStatus::RefundFailed, now).map_err(illegal)?;
+        order.reason = format!(
+            "the payment provider refused the cancellation's refund: {}",
+            provider_words(&result)
+        );
+        return settle_step(record, effects, "refund_failed");
+    }
+    effects.put_order(&record);
+    Ok(())
+}
+
+fn provider_words(result: &PaymentResult) -> String {
+    match (result.decline_code.is_empty(), result.message.is_empty()) {
+        (_, false) => result.message.clone(),
+        (false, true) => result.decline_code.clone(),
+        (true, true) => "no reason given".into(),
+    }
+}
+
+/// A later step settled: announce it as OrderUpdated, answer whoever waits,
+/// store the order.
+fn settle_step(
+    mut record: OrderRecord,
+    effects: &mut Effects,
+    change: &str,
+) -> Result<(), HandlerError> {
+    let Some(order) = record.order.clone() else {
+        return Ok(());
+    };
+    crate::fulfil::announce(effects, &order, change);
+    answer_waiter(&mut record, effects, order);
+    effects.put_order(&record);
+    Ok(())
+}
+
+/// Replies to the request that asked for refund `refund_id`, once.
+fn answer_refund_waiter(
+    record: &mut OrderRecord,
+    effects: &mut Effects,
+    refund_id: &str,
+    order: Order,
+) {
+    let Some(index) = record
+        .refund_waiters
+        .iter()
+        .position(|waiter| waiter.refund_id == refund_id)
+    else {
+        return;
+    };
+    let waiter = record.refund_waiters.remove(index);
+    let Ok(address) = ReplyTo::parse(&waiter.reply_to) else {
+        return;
+    };
+    let reply = OrderReply {
+        result: Some(order_reply::Result::Order(order.clone())),
+        replayed: false,
+    };
+    let correlation_id = (!waiter.correlation_id.is_empty()).then_some(waiter.correlation_id);
+    effects.reply_to(address, correlation_id, &order.order_id, &reply);
 }
 
 fn note_refusal(record: &mut OrderRecord, index: usize, result: &ReservationResult) {
@@ -198,7 +352,10 @@ fn decline(
     })
 }
 
-fn finish_cancel(mut record: OrderRecord, effects: &mut Effects) -> Result<(), HandlerError> {
+pub(crate) fn finish_cancel(
+    mut record: OrderRecord,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
     let now = effects.cause().sent_at_ms;
     let Some(order) = record.order.as_mut() else {
         return Ok(());
@@ -264,9 +421,10 @@ fn illegal(error: status::IllegalTransition) -> HandlerError {
 mod tests {
     use super::*;
     use crate::testing::{command, envelope, from_service, reply_of, sent_of, Harness};
-    use d2c_proto::orders::v1::CancelOrder;
-    use d2c_proto::payments::v1::RefundPayment;
+    use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, OrderUpdated, RefundOrder};
+    use d2c_proto::payments::v1::{CapturePayment, RefundPayment, VoidPayment};
     use d2c_runtime::handler::Destination;
+    use prost::Name;
 
     fn reservation(sku: &str, reserved: bool) -> ReservationResult {
         ReservationResult {
@@ -285,6 +443,7 @@ mod tests {
             provider_ref: "pi_1".into(),
             decline_code: "insufficient_funds".into(),
             message: "Your card has insufficient funds.".into(),
+            ..PaymentResult::default()
         }
     }
 
@@ -388,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_a_confirmed_order_returns_stock_and_refunds_once() {
+    fn cancelling_a_confirmed_order_returns_stock_and_voids_once() {
         let harness = Harness::new();
         awaiting_payment(&harness);
         harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
@@ -409,13 +568,15 @@ mod tests {
         let effects = harness.handle(&envelope(10), &cancel);
         assert_eq!(released(&effects), ["SKU-1", "SKU-2"]);
         assert_eq!(
-            sent_of::<RefundPayment>(&effects, topic::PAYMENTS_MESSAGES).len(),
-            1
+            sent_of::<VoidPayment>(&effects, topic::PAYMENTS_MESSAGES).len(),
+            1,
+            "nothing was captured: the hold is released"
         );
-        assert!(reply_of(&effects).is_none(), "answered once refunded");
+        assert!(sent_of::<RefundPayment>(&effects, topic::PAYMENTS_MESSAGES).is_empty());
+        assert!(reply_of(&effects).is_none(), "answered once voided");
         let again = harness.handle(&envelope(11), &cancel);
-        assert!(sent_of::<RefundPayment>(&again, topic::PAYMENTS_MESSAGES).is_empty());
-        let done = harness.handle(&from_service(12), &payment(PaymentStatus::Refunded));
+        assert!(sent_of::<VoidPayment>(&again, topic::PAYMENTS_MESSAGES).is_empty());
+        let done = harness.handle(&from_service(12), &payment(PaymentStatus::Voided));
         assert_eq!(settled_order(&done).status, OrderStatus::Cancelled as i32);
         let reply = done
             .outgoing()
@@ -423,6 +584,196 @@ mod tests {
             .find(|out| matches!(out.destination, Destination::Reply(_)))
             .expect("reply");
         assert_eq!(reply.envelope.correlation_id.as_deref(), Some("corr-10"));
+    }
+
+    fn fulfilled(harness: &Harness) {
+        awaiting_payment(harness);
+        harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        let fulfil = FulfilOrder {
+            order_id: "o-1".into(),
+        };
+        let asked = harness.handle(&envelope(20), &fulfil);
+        assert_eq!(
+            sent_of::<CapturePayment>(&asked, topic::PAYMENTS_MESSAGES).len(),
+            1
+        );
+        assert!(reply_of(&asked).is_none(), "answered once captured");
+        let again = harness.handle(&envelope(21), &fulfil);
+        assert!(sent_of::<CapturePayment>(&again, topic::PAYMENTS_MESSAGES).is_empty());
+        assert_eq!(settled_order(&again).status, OrderStatus::Fulfilling as i32);
+        let mut captured = payment(PaymentStatus::Captured);
+        captured.amount_minor = 3_000;
+        let done = harness.handle(&from_service(22), &captured);
+        let order = settled_order(&done);
+        assert_eq!(order.status, OrderStatus::Fulfilled as i32);
+        assert_eq!(order.captured_minor, 3_000);
+    }
+
+    fn refund_order(refund_id: &str, amount_minor: i64) -> RefundOrder {
+        RefundOrder {
+            order_id: "o-1".into(),
+            refund_id: refund_id.into(),
+            amount_minor,
+        }
+    }
+
+    fn refund_result(refund_id: &str, status: PaymentStatus, amount_minor: i64) -> PaymentResult {
+        PaymentResult {
+            order_id: "o-1".into(),
+            status: status as i32,
+            refund_id: refund_id.into(),
+            amount_minor,
+            message: "refused by the bank".into(),
+            ..PaymentResult::default()
+        }
+    }
+
+    fn rejection_code(effects: &Effects) -> (i32, String) {
+        match reply_of(effects).and_then(|reply| reply.result) {
+            Some(order_reply::Result::Rejected(rejection)) => (rejection.code, rejection.field),
+            other => panic!("refusal expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fulfilment_captures_and_a_refused_capture_is_visible_until_a_late_success() {
+        let harness = Harness::new();
+        awaiting_payment(&harness);
+        harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        harness.handle(
+            &envelope(20),
+            &FulfilOrder {
+                order_id: "o-1".into(),
+            },
+        );
+        let refused = harness.handle(&from_service(21), &payment(PaymentStatus::CaptureFailed));
+        let order = settled_order(&refused);
+        assert_eq!(order.status, OrderStatus::CaptureFailed as i32);
+        assert!(
+            order.reason.contains("refused the capture"),
+            "{}",
+            order.reason
+        );
+        let late = harness.handle(&from_service(22), &payment(PaymentStatus::Captured));
+        let stored = harness.store().order("o-1").expect("read").expect("stored");
+        assert!(late
+            .outgoing()
+            .iter()
+            .any(|out| out.envelope.message_type == OrderUpdated::full_name()));
+        assert_eq!(
+            stored.order.expect("order").status,
+            OrderStatus::Fulfilled as i32
+        );
+    }
+
+    #[test]
+    fn partial_refunds_add_up_to_at_most_the_capture_and_retries_change_nothing() {
+        let harness = Harness::new();
+        fulfilled(&harness);
+        let first = harness.handle(&envelope(30), &refund_order("r-1", 1_000));
+        let asked: Vec<RefundPayment> = sent_of(&first, topic::PAYMENTS_MESSAGES);
+        assert_eq!(
+            (asked[0].refund_id.as_str(), asked[0].amount_minor),
+            ("r-1", 1_000)
+        );
+        assert!(reply_of(&first).is_none(), "answered once refunded");
+        let retry = harness.handle(&envelope(31), &refund_order("r-1", 1_000));
+        assert!(sent_of::<RefundPayment>(&retry, topic::PAYMENTS_MESSAGES).is_empty());
+        assert!(retry.changes().is_empty());
+        let other_amount = harness.handle(&envelope(32), &refund_order("r-1", 5));
+        assert_eq!(rejection_code(&other_amount).0, Code::Conflict as i32);
+
+        harness.handle(&envelope(33), &refund_order("r-2", 1_500));
+        // 3,000 captured, 2,500 pending: 600 is more than is left.
+        let too_much = harness.handle(&envelope(34), &refund_order("r-3", 600));
+        assert_eq!(
+            rejection_code(&too_much),
+            (Code::Invalid as i32, "amount_minor".to_owned())
+        );
+        assert!(too_much.changes().is_empty());
+
+        let done = harness.handle(
+            &from_service(35),
+            &refund_result("r-1", PaymentStatus::Refunded, 1_000),
+        );
+        let reply = done
+            .outgoing()
+            .iter()
+            .find(|out| matches!(out.destination, Destination::Reply(_)))
+            .expect("the refund's requester is answered");
+        assert_eq!(reply.envelope.correlation_id.as_deref(), Some("corr-30"));
+        let failed = harness.handle(
+            &from_service(36),
+            &refund_result("r-2", PaymentStatus::RefundFailed, 1_500),
+        );
+        let order = settled_order(&failed);
+        assert_eq!(order.refunded_minor, 1_000);
+        assert_eq!(order.refunds[1].status, RefundStatus::Failed as i32);
+        assert_eq!(order.refunds[1].message, "refused by the bank");
+        // The refused 1,500 is refundable again: 2,000 left.
+        let rest = harness.handle(&envelope(37), &refund_order("r-4", 2_000));
+        assert_eq!(
+            sent_of::<RefundPayment>(&rest, topic::PAYMENTS_MESSAGES).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn cancelling_a_fulfilled_order_refunds_the_rest_and_a_refusal_is_visible() {
+        let harness = Harness::new();
+        fulfilled(&harness);
+        harness.handle(&envelope(30), &refund_order("r-1", 1_000));
+        let cancel = CancelOrder {
+            order_id: "o-1".into(),
+            ..CancelOrder::default()
+        };
+        let busy = harness.handle(&envelope(31), &cancel);
+        assert_eq!(
+            rejection_code(&busy).0,
+            Code::IllegalTransition as i32,
+            "a refund is in flight"
+        );
+        harness.handle(
+            &from_service(32),
+            &refund_result("r-1", PaymentStatus::Refunded, 1_000),
+        );
+        let asked = harness.handle(&envelope(33), &cancel);
+        let refunds: Vec<RefundPayment> = sent_of(&asked, topic::PAYMENTS_MESSAGES);
+        assert_eq!(
+            (refunds[0].refund_id.as_str(), refunds[0].amount_minor),
+            (CANCEL_REFUND_ID, 2_000)
+        );
+        assert!(sent_of::<VoidPayment>(&asked, topic::PAYMENTS_MESSAGES).is_empty());
+        let refused = harness.handle(
+            &from_service(34),
+            &refund_result(CANCEL_REFUND_ID, PaymentStatus::RefundFailed, 2_000),
+        );
+        let order = settled_order(&refused);
+        assert_eq!(order.status, OrderStatus::RefundFailed as i32);
+        assert!(
+            order.reason.contains("refused the cancellation's refund"),
+            "{}",
+            order.reason
+        );
+        let late = harness.handle(
+            &from_service(35),
+            &refund_result(CANCEL_REFUND_ID, PaymentStatus::Refunded, 2_000),
+        );
+        assert!(late
+            .outgoing()
+            .iter()
+            .any(|out| out.envelope.message_type == OrderCancelled::full_name()));
+        let stored = harness
+            .store()
+            .order("o-1")
+            .expect("read")
+            .expect("stored")
+            .order
+            .expect("order");
+        assert_eq!(
+            (stored.status, stored.refunded_minor),
+            (OrderStatus::Cancelled as i32, 3_000)
+        );
     }
 
     #[test]

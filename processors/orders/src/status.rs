@@ -13,8 +13,16 @@ pub fn is_allowed(from: OrderStatus, to: OrderStatus) -> bool {
             | (Placed, Rejected)
             | (AwaitingPayment, Confirmed)
             | (AwaitingPayment, Rejected)
+            | (Confirmed, Fulfilling)
+            | (Fulfilling, Fulfilled)
+            | (Fulfilling, CaptureFailed)
+            // A capture that succeeds after its deadline still counts.
+            | (CaptureFailed, Fulfilled)
             | (Confirmed, Cancelling)
+            | (Fulfilled, Cancelling)
             | (Cancelling, Cancelled)
+            | (Cancelling, RefundFailed)
+            | (RefundFailed, Cancelled)
     )
 }
 
@@ -54,6 +62,10 @@ pub fn label(status: OrderStatus) -> &'static str {
         OrderStatus::Rejected => "rejected",
         OrderStatus::Cancelling => "cancelling",
         OrderStatus::Cancelled => "cancelled",
+        OrderStatus::Fulfilling => "fulfilling",
+        OrderStatus::Fulfilled => "fulfilled",
+        OrderStatus::CaptureFailed => "capture_failed",
+        OrderStatus::RefundFailed => "refund_failed",
     }
 }
 
@@ -61,7 +73,7 @@ pub fn label(status: OrderStatus) -> &'static str {
 mod tests {
     use super::*;
 
-    const ALL: [OrderStatus; 7] = [
+    const ALL: [OrderStatus; 11] = [
         OrderStatus::Unspecified,
         OrderStatus::Placed,
         OrderStatus::AwaitingPayment,
@@ -69,6 +81,10 @@ mod tests {
         OrderStatus::Rejected,
         OrderStatus::Cancelling,
         OrderStatus::Cancelled,
+        OrderStatus::Fulfilling,
+        OrderStatus::Fulfilled,
+        OrderStatus::CaptureFailed,
+        OrderStatus::RefundFailed,
     ];
 
     #[test]
@@ -87,7 +103,14 @@ mod tests {
                 "awaiting_payment->confirmed",
                 "awaiting_payment->rejected",
                 "confirmed->cancelling",
+                "confirmed->fulfilling",
                 "cancelling->cancelled",
+                "cancelling->refund_failed",
+                "fulfilling->fulfilled",
+                "fulfilling->capture_failed",
+                "fulfilled->cancelling",
+                "capture_failed->fulfilled",
+                "refund_failed->cancelled",
             ]
         );
     }

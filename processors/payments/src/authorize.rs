@@ -36,6 +36,7 @@ pub fn apply(
             provider_ref: String::new(),
             decline_code: INVALID_REQUEST.into(),
             message: message.clone(),
+            ..PaymentResult::default()
         };
         if !command.order_id.is_empty() {
             put_payment(

@@ -4,9 +4,10 @@
 use crate::table::PaymentRead;
 use crate::PaymentsHandler;
 use d2c_proto::payments::v1::{
-    provider_outcome::Kind, AuthorizePayment, PaymentAuthorized, PaymentDeclined, PaymentRefunded,
-    PaymentRequested, PaymentResult, PaymentStatus, ProviderOutcome, RefundPayment,
-    RefundRequested,
+    provider_outcome::Kind, AuthorizePayment, CapturePayment, CaptureRequested, PaymentAuthorized,
+    PaymentCaptured, PaymentDeclined, PaymentRefunded, PaymentRequested, PaymentResult,
+    PaymentStatus, PaymentStepFailed, PaymentVoided, ProviderOutcome, RefundPayment,
+    RefundRequested, VoidPayment, VoidRequested,
 };
 use d2c_proto::Envelope;
 use d2c_runtime::handler::Destination;
@@ -66,16 +67,18 @@ fn charge_outcome(order_id: &str, approved: bool) -> ProviderOutcome {
             provider_ref: "pi_1".into(),
             decline_code: "card_declined".into(),
             message: "Your card was declined.".into(),
+            ..ProviderOutcome::default()
         }
     }
 }
 
-fn refund_outcome(order_id: &str) -> ProviderOutcome {
+fn refund_outcome(order_id: &str, refund_id: &str) -> ProviderOutcome {
     ProviderOutcome {
         order_id: order_id.into(),
         kind: Kind::Refund as i32,
         approved: true,
-        provider_ref: "re_1".into(),
+        provider_ref: format!("re_{refund_id}"),
+        refund_id: refund_id.into(),
         ..ProviderOutcome::default()
     }
 }
@@ -243,85 +246,200 @@ fn payments_invalid_request_is_declined_without_asking_the_provider() {
     );
 }
 
-#[test]
-fn payments_refund_flow() {
-    let store = temp_store();
-    authorized(&store, "o-1");
-    let refund = RefundPayment {
-        order_id: "o-1".into(),
+fn refund(order_id: &str, refund_id: &str, amount_minor: i64) -> RefundPayment {
+    RefundPayment {
+        order_id: order_id.into(),
+        refund_id: refund_id.into(),
+        amount_minor,
+    }
+}
+
+fn outcome(order_id: &str, kind: Kind, approved: bool) -> ProviderOutcome {
+    ProviderOutcome {
+        order_id: order_id.into(),
+        kind: kind as i32,
+        approved,
+        provider_ref: "pi_1".into(),
+        decline_code: if approved {
+            String::new()
+        } else {
+            "expired".into()
+        },
+        ..ProviderOutcome::default()
+    }
+}
+
+/// An authorized payment of 30.00, captured.
+fn captured(store: &TestStore, order_id: &str) {
+    authorized(store, order_id);
+    let capture = CapturePayment {
+        order_id: order_id.into(),
     };
-    let requested = handle(&store, 3, &refund);
-    let events: Vec<RefundRequested> = sent(&requested, topic::PAYMENTS_EVENTS);
+    let requested = handle(store, 20, &capture);
+    let events: Vec<CaptureRequested> = sent(&requested, topic::PAYMENTS_EVENTS);
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].provider_ref, "pi_1");
+    assert_eq!(events[0].idempotency_key, format!("d2c-capture-{order_id}"));
     assert_eq!(events[0].amount_minor, 3_000);
-    assert_eq!(events[0].idempotency_key, "d2c-refund-o-1");
-    assert!(results(&requested).is_empty());
-    assert_eq!(status(&store, "o-1"), PaymentStatus::RefundRequested);
-
-    let mut failed = refund_outcome("o-1");
-    failed.approved = false;
-    let failed = handle(&store, 4, &failed);
+    assert!(results(&requested).is_empty(), "answered by the outcome");
     assert!(
-        failed.outgoing().is_empty(),
-        "a failed refund stays requested"
+        handle(store, 21, &capture).outgoing().is_empty(),
+        "in flight"
     );
-    assert_eq!(status(&store, "o-1"), PaymentStatus::RefundRequested);
-
-    let done = handle(&store, 5, &refund_outcome("o-1"));
-    let events: Vec<PaymentRefunded> = sent(&done, topic::PAYMENTS_EVENTS);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].provider_ref, "re_1");
+    let done = handle(store, 22, &outcome(order_id, Kind::Capture, true));
     let answers = results(&done);
-    assert_eq!(answers.len(), 1);
-    assert_eq!(answers[0].status, PaymentStatus::Refunded as i32);
-    assert_eq!(answers[0].provider_ref, "re_1");
-    let record = store.store.payment("o-1").expect("read").expect("recorded");
-    assert_eq!(record.status, PaymentStatus::Refunded as i32);
-    assert_eq!(record.refund_ref, "re_1");
-    assert_eq!(record.provider_ref, "pi_1", "the charge's ref is kept");
-
-    let duplicate = handle(&store, 6, &refund_outcome("o-1"));
-    assert!(duplicate.outgoing().is_empty());
-    let again = handle(&store, 7, &refund);
-    let answers = results(&again);
+    assert_eq!(answers[0].status, PaymentStatus::Captured as i32);
+    assert_eq!(answers[0].amount_minor, 3_000);
     assert_eq!(
-        answers.len(),
-        1,
-        "a repeated RefundPayment is answered again"
+        sent::<PaymentCaptured>(&done, topic::PAYMENTS_EVENTS).len(),
+        1
     );
-    assert_eq!(answers[0].status, PaymentStatus::Refunded as i32);
+    assert_eq!(status(store, order_id), PaymentStatus::Captured);
+}
+
+#[test]
+fn payments_capture_then_a_repeat_answers_captured() {
+    let store = temp_store();
+    captured(&store, "o-1");
+    let again = handle(
+        &store,
+        30,
+        &CapturePayment {
+            order_id: "o-1".into(),
+        },
+    );
+    assert_eq!(results(&again)[0].status, PaymentStatus::Captured as i32);
     assert!(again.changes().is_empty());
-    let authorize_again = results(&handle(&store, 8, &authorize("o-1", "pm_card_visa")));
+    let duplicate = handle(&store, 31, &outcome("o-1", Kind::Capture, true));
+    assert!(duplicate.outgoing().is_empty());
+    let authorize_again = results(&handle(&store, 32, &authorize("o-1", "pm_card_visa")));
     assert_eq!(authorize_again[0].status, PaymentStatus::Authorized as i32);
 }
 
 #[test]
-fn payments_refund_twice_requests_one_refund() {
+fn payments_a_refused_capture_is_recorded_and_announced() {
     let store = temp_store();
     authorized(&store, "o-1");
-    let refund = RefundPayment {
-        order_id: "o-1".into(),
-    };
-    let first = handle(&store, 3, &refund);
-    let second = handle(&store, 4, &refund);
+    handle(
+        &store,
+        3,
+        &CapturePayment {
+            order_id: "o-1".into(),
+        },
+    );
+    let refused = handle(&store, 4, &outcome("o-1", Kind::Capture, false));
     assert_eq!(
-        sent::<RefundRequested>(&first, topic::PAYMENTS_EVENTS).len(),
+        results(&refused)[0].status,
+        PaymentStatus::CaptureFailed as i32
+    );
+    assert_eq!(
+        sent::<PaymentStepFailed>(&refused, topic::PAYMENTS_EVENTS).len(),
         1
     );
-    assert!(second.outgoing().is_empty());
-    assert!(second.changes().is_empty());
+    assert_eq!(status(&store, "o-1"), PaymentStatus::CaptureFailed);
 }
 
 #[test]
-fn payments_refund_without_a_charge_is_trivially_done() {
+fn payments_void_releases_the_hold_once() {
     let store = temp_store();
-    let refund = |order_id: &str| RefundPayment {
-        order_id: order_id.into(),
+    authorized(&store, "o-1");
+    let void = VoidPayment {
+        order_id: "o-1".into(),
     };
-    let none = handle(&store, 1, &refund("o-none"));
+    let requested = handle(&store, 3, &void);
+    let events: Vec<VoidRequested> = sent(&requested, topic::PAYMENTS_EVENTS);
+    assert_eq!(events[0].idempotency_key, "d2c-void-o-1");
+    assert!(handle(&store, 4, &void).outgoing().is_empty(), "in flight");
+    let done = handle(&store, 5, &outcome("o-1", Kind::Void, true));
+    assert_eq!(results(&done)[0].status, PaymentStatus::Voided as i32);
+    assert_eq!(
+        sent::<PaymentVoided>(&done, topic::PAYMENTS_EVENTS).len(),
+        1
+    );
+    assert_eq!(
+        results(&handle(&store, 6, &void))[0].status,
+        PaymentStatus::Voided as i32
+    );
+    let no_capture = handle(
+        &store,
+        7,
+        &CapturePayment {
+            order_id: "o-1".into(),
+        },
+    );
+    assert_eq!(
+        results(&no_capture)[0].status,
+        PaymentStatus::CaptureFailed as i32
+    );
+}
+
+#[test]
+fn payments_partial_refunds_never_exceed_the_capture() {
+    let store = temp_store();
+    captured(&store, "o-1");
+    let first = handle(&store, 3, &refund("o-1", "r-1", 1_000));
+    let events: Vec<RefundRequested> = sent(&first, topic::PAYMENTS_EVENTS);
+    assert_eq!(events[0].amount_minor, 1_000);
+    assert_eq!(events[0].refund_id, "r-1");
+    assert_eq!(events[0].idempotency_key, "d2c-refund-o-1-r-1");
+    assert!(results(&first).is_empty(), "answered by the outcome");
+    assert!(handle(&store, 4, &refund("o-1", "r-1", 1_000))
+        .outgoing()
+        .is_empty());
+
+    let second = handle(&store, 5, &refund("o-1", "r-2", 1_500));
+    assert_eq!(
+        sent::<RefundRequested>(&second, topic::PAYMENTS_EVENTS).len(),
+        1
+    );
+    // 1,000 + 1,500 pending: 500 left, so 600 is refused and recorded nowhere.
+    let too_much = handle(&store, 6, &refund("o-1", "r-3", 600));
+    assert_eq!(
+        results(&too_much)[0].status,
+        PaymentStatus::RefundFailed as i32
+    );
+    assert!(too_much.changes().is_empty());
+
+    let done = handle(&store, 7, &refund_outcome("o-1", "r-1"));
+    let answers = results(&done);
+    assert_eq!(
+        (answers[0].status, answers[0].refund_id.as_str()),
+        (PaymentStatus::Refunded as i32, "r-1")
+    );
+    assert_eq!(answers[0].amount_minor, 1_000);
+    assert_eq!(
+        sent::<PaymentRefunded>(&done, topic::PAYMENTS_EVENTS)[0].refund_id,
+        "r-1"
+    );
+    assert!(handle(&store, 8, &refund_outcome("o-1", "r-1"))
+        .outgoing()
+        .is_empty());
+    let repeat = handle(&store, 9, &refund("o-1", "r-1", 1_000));
+    assert_eq!(results(&repeat)[0].status, PaymentStatus::Refunded as i32);
+
+    let mut refused = refund_outcome("o-1", "r-2");
+    refused.approved = false;
+    let refused = handle(&store, 10, &refused);
+    assert_eq!(
+        results(&refused)[0].status,
+        PaymentStatus::RefundFailed as i32
+    );
+    assert_eq!(
+        sent::<PaymentStepFailed>(&refused, topic::PAYMENTS_EVENTS).len(),
+        1
+    );
+    // The refused 1,500 is available again: 0 means "the rest", 2,000.
+    let rest = handle(&store, 11, &refund("o-1", "r-4", 0));
+    assert_eq!(
+        sent::<RefundRequested>(&rest, topic::PAYMENTS_EVENTS)[0].amount_minor,
+        2_000
+    );
+}
+
+#[test]
+fn payments_refund_without_a_capture_is_trivially_done_or_refused() {
+    let store = temp_store();
+    let none = handle(&store, 1, &refund("o-none", "r", 0));
     let answers = results(&none);
-    assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].status, PaymentStatus::Refunded as i32);
     assert_eq!(answers[0].message, "nothing to refund");
     assert!(none.changes().is_empty());
@@ -332,14 +450,18 @@ fn payments_refund_without_a_charge_is_trivially_done() {
         &authorize("o-declined", "pm_card_chargeDeclined"),
     );
     handle(&store, 3, &charge_outcome("o-declined", false));
-    let declined = handle(&store, 4, &refund("o-declined"));
+    let declined = handle(&store, 4, &refund("o-declined", "r", 0));
     assert_eq!(results(&declined)[0].message, "nothing to refund");
     assert!(sent::<RefundRequested>(&declined, topic::PAYMENTS_EVENTS).is_empty());
 
-    handle(&store, 5, &authorize("o-flight", "pm_card_visa"));
-    let in_flight = handle(&store, 6, &refund("o-flight"));
-    assert!(in_flight.outgoing().is_empty(), "charge in flight: nothing");
-    assert_eq!(status(&store, "o-flight"), PaymentStatus::Requested);
+    authorized(&store, "o-held");
+    let held = handle(&store, 5, &refund("o-held", "r", 0));
+    assert_eq!(
+        results(&held)[0].status,
+        PaymentStatus::RefundFailed as i32,
+        "void it instead"
+    );
+    assert_eq!(status(&store, "o-held"), PaymentStatus::Authorized);
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! A Stripe-style HTTP provider (PaymentIntents and Refunds, form-encoded,
 //! `Authorization: Bearer <secret key>`, `Idempotency-Key` on every call).
+//! Checkout authorizes only (`capture_method=manual`); fulfilment captures
+//! (`POST /v1/payment_intents/{id}/capture`), a cancel before that releases
+//! the hold (`/cancel`), and refunds name an amount (`POST /v1/refunds`).
 //!
 //! | answer                                   | result                                   |
 //! |------------------------------------------|------------------------------------------|
-//! | 200 `{"id":"pi_…","status":"succeeded"}` | approved, `provider_ref = id`            |
+//! | 200 with the expected status: `requires_capture` (authorize), `succeeded` (capture, refund; `pending` too), `canceled` (void) | approved, `provider_ref = id` |
 //! | 200 with another status                  | declined, `decline_code = "payment_<status>"` |
 //! | 402 `{"error":{"type":"card_error",…}}`  | declined (`decline_code`, else `code`)   |
 //! | 409, 429, 5xx, timeout, connect error, unreadable 200 | `ProviderError::Transient`  |
@@ -13,7 +16,8 @@
 //! through, and a retry with the same key gets the provider's stored answer.
 
 use crate::provider::{
-    ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    VoidRequest,
 };
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
@@ -112,21 +116,16 @@ impl HttpProvider {
             ("currency", request.currency.to_ascii_lowercase()),
             ("payment_method", request.payment_method.clone()),
             ("confirm", "true".to_owned()),
+            ("capture_method", "manual".to_owned()),
             ("metadata[order_id]", request.order_id.clone()),
         ];
         let (status, body) = self
             .post("/v1/payment_intents", &request.idempotency_key, &form)
             .await?;
         if status.is_success() {
-            let intent: Object = body.json("payment intent")?;
-            return Ok(match intent.status.as_str() {
-                "succeeded" | "requires_capture" => ProviderDecision::approved(intent.id),
-                other => ProviderDecision::declined(
-                    intent.id,
-                    format!("payment_{other}"),
-                    format!("the payment ended in status {other:?}"),
-                ),
-            });
+            // `succeeded` too: a provider that captured at once still holds
+            // the money for us.
+            return intent_decision(&body, &["requires_capture", "succeeded"]);
         }
         if status == StatusCode::PAYMENT_REQUIRED {
             let error = body.error();
@@ -146,10 +145,35 @@ impl HttpProvider {
         Err(status_error(status, &body))
     }
 
+    async fn capture_now(
+        &self,
+        request: CaptureRequest,
+    ) -> Result<ProviderDecision, ProviderError> {
+        let form = [("amount_to_capture", request.amount_minor.to_string())];
+        let path = format!("/v1/payment_intents/{}/capture", request.provider_ref);
+        let (status, body) = self.post(&path, &request.idempotency_key, &form).await?;
+        if status.is_success() {
+            return intent_decision(&body, &["succeeded"]);
+        }
+        step_refused(status, &body, "capture_declined")
+    }
+
+    async fn void_now(&self, request: VoidRequest) -> Result<ProviderDecision, ProviderError> {
+        let form = [("cancellation_reason", "requested_by_customer".to_owned())];
+        let path = format!("/v1/payment_intents/{}/cancel", request.provider_ref);
+        let (status, body) = self.post(&path, &request.idempotency_key, &form).await?;
+        if status.is_success() {
+            return intent_decision(&body, &["canceled"]);
+        }
+        step_refused(status, &body, "void_declined")
+    }
+
     async fn refund_now(&self, request: RefundRequest) -> Result<ProviderDecision, ProviderError> {
         let form = [
             ("payment_intent", request.provider_ref.clone()),
+            ("amount", request.amount_minor.to_string()),
             ("metadata[order_id]", request.order_id.clone()),
+            ("metadata[refund_id]", request.refund_id.clone()),
         ];
         let (status, body) = self
             .post("/v1/refunds", &request.idempotency_key, &form)
@@ -165,16 +189,41 @@ impl HttpProvider {
                 ),
             });
         }
-        if status == StatusCode::PAYMENT_REQUIRED {
-            let error = body.error();
-            return Ok(ProviderDecision::declined(
-                String::new(),
-                error.code.unwrap_or_else(|| "refund_declined".to_owned()),
-                error.message.unwrap_or_default(),
-            ));
-        }
-        Err(status_error(status, &body))
+        step_refused(status, &body, "refund_declined")
     }
+}
+
+/// A 2xx answer about a PaymentIntent: approved if its status is one of
+/// `expected`.
+fn intent_decision(body: &Body, expected: &[&str]) -> Result<ProviderDecision, ProviderError> {
+    let intent: Object = body.json("payment intent")?;
+    Ok(if expected.contains(&intent.status.as_str()) {
+        ProviderDecision::approved(intent.id)
+    } else {
+        ProviderDecision::declined(
+            intent.id,
+            format!("payment_{}", intent.status),
+            format!("the payment ended in status {:?}", intent.status),
+        )
+    })
+}
+
+/// A non-2xx answer to a capture, void or refund: 402 is the provider's
+/// refusal (a decision), the rest as [`status_error`] says.
+fn step_refused(
+    status: StatusCode,
+    body: &Body,
+    default_code: &str,
+) -> Result<ProviderDecision, ProviderError> {
+    if status == StatusCode::PAYMENT_REQUIRED {
+        let error = body.error();
+        return Ok(ProviderDecision::declined(
+            String::new(),
+            error.code.unwrap_or_else(|| default_code.to_owned()),
+            error.message.unwrap_or_default(),
+        ));
+    }
+    Err(status_error(status, body))
 }
 
 impl PaymentProvider for HttpProvider {
@@ -183,6 +232,17 @@ impl PaymentProvider for HttpProvider {
         request: ChargeRequest,
     ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
         Box::pin(self.charge_now(request))
+    }
+
+    fn capture(
+        &self,
+        request: CaptureRequest,
+    ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+        Box::pin(self.capture_now(request))
+    }
+
+    fn void(&self, request: VoidRequest) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+        Box::pin(self.void_now(request))
     }
 
     fn refund(

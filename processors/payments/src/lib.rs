@@ -5,15 +5,16 @@
 //!
 //! * [`PaymentsHandler`], a pure handler run by the shared runtime on
 //!   `payments.messages`. It never calls the provider: it records what is
-//!   wanted (`PaymentRequested`, `RefundRequested` on `payments.events`) and
+//!   wanted (`PaymentRequested`, `CaptureRequested`, `VoidRequested`,
+//!   `RefundRequested` on `payments.events`) and
 //!   applies what the provider said (`ProviderOutcome`).
 //! * The provider worker ([`worker`]), the only place with I/O: its own
 //!   consumer group on `payments.events` calls the [`PaymentProvider`] for each
 //!   request and reports the answer as a `ProviderOutcome` on
 //!   `payments.messages`. Its offset is stored only after the outcome is
 //!   acknowledged, so a crash repeats a provider call, never loses one; the
-//!   provider idempotency key is fixed per order (`d2c-charge-{order_id}`,
-//!   `d2c-refund-{order_id}`), so a repeated call charges once.
+//!   provider idempotency key is fixed per step (see below), so a repeated
+//!   call moves money once.
 //! * Provider webhooks ([`webhook_route`]): `POST /webhooks/provider` on the
 //!   admin endpoint takes the provider's signed events (`Stripe-Signature`,
 //!   secret `D2C_PAYMENT_WEBHOOK_SECRET`) and produces what they report as a
@@ -26,48 +27,39 @@
 //!
 //! # Payment states
 //!
+//! Checkout only authorizes: the provider holds the money. Fulfilment
+//! captures it; a cancel before that voids the hold; captured money is
+//! refunded in parts, each refund by its own id.
+//!
 //! ```text
-//!                AuthorizePayment              ProviderOutcome(charge, approved)
-//!   (none) ─────────────────────────▶ REQUESTED ───────────────────────────▶ AUTHORIZED
-//!     │ invalid request                   │ ProviderOutcome(charge, declined)      │ RefundPayment
-//!     ▼                                   ▼                                        ▼
-//!   DECLINED ◀────────────────────────────┘                               REFUND_REQUESTED
-//!                                                                                  │ ProviderOutcome(refund, approved)
-//!                                                                                  ▼
-//!                                                                              REFUNDED
+//!          AuthorizePayment            outcome(charge, approved)           CapturePayment
+//!   (none) ─────────────────▶ REQUESTED ─────────────────────▶ AUTHORIZED ─────────────▶ CAPTURE_REQUESTED
+//!     │ invalid                  │ outcome(charge, declined)     │ VoidPayment               │ outcome(capture)
+//!     ▼                          ▼                               ▼                           ▼
+//!   DECLINED ◀──────────────────┘                         VOID_REQUESTED ──▶ VOIDED   CAPTURED / CAPTURE_FAILED
+//!                                                                                       │ RefundPayment(id, amount)
+//!                                                                                       ▼
+//!                                                      refunds[id]: REFUND_REQUESTED ──▶ REFUNDED / REFUND_FAILED
 //! ```
 //!
-//! | state            | AuthorizePayment            | RefundPayment                         | ProviderOutcome          |
-//! |------------------|-----------------------------|---------------------------------------|--------------------------|
-//! | (none)           | validate → REQUESTED        | result REFUNDED "nothing to refund"   | ignored                  |
-//! | REQUESTED        | nothing (call in flight)    | nothing (see below)                   | charge → AUTHORIZED / DECLINED |
-//! | AUTHORIZED       | re-send result AUTHORIZED   | → REFUND_REQUESTED                    | ignored (duplicate)      |
-//! | DECLINED         | re-send result DECLINED     | result REFUNDED "nothing to refund"   | ignored (duplicate)      |
-//! | REFUND_REQUESTED | re-send result AUTHORIZED   | nothing (refund in flight)            | refund approved → REFUNDED; refund failed → stays |
-//! | REFUNDED         | re-send result AUTHORIZED   | re-send result REFUNDED               | ignored (duplicate)      |
-//!
-//! Every answer to orders is sent with `Effects::send` to `orders.messages`
-//! keyed by order id (orders is a saga, not a caller waiting on a reply-to);
-//! orders ignores a result it already has, so re-sending is harmless.
-//!
-//! Decisions worth knowing:
-//!
+//! * Every command in a state where its step is in flight does nothing (the
+//!   outcome answers); in a state where it is done it answers again with the
+//!   result; orders ignores a result it already has.
+//! * A refund never exceeds what was captured minus every refund not
+//!   refused; a refund id seen before is a repeat, whatever its amount.
+//! * A capture or refund the provider refuses for good (a 402 or a request
+//!   it rejects) is recorded as CAPTURE_FAILED / REFUND_FAILED, announced as
+//!   `PaymentStepFailed` and logged as an error: retrying with the same
+//!   idempotency key could only return the same stored refusal. A refused
+//!   void still ends as VOIDED: nothing was taken and an uncaptured hold
+//!   lapses. Transient errors are retried until the provider answers; the
+//!   orders saga's deadlines bound how long an order waits for that.
 //! * An invalid `AuthorizePayment` (empty payment method, negative amount, a
 //!   currency that is not three upper-case letters) is DECLINED with
 //!   `decline_code = "invalid_request"` and recorded, so a repeat gets the same
-//!   answer and a provider is never called for it. (An empty order id cannot be
-//!   recorded: it is only answered.)
-//! * `RefundPayment` while the charge is still REQUESTED does nothing: the
-//!   refund is not queued behind the in-flight charge. Orders will get the
-//!   charge's `PaymentResult` later and must send `RefundPayment` again if it
-//!   still wants the money back (an AUTHORIZED result while compensating).
-//! * A refund the provider refused (a decline, or a request it rejects as
-//!   invalid) leaves the payment in REFUND_REQUESTED and is logged as an
-//!   error for an operator: retrying with the same idempotency key could only
-//!   return the same stored refusal. Transient errors are retried until the
-//!   provider answers.
-//! * Only the first charge outcome counts; later outcomes for the same payment
-//!   (worker replays, webhooks) change nothing.
+//!   answer and a provider is never called for it.
+//! * Provider idempotency keys are fixed per step: `d2c-charge-{order}`,
+//!   `d2c-capture-{order}`, `d2c-void-{order}`, `d2c-refund-{order}-{refund}`.
 //!
 //! # Sandbox test tokens
 //!
@@ -84,9 +76,10 @@
 //!
 //! Provider references are `sb_pi_` / `sb_re_` followed by the first 16 hex
 //! digits of SHA-256(idempotency key): the same key always gives the same
-//! reference. Refunds are always approved.
+//! reference. Captures, voids and refunds are always approved.
 
 pub mod authorize;
+pub mod capture;
 pub mod config;
 pub mod http_provider;
 pub mod outcome;
@@ -104,13 +97,19 @@ mod handler_tests;
 pub use config::{PaymentsConfig, ProviderKind};
 pub use http_provider::HttpProvider;
 pub use provider::{
-    ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    VoidRequest,
 };
 pub use sandbox::SandboxProvider;
-pub use table::{charge_idempotency_key, refund_idempotency_key, PaymentRead};
+pub use table::{
+    capture_idempotency_key, charge_idempotency_key, refund_idempotency_key, void_idempotency_key,
+    PaymentRead,
+};
 pub use worker::{run_worker, RetryPolicy, WorkerSettings};
 
-use d2c_proto::payments::v1::{AuthorizePayment, ProviderOutcome, RefundPayment};
+use d2c_proto::payments::v1::{
+    AuthorizePayment, CapturePayment, ProviderOutcome, RefundPayment, VoidPayment,
+};
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
 use prost::Name;
@@ -136,6 +135,10 @@ impl Handler for PaymentsHandler {
             outcome::apply(state, message.decode()?, effects)
         } else if message_type == RefundPayment::full_name() {
             refund::apply(state, message.decode()?, effects)
+        } else if message_type == CapturePayment::full_name() {
+            capture::apply_capture(state, message.decode()?, effects)
+        } else if message_type == VoidPayment::full_name() {
+            capture::apply_void(state, message.decode()?, effects)
         } else {
             Err(HandlerError::Malformed(format!(
                 "payments does not handle {message_type}"

@@ -1,11 +1,12 @@
-//! The payment provider seen from the worker: charge and refund, each
-//! carrying an idempotency key, each answering a decision or an error that
-//! says whether trying again can help.
+//! The payment provider seen from the worker: authorize (a hold, captured
+//! later), capture, void and refund, each carrying an idempotency key, each
+//! answering a decision or an error that says whether trying again can help.
 
 use futures::future::BoxFuture;
 
-/// Charge `amount_minor` of `currency` to `payment_method` (a token, never a
-/// card number), once per `idempotency_key`.
+/// Authorize `amount_minor` of `currency` on `payment_method` (a token, never
+/// a card number), once per `idempotency_key`: the money is held, and taken
+/// only by a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRequest {
     pub order_id: String,
@@ -17,13 +18,35 @@ pub struct ChargeRequest {
     pub idempotency_key: String,
 }
 
-/// Refund the payment `provider_ref` in full, once per `idempotency_key`.
+/// Refund `amount_minor` of the captured payment `provider_ref`, once per
+/// `idempotency_key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
+    pub order_id: String,
+    /// Ours, passed to the provider as metadata so its webhooks name it.
+    pub refund_id: String,
+    pub provider_ref: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub idempotency_key: String,
+}
+
+/// Capture the authorized payment `provider_ref`, once per `idempotency_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRequest {
     pub order_id: String,
     pub provider_ref: String,
     pub amount_minor: i64,
     pub currency: String,
+    pub idempotency_key: String,
+}
+
+/// Release the authorization `provider_ref` (nothing is taken), once per
+/// `idempotency_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoidRequest {
+    pub order_id: String,
+    pub provider_ref: String,
     pub idempotency_key: String,
 }
 
@@ -85,10 +108,18 @@ impl ProviderError {
 /// A payment provider. Used as `Arc<dyn PaymentProvider>`; every call must be
 /// safe to repeat with the same idempotency key.
 pub trait PaymentProvider: Send + Sync {
+    /// Authorize (hold) the amount; see [`ChargeRequest`].
     fn charge(
         &self,
         request: ChargeRequest,
     ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>>;
+
+    fn capture(
+        &self,
+        request: CaptureRequest,
+    ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>>;
+
+    fn void(&self, request: VoidRequest) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>>;
 
     fn refund(
         &self,

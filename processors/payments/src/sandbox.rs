@@ -3,7 +3,8 @@
 //! demos; it never moves money.
 
 use crate::provider::{
-    ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    VoidRequest,
 };
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -74,6 +75,19 @@ impl PaymentProvider for SandboxProvider {
     ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
         let decision = self.decide_charge(&request);
         Box::pin(async move { decision })
+    }
+
+    /// Captures, voids and refunds are always approved; the provider
+    /// reference of a capture or void is the authorization's.
+    fn capture(
+        &self,
+        request: CaptureRequest,
+    ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+        Box::pin(async move { Ok(ProviderDecision::approved(request.provider_ref)) })
+    }
+
+    fn void(&self, request: VoidRequest) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+        Box::pin(async move { Ok(ProviderDecision::approved(request.provider_ref)) })
     }
 
     fn refund(
@@ -158,6 +172,7 @@ mod payments_sandbox_tests {
     async fn refunds_are_approved() {
         let decision = SandboxProvider::new()
             .refund(RefundRequest {
+                refund_id: "r-1".into(),
                 order_id: "o-1".into(),
                 provider_ref: "sb_pi_x".into(),
                 amount_minor: 1_000,

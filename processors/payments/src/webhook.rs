@@ -124,6 +124,8 @@ struct List {
 struct ListItem {
     #[serde(default)]
     id: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The outcome an event reports, for `payment_intent.succeeded`,
@@ -144,13 +146,18 @@ pub fn parse_event(body: &[u8]) -> Result<Option<ProviderOutcome>, WebhookError>
         return Ok(None);
     };
     let outcome = match event.kind.as_str() {
-        "payment_intent.succeeded" => ProviderOutcome {
-            order_id,
-            kind: Kind::Charge as i32,
-            approved: true,
-            provider_ref: object.id,
-            ..ProviderOutcome::default()
-        },
+        // With manual capture the authorization is `amount_capturable_updated`;
+        // `succeeded` (captured) implies it too. A capture in flight is
+        // settled by the worker's retries, not by a webhook.
+        "payment_intent.amount_capturable_updated" | "payment_intent.succeeded" => {
+            ProviderOutcome {
+                order_id,
+                kind: Kind::Charge as i32,
+                approved: true,
+                provider_ref: object.id,
+                ..ProviderOutcome::default()
+            }
+        }
         "payment_intent.payment_failed" => {
             let error = object.last_payment_error.unwrap_or_default();
             ProviderOutcome {
@@ -163,14 +170,23 @@ pub fn parse_event(body: &[u8]) -> Result<Option<ProviderOutcome>, WebhookError>
                     .or(error.code)
                     .unwrap_or_else(|| "card_declined".into()),
                 message: error.message.unwrap_or_default(),
+                ..ProviderOutcome::default()
             }
         }
         "charge.refunded" => {
-            // The refund's id when the charge lists its refunds, else the
-            // charge's own id.
-            let provider_ref = object
+            // The latest refund (ours carry `metadata.refund_id`), else the
+            // charge's own id; an outcome without a refund id we asked for
+            // changes nothing.
+            let latest = object
                 .refunds
-                .and_then(|refunds| refunds.data.into_iter().next())
+                .and_then(|refunds| refunds.data.into_iter().next());
+            let refund_id = latest
+                .as_ref()
+                .and_then(|refund| refund.metadata.get("refund_id"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let provider_ref = latest
                 .map(|refund| refund.id)
                 .filter(|id| !id.is_empty())
                 .unwrap_or(object.id);
@@ -179,6 +195,7 @@ pub fn parse_event(body: &[u8]) -> Result<Option<ProviderOutcome>, WebhookError>
                 kind: Kind::Refund as i32,
                 approved: true,
                 provider_ref,
+                refund_id,
                 ..ProviderOutcome::default()
             }
         }
@@ -316,7 +333,7 @@ mod payments_webhook_tests {
             "type": "charge.refunded",
             "data": {"object": {"id": "ch_1", "payment_intent": "pi_1",
                 "metadata": {"order_id": "o-2"},
-                "refunds": {"data": [{"id": "re_1"}]}}}
+                "refunds": {"data": [{"id": "re_1", "metadata": {"refund_id": "r-1"}}]}}}
         });
         let refunded = parse_event(refunded.to_string().as_bytes())
             .expect("parses")

@@ -1,7 +1,8 @@
 //! The provider worker: the only part of payments with I/O.
 //!
 //! Its own consumer group (`{group_id}-provider`) reads `payments.events`.
-//! For each `PaymentRequested` / `RefundRequested` it calls the provider
+//! For each `PaymentRequested`, `CaptureRequested`, `VoidRequested` and
+//! `RefundRequested` it calls the provider
 //! (with the request's fixed idempotency key), produces what the provider
 //! said as a `ProviderOutcome` to `payments.messages` keyed by order id, waits
 //! for the broker's acknowledgement, and only then stores the offset. A crash
@@ -12,11 +13,11 @@
 //! Transient failures (5xx, 429, timeouts, connection errors) are retried with
 //! exponential backoff for ever: a charge given up on might have succeeded.
 //! A request the provider refuses outright (`ProviderError::Permanent`) is
-//! reported as declined with `provider_rejected`. A refund the provider
-//! refuses is reported as not approved (the payment stays REFUND_REQUESTED and
-//! an error is logged): retrying it with the same idempotency key could only
-//! get the same stored refusal back, and blocking the partition would stop
-//! the charges behind it.
+//! reported as declined with `provider_rejected`. A capture or refund the
+//! provider refuses is reported as not approved (the handler records it as
+//! failed for an operator): retrying it with the same idempotency key could
+//! only get the same stored refusal back, and blocking the partition would
+//! stop the payments behind it.
 //!
 //! Partitions are handled concurrently, one sequential lane each, so a slow
 //! provider call holds up only its own partition (until its lane's queue is
@@ -29,10 +30,12 @@
 
 use crate::config::PaymentsConfig;
 use crate::provider::{
-    ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
+    VoidRequest,
 };
 use d2c_proto::payments::v1::{
-    provider_outcome::Kind, PaymentRequested, ProviderOutcome, RefundRequested,
+    provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
+    VoidRequested,
 };
 use d2c_proto::Envelope;
 use d2c_runtime::kafka::{envelope_headers, envelope_of, group_consumer_config, producer_config};
@@ -305,8 +308,13 @@ async fn handle_record(
             return true;
         }
     };
-    let is_request = envelope.message_type == PaymentRequested::full_name()
-        || envelope.message_type == RefundRequested::full_name();
+    let is_request = [
+        PaymentRequested::full_name(),
+        CaptureRequested::full_name(),
+        VoidRequested::full_name(),
+        RefundRequested::full_name(),
+    ]
+    .contains(&envelope.message_type);
     if !is_request {
         return true;
     }
@@ -398,9 +406,10 @@ pub(crate) async fn outcome_for(
         let Some(requested) = decode::<RefundRequested>(message_type, payload) else {
             return Step::Skip;
         };
-        let order_id = requested.order_id.clone();
+        let (order_id, refund_id) = (requested.order_id.clone(), requested.refund_id.clone());
         let request = RefundRequest {
             order_id: requested.order_id,
+            refund_id: requested.refund_id,
             provider_ref: requested.provider_ref,
             amount_minor: requested.amount_minor,
             currency: requested.currency,
@@ -410,25 +419,62 @@ pub(crate) async fn outcome_for(
             provider.refund(request.clone())
         })
         .await;
-        let decision = match called {
-            None => return Step::Stopped,
-            Some(Ok(decision)) => decision,
-            Some(Err(error)) => {
-                ProviderDecision::declined(String::new(), PROVIDER_REJECTED, error.to_string())
-            }
+        decided(called, order_id, Kind::Refund, refund_id)
+    } else if message_type == CaptureRequested::full_name() {
+        let Some(requested) = decode::<CaptureRequested>(message_type, payload) else {
+            return Step::Skip;
         };
-        if !decision.approved {
-            tracing::error!(
-                %order_id,
-                decline_code = %decision.decline_code,
-                message = %decision.message,
-                "The provider refused a refund: the payment stays REFUND_REQUESTED and needs an operator"
-            );
-        }
-        Step::Outcome(outcome(order_id, Kind::Refund, decision))
+        let order_id = requested.order_id.clone();
+        let request = CaptureRequest {
+            order_id: requested.order_id,
+            provider_ref: requested.provider_ref,
+            amount_minor: requested.amount_minor,
+            currency: requested.currency,
+            idempotency_key: requested.idempotency_key,
+        };
+        let called = with_retries("capture", &order_id, retry, stop, || {
+            provider.capture(request.clone())
+        })
+        .await;
+        decided(called, order_id, Kind::Capture, String::new())
+    } else if message_type == VoidRequested::full_name() {
+        let Some(requested) = decode::<VoidRequested>(message_type, payload) else {
+            return Step::Skip;
+        };
+        let order_id = requested.order_id.clone();
+        let request = VoidRequest {
+            order_id: requested.order_id,
+            provider_ref: requested.provider_ref,
+            idempotency_key: requested.idempotency_key,
+        };
+        let called = with_retries("void", &order_id, retry, stop, || {
+            provider.void(request.clone())
+        })
+        .await;
+        decided(called, order_id, Kind::Void, String::new())
     } else {
         Step::Skip
     }
+}
+
+/// A capture's, void's or refund's call as an outcome: a permanent error
+/// is the provider's refusal, which the handler records for an operator.
+fn decided(
+    called: Option<Result<ProviderDecision, ProviderError>>,
+    order_id: String,
+    kind: Kind,
+    refund_id: String,
+) -> Step {
+    let decision = match called {
+        None => return Step::Stopped,
+        Some(Ok(decision)) => decision,
+        Some(Err(error)) => {
+            ProviderDecision::declined(String::new(), PROVIDER_REJECTED, error.to_string())
+        }
+    };
+    let mut outcome = outcome(order_id, kind, decision);
+    outcome.refund_id = refund_id;
+    Step::Outcome(outcome)
 }
 
 fn decode<M: prost::Message + Default>(message_type: &str, payload: &[u8]) -> Option<M> {
@@ -449,6 +495,7 @@ fn outcome(order_id: String, kind: Kind, decision: ProviderDecision) -> Provider
         provider_ref: decision.provider_ref,
         decline_code: decision.decline_code,
         message: decision.message,
+        refund_id: String::new(),
     }
 }
 
@@ -630,7 +677,8 @@ mod payments_worker_tests {
             provider_ref: "sb_pi_1".into(),
             amount_minor: 1_000,
             currency: "EUR".into(),
-            idempotency_key: "d2c-refund-o-1".into(),
+            idempotency_key: "d2c-refund-o-1-r-1".into(),
+            refund_id: "r-1".into(),
         }
         .encode_to_vec();
         let Step::Outcome(refunded) = outcome_for(
@@ -646,6 +694,48 @@ mod payments_worker_tests {
         };
         assert!(refunded.approved);
         assert_eq!(refunded.kind, Kind::Refund as i32);
+        assert_eq!(refunded.refund_id, "r-1", "the outcome names its refund");
+        let capture = CaptureRequested {
+            order_id: "o-1".into(),
+            provider_ref: "sb_pi_1".into(),
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            idempotency_key: "d2c-capture-o-1".into(),
+        }
+        .encode_to_vec();
+        let Step::Outcome(captured) = outcome_for(
+            &sandbox,
+            &CaptureRequested::full_name(),
+            &capture,
+            fast(),
+            &mut stop,
+        )
+        .await
+        else {
+            panic!("outcome expected")
+        };
+        assert_eq!(
+            (captured.kind, captured.approved),
+            (Kind::Capture as i32, true)
+        );
+        let void = VoidRequested {
+            order_id: "o-2".into(),
+            provider_ref: "sb_pi_2".into(),
+            idempotency_key: "d2c-void-o-2".into(),
+        }
+        .encode_to_vec();
+        let Step::Outcome(voided) = outcome_for(
+            &sandbox,
+            &VoidRequested::full_name(),
+            &void,
+            fast(),
+            &mut stop,
+        )
+        .await
+        else {
+            panic!("outcome expected")
+        };
+        assert_eq!((voided.kind, voided.approved), (Kind::Void as i32, true));
         assert_eq!(
             outcome_for(
                 &sandbox,
@@ -677,6 +767,20 @@ mod payments_worker_tests {
         fn charge(
             &self,
             _request: ChargeRequest,
+        ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+            Box::pin(async { Err(ProviderError::Transient("down".into())) })
+        }
+
+        fn capture(
+            &self,
+            _request: CaptureRequest,
+        ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
+            Box::pin(async { Err(ProviderError::Transient("down".into())) })
+        }
+
+        fn void(
+            &self,
+            _request: VoidRequest,
         ) -> BoxFuture<'_, Result<ProviderDecision, ProviderError>> {
             Box::pin(async { Err(ProviderError::Transient("down".into())) })
         }

@@ -6,6 +6,7 @@ use d2c_proto::catalog::v1::{Product, ProductArchived, ProductCreated, ProductUp
 use d2c_proto::envelope::header;
 use d2c_proto::orders::v1::{
     Order, OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected,
+    OrderUpdated,
 };
 use d2c_readside::ArchivedEvent;
 use prost::{Message as _, Name};
@@ -33,6 +34,7 @@ pub struct Projection {
 }
 
 /// The read-model row an event carries, if any.
+#[allow(clippy::large_enum_variant)] // one row per record, moved once into a batch
 enum Row {
     Product(Product),
     Order(Order),
@@ -160,6 +162,9 @@ fn read_model_row(message_type: &str, payload: &[u8]) -> Result<Option<Row>, Str
                 .map_err(undecodable)?
                 .order,
         ),
+        t if t == OrderUpdated::full_name() => {
+            order(OrderUpdated::decode(payload).map_err(undecodable)?.order)
+        }
         t if t == OrderCancelled::full_name() => {
             order(OrderCancelled::decode(payload).map_err(undecodable)?.order)
         }

@@ -43,7 +43,7 @@ pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid_field`, `unauthorized`,
     /// `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
     /// `out_of_stock`, `price_changed`, `payment_declined`, `illegal_transition`,
-    /// `limit_reached`, `rate_limited`,
+    /// `limit_reached`, `rate_limited`, `timed_out`,
     /// `body_too_large`, `unavailable`, `internal`.
     #[schema(example = "invalid_field")]
     pub code: String,
@@ -132,6 +132,12 @@ impl ApiError {
         details.skus = skus;
         details.current_price_minor = current_price_minor;
         error
+    }
+
+    /// A saga step passed its deadline and the order was rejected: 409
+    /// `timed_out` (`field` names the step).
+    pub fn timed_out(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "timed_out", message).with_field(field)
     }
 
     /// A per-customer limit (e.g. 20 open carts): 409 `limit_reached`.
@@ -234,6 +240,7 @@ impl From<Rejection> for ApiError {
             }
             Ok(Code::IllegalTransition) => ApiError::illegal_transition(message).with_field(field),
             Ok(Code::LimitReached) => ApiError::limit_reached(field, message),
+            Ok(Code::TimedOut) => ApiError::timed_out(field, message),
             Ok(Code::PriceChanged) => {
                 ApiError::price_changed(field, message, skus, current_price_minor)
             }

@@ -107,6 +107,7 @@ impl From<Order> for OrderJson {
             code: match Code::try_from(rejection.code) {
                 Ok(Code::OutOfStock) => "out_of_stock",
                 Ok(Code::PaymentDeclined) => "payment_declined",
+                Ok(Code::TimedOut) => "timed_out",
                 _ => "rejected",
             }
             .to_owned(),

@@ -32,7 +32,10 @@ pub use jobs::{
     JOB_PRUNE_VERSIONS,
 };
 pub use leader::{Leader, MAINTENANCE_LOCK_KEY};
-pub use orders::{insert_order_version, insert_order_versions, order, orders_of_customer};
+pub use orders::{
+    insert_order_version, insert_order_versions, order, orders_by_status_age, orders_of_customer,
+    StatusAge,
+};
 pub use products::{
     insert_product_version, insert_product_versions, product, product_by_sku, search,
 };

@@ -113,3 +113,47 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Result<Order> {
         source,
     })
 }
+
+/// How many orders are in one status now, and how long the longest-waiting
+/// of them has been in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusAge {
+    pub status: String,
+    pub orders: i64,
+    pub oldest_seconds: f64,
+}
+
+/// Every status some order is in now, with its count and the age of its
+/// oldest order (since that order's latest event was projected). Settled
+/// statuses (`confirmed`, `fulfilled`, `rejected`, `cancelled`) are left out:
+/// orders stay in them for good. One pass over the latest version of each
+/// order projected in the last `window`; an order untouched for longer is
+/// not counted.
+pub async fn orders_by_status_age(
+    pool: &PgPool,
+    window: std::time::Duration,
+) -> Result<Vec<StatusAge>> {
+    let rows = sqlx::query(
+        "SELECT status, count(*) AS orders,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(projected_at)), 0)::float8 AS oldest
+           FROM (SELECT DISTINCT ON (order_id) order_id, status, projected_at
+                   FROM order_versions
+                  WHERE projected_at > now() - $1::int8 * interval '1 second'
+                  ORDER BY order_id, version DESC) latest
+          WHERE status NOT IN ('confirmed', 'fulfilled', 'rejected', 'cancelled')
+          GROUP BY status
+          ORDER BY status",
+    )
+    .bind(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StatusAge {
+                status: row.try_get("status")?,
+                orders: row.try_get("orders")?,
+                oldest_seconds: row.try_get("oldest")?,
+            })
+        })
+        .collect()
+}

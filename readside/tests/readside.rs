@@ -603,3 +603,47 @@ async fn maintenance_runs_are_recorded() {
         .all(|run| run.started_at_ms <= run.finished_at_ms));
     assert_eq!(runs[2].detail, "created none");
 }
+
+#[tokio::test]
+async fn orders_by_status_age_counts_each_order_once_at_its_latest_status() {
+    use d2c_proto::orders::v1::{Order, OrderStatus};
+    let db = TestDb::new().await;
+    let order = |id: &str, status: OrderStatus| Order {
+        order_id: id.into(),
+        customer_id: "c-1".into(),
+        status: status as i32,
+        ..Order::default()
+    };
+    let mut conn = db.pool.acquire().await.expect("connection");
+    for (version, order) in [
+        (1, order("o-1", OrderStatus::Placed)),
+        (2, order("o-1", OrderStatus::Confirmed)),
+        (3, order("o-1", OrderStatus::Fulfilling)),
+        (1, order("o-2", OrderStatus::Fulfilling)),
+        (1, order("o-3", OrderStatus::Placed)),
+        (2, order("o-3", OrderStatus::Rejected)),
+        (1, order("o-4", OrderStatus::CaptureFailed)),
+    ] {
+        insert_order_version(&mut conn, version, &order)
+            .await
+            .expect("insert");
+    }
+    drop(conn);
+    let ages = d2c_readside::orders_by_status_age(&db.pool, std::time::Duration::from_secs(3600))
+        .await
+        .expect("query");
+    let counts: Vec<(&str, i64)> = ages
+        .iter()
+        .map(|age| (age.status.as_str(), age.orders))
+        .collect();
+    assert_eq!(
+        counts,
+        [("capture_failed", 1), ("fulfilling", 2)],
+        "settled statuses are left out"
+    );
+    assert!(
+        ages.iter()
+            .all(|age| (0.0..60.0).contains(&age.oldest_seconds)),
+        "{ages:?}"
+    );
+}

@@ -86,6 +86,36 @@ impl<S: StateRead + ?Sized> StateRead for Overlay<'_, S> {
             None => self.base.get(table, key),
         }
     }
+
+    /// The store's range with the batch's own writes and deletes applied.
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<crate::KeyValues, StateError> {
+        let (low, high) = (table.key(from), table.key(until));
+        let touched: Vec<(&Vec<u8>, Option<&[u8]>)> = self
+            .changes
+            .latest
+            .iter()
+            .filter(|(key, _)| key.as_slice() >= low.as_slice() && key.as_slice() < high.as_slice())
+            .map(|(key, index)| (key, self.changes.entries[*index].value.as_deref()))
+            .collect();
+        // Enough from the store that deletes in the batch cannot leave fewer
+        // than `limit` when more exist.
+        let base = self.base.range(table, from, until, limit + touched.len())?;
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
+        for (full_key, value) in touched {
+            let key = full_key[1..].to_vec();
+            match value {
+                Some(value) => merged.insert(key, value.to_vec()),
+                None => merged.remove(&key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
 }
 
 #[cfg(test)]
@@ -109,5 +139,65 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].value.as_deref(), Some(b"2".as_slice()));
         assert_eq!(entries[1].value, None);
+    }
+
+    /// A store of a few fixed entries.
+    struct Fixed(Vec<(Vec<u8>, Vec<u8>)>);
+
+    impl StateRead for Fixed {
+        fn get(&self, _: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone()))
+        }
+
+        fn range(
+            &self,
+            _: Table,
+            from: &[u8],
+            until: &[u8],
+            limit: usize,
+        ) -> Result<crate::KeyValues, StateError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|(k, _)| k.as_slice() >= from && k.as_slice() < until)
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+    }
+
+    #[test]
+    fn ranges_see_the_batch_writes_and_deletes() {
+        let base = Fixed(vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"1".to_vec()),
+            (b"d".to_vec(), b"1".to_vec()),
+        ]);
+        let mut changes = ChangeSet::default();
+        changes.delete(Table::Deadlines, b"a");
+        changes.put(Table::Deadlines, b"c", b"2".to_vec());
+        changes.put(Table::Orders, b"c", b"x".to_vec());
+        let overlay = Overlay {
+            base: &base,
+            changes: &changes,
+        };
+        let keys: Vec<Vec<u8>> = overlay
+            .range(Table::Deadlines, b"a", b"d", 10)
+            .expect("range")
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, [b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            overlay
+                .range(Table::Deadlines, b"a", b"z", 1)
+                .expect("range")
+                .len(),
+            1
+        );
     }
 }

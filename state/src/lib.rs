@@ -38,6 +38,8 @@ pub enum Table {
     Customers = 0x50,
     /// Carts by (customer id, cart id) (customers).
     Carts = 0x51,
+    /// Order deadlines by (due time, order id) (orders).
+    Deadlines = 0x11,
 }
 
 impl Table {
@@ -177,7 +179,20 @@ impl StateError {
     }
 }
 
+/// Entries of a range read: (key without the table prefix, value).
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Read access to one partition's state, as a handler sees it.
 pub trait StateRead {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Up to `limit` entries of `table` with keys in `[from, until)`, in key
+    /// order (keys without the table prefix).
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StateError>;
 }

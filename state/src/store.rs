@@ -189,6 +189,30 @@ impl StateRead for PartitionStore {
         let handle = self.handle()?;
         Ok(self.db.get_cf(&handle, table.key(key))?)
     }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<crate::KeyValues, StateError> {
+        let handle = self.handle()?;
+        let (low, high) = (table.key(from), table.key(until));
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(high);
+        let iterator = self.db.iterator_cf_opt(
+            &handle,
+            options,
+            rocksdb::IteratorMode::From(&low, rocksdb::Direction::Forward),
+        );
+        let mut found = Vec::new();
+        for item in iterator.take(limit) {
+            let (key, value) = item?;
+            found.push((key[1..].to_vec(), value.to_vec()));
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]

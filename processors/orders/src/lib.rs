@@ -35,6 +35,8 @@
 //! refused as a conflict.
 
 pub mod cancel;
+pub mod deadlines;
+mod expiry;
 pub mod fulfil;
 pub mod get_order;
 pub mod metrics;
@@ -49,6 +51,7 @@ mod testing;
 
 pub use table::{OrderRead, OrderWrite};
 
+use d2c_proto::common::v1::Tick;
 use d2c_proto::inventory::v1::ReservationResult;
 use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, GetOrder, PlaceOrder, RefundOrder};
 use d2c_proto::payments::v1::PaymentResult;
@@ -64,11 +67,18 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9101;
 /// the catalog view every instance keeps.
 pub struct OrdersHandler {
     prices: std::sync::Arc<dyn prices::PriceBook>,
+    tick: Option<std::time::Duration>,
 }
 
 impl OrdersHandler {
     pub fn new(prices: std::sync::Arc<dyn prices::PriceBook>) -> Self {
-        Self { prices }
+        Self { prices, tick: None }
+    }
+
+    /// Ticks every `interval` drive the deadlines ([`deadlines`]).
+    pub fn with_ticks(mut self, interval: std::time::Duration) -> Self {
+        self.tick = Some(interval);
+        self
     }
 }
 
@@ -100,6 +110,8 @@ impl Handler for OrdersHandler {
             fulfil::apply(state, message.decode()?, effects)
         } else if message_type == RefundOrder::full_name() {
             refund::apply(state, message.decode()?, effects)
+        } else if message_type == Tick::full_name() {
+            expiry::on_tick(state, effects)
         } else {
             Err(HandlerError::Malformed(format!(
                 "orders does not handle {message_type}"
@@ -110,5 +122,9 @@ impl Handler for OrdersHandler {
     /// Saga outcomes and revenue, from the order events of a committed batch.
     fn committed(&self, outgoing: &[Outgoing]) {
         metrics::record(outgoing);
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        self.tick
     }
 }

@@ -1,3 +1,4 @@
+use d2c_orders::deadlines::Deadlines;
 use d2c_orders::prices::{CatalogPrices, CatalogView};
 use d2c_orders::{OrdersHandler, DEFAULT_ADMIN_PORT, SERVICE};
 use d2c_runtime::global::{GlobalTopic, GlobalTopicSettings, StartAt};
@@ -14,6 +15,10 @@ const CATALOG_MISS_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a start may spend loading the catalog before giving up.
 const CATALOG_LOAD_LIMIT: Duration = Duration::from_secs(300);
+
+/// D2C_TICK_MS's default: how often deadlines are checked, so a step ends
+/// at most this long after its deadline.
+const DEFAULT_TICK_MS: u64 = 1_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,5 +54,28 @@ fn with_catalog_prices(
     feed.load(CATALOG_LOAD_LIMIT)?;
     tracing::info!(skus = view.len(), "Catalog prices loaded");
     let prices = CatalogPrices::new(view, feed, CATALOG_MISS_WAIT);
-    Ok(Arc::new(OrdersHandler::new(Arc::new(prices))))
+    let deadlines = Deadlines::from_env().map_err(anyhow::Error::msg)?;
+    let tick = Duration::from_millis(tick_ms()?);
+    tracing::info!(?deadlines, ?tick, "Order deadlines");
+    d2c_orders::deadlines::configure(deadlines);
+    Ok(Arc::new(
+        OrdersHandler::new(Arc::new(prices)).with_ticks(tick),
+    ))
+}
+
+/// D2C_TICK_MS: positive milliseconds.
+fn tick_ms() -> anyhow::Result<u64> {
+    match std::env::var("D2C_TICK_MS") {
+        Ok(value) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "D2C_TICK_MS must be a positive number of milliseconds, not {value:?}"
+                )
+            }),
+        Err(_) => Ok(DEFAULT_TICK_MS),
+    }
 }

@@ -6,7 +6,9 @@
 //! runs again when its batch is replayed, a commit happens once.
 
 use d2c_proto::common::v1::rejection::Code;
-use d2c_proto::orders::v1::{Order, OrderCancelled, OrderConfirmed, OrderRejected};
+use d2c_proto::orders::v1::{
+    Order, OrderCancelled, OrderConfirmed, OrderDeadlineExpired, OrderRejected, OrderUpdated,
+};
 use d2c_runtime::handler::Destination;
 use d2c_runtime::metrics::METRICS as RUNTIME;
 use d2c_runtime::Outgoing;
@@ -18,6 +20,8 @@ use std::sync::LazyLock;
 pub const SAGA_OUTCOMES: &str = "d2c_saga_outcomes_total";
 pub const ORDERS_CONFIRMED: &str = "d2c_orders_confirmed_total";
 pub const REVENUE_MINOR: &str = "d2c_revenue_minor_total";
+pub const DEADLINES_EXPIRED: &str = "d2c_order_deadlines_expired_total";
+pub const STEP_FAILURES: &str = "d2c_order_step_failures_total";
 
 /// `outcome` label values of [`SAGA_OUTCOMES`].
 pub mod outcome {
@@ -33,6 +37,8 @@ pub struct OrdersMetrics {
     pub saga_outcomes: IntCounterVec,
     pub orders_confirmed: IntCounter,
     pub revenue_minor: IntCounterVec,
+    pub deadlines_expired: IntCounterVec,
+    pub step_failures: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
@@ -71,6 +77,26 @@ impl OrdersMetrics {
                     &["currency"],
                 )
                 .unwrap_or_else(|error| panic!("metric {REVENUE_MINOR} is malformed: {error}")),
+            ),
+            deadlines_expired: register(
+                IntCounterVec::new(
+                    Opts::new(
+                        DEADLINES_EXPIRED,
+                        "Saga steps that passed their deadline, by step (reservation, authorization, capture, void, refund).",
+                    ),
+                    &["step"],
+                )
+                .unwrap_or_else(|error| panic!("metric {DEADLINES_EXPIRED} is malformed: {error}")),
+            ),
+            step_failures: register(
+                IntCounterVec::new(
+                    Opts::new(
+                        STEP_FAILURES,
+                        "Orders that reached a failure an operator must look at, by step (capture_failed, refund_failed).",
+                    ),
+                    &["step"],
+                )
+                .unwrap_or_else(|error| panic!("metric {STEP_FAILURES} is malformed: {error}")),
             ),
         }
     }
@@ -117,8 +143,37 @@ pub fn settled(outgoing: &[Outgoing]) -> Vec<Settled> {
         .collect()
 }
 
-/// Counts the checkouts a committed batch settled.
+/// Counts the checkouts a committed batch settled, and reports (once per
+/// commit, so to Slack once) every deadline that passed and every step that
+/// failed for good.
 pub fn record(outgoing: &[Outgoing]) {
+    for event in outgoing.iter().filter(
+        |out| matches!(&out.destination, Destination::Topic(t) if t == topic::ORDERS_EVENTS),
+    ) {
+        let payload = event.payload.as_slice();
+        if event.envelope.message_type == OrderDeadlineExpired::full_name() {
+            if let Ok(expired) = OrderDeadlineExpired::decode(payload) {
+                METRICS
+                    .deadlines_expired
+                    .with_label_values(&[&expired.step])
+                    .inc();
+                tracing::error!(order_id = %expired.order_id, step = %expired.step,
+                    "An order's {} step passed its deadline; the saga compensated", expired.step);
+            }
+        } else if event.envelope.message_type == OrderUpdated::full_name() {
+            if let Ok(updated) = OrderUpdated::decode(payload) {
+                if matches!(updated.change.as_str(), "capture_failed" | "refund_failed") {
+                    METRICS
+                        .step_failures
+                        .with_label_values(&[&updated.change])
+                        .inc();
+                    let order = updated.order.unwrap_or_default();
+                    tracing::error!(order_id = %order.order_id, change = %updated.change, reason = %order.reason,
+                        "An order needs an operator: {}", updated.change);
+                }
+            }
+        }
+    }
     for settled in settled(outgoing) {
         match settled {
             Settled::Confirmed {
@@ -267,29 +322,11 @@ mod tests {
 
     #[test]
     fn the_handler_counts_a_confirmed_checkout_when_its_batch_commits() {
-        use crate::testing::{command, envelope, from_service, Harness};
-        use d2c_proto::inventory::v1::ReservationResult;
-        use d2c_proto::payments::v1::{PaymentResult, PaymentStatus};
+        use crate::testing::{confirmed_order, Harness};
         use d2c_runtime::Handler;
 
         let harness = Harness::new();
-        harness.handle(&envelope(1), &command("o-1", b"h"));
-        for (id, sku) in [(2, "SKU-1"), (3, "SKU-2")] {
-            let reserved = ReservationResult {
-                order_id: "o-1".into(),
-                sku: sku.into(),
-                reserved: true,
-                requested: 1,
-                available: 10,
-            };
-            harness.handle(&from_service(id), &reserved);
-        }
-        let authorized = PaymentResult {
-            order_id: "o-1".into(),
-            status: PaymentStatus::Authorized as i32,
-            ..PaymentResult::default()
-        };
-        let effects = harness.handle(&from_service(4), &authorized);
+        let effects = confirmed_order(&harness);
         let confirmed = METRICS.orders_confirmed.get();
         let revenue = METRICS.revenue_minor.with_label_values(&["EUR"]).get();
         let outcomes = METRICS

@@ -99,6 +99,7 @@ pub fn apply(
         correlation_id: envelope.correlation_id.clone().unwrap_or_default(),
         payment_method: command.payment_method,
         refund_waiters: Vec::new(),
+        deadline_ms: 0,
     });
     Ok(())
 }

@@ -85,6 +85,18 @@ pub fn on_payment(
             capture_failed(record, result, effects)
         }
         (OrderStatus::Cancelling, PaymentStatus::Voided) => finish_cancel(record, effects),
+        // An authorization that arrives after the order gave up on it (its
+        // deadline passed): release the hold it made.
+        (OrderStatus::Rejected, PaymentStatus::Authorized) => {
+            effects.send(
+                topic::PAYMENTS_MESSAGES,
+                &result.order_id,
+                &d2c_proto::payments::v1::VoidPayment {
+                    order_id: result.order_id.clone(),
+                },
+            );
+            Ok(())
+        }
         (_, PaymentStatus::Refunded | PaymentStatus::RefundFailed) => {
             refund_settled(record, result, effects)
         }
@@ -196,7 +208,7 @@ fn provider_words(result: &PaymentResult) -> String {
 
 /// A later step settled: announce it as OrderUpdated, answer whoever waits,
 /// store the order.
-fn settle_step(
+pub(crate) fn settle_step(
     mut record: OrderRecord,
     effects: &mut Effects,
     change: &str,
@@ -211,7 +223,7 @@ fn settle_step(
 }
 
 /// Replies to the request that asked for refund `refund_id`, once.
-fn answer_refund_waiter(
+pub(crate) fn answer_refund_waiter(
     record: &mut OrderRecord,
     effects: &mut Effects,
     refund_id: &str,
@@ -378,7 +390,7 @@ pub(crate) fn release(effects: &mut Effects, order_id: &str, skus: Vec<String>) 
 }
 
 /// A step settled: announce it, answer whoever waits, and store the order.
-fn settle<E: prost::Message + prost::Name>(
+pub(crate) fn settle<E: prost::Message + prost::Name>(
     mut record: OrderRecord,
     effects: &mut Effects,
     event: impl FnOnce(Order) -> E,
@@ -409,7 +421,7 @@ pub(crate) fn answer_waiter(record: &mut OrderRecord, effects: &mut Effects, ord
 
 /// A transition the saga itself attempted was refused: the record disagrees
 /// with the code's assumptions, so the message must not be half-applied.
-fn illegal(error: status::IllegalTransition) -> HandlerError {
+pub(crate) fn illegal(error: status::IllegalTransition) -> HandlerError {
     HandlerError::Malformed(format!(
         "saga step refused ({error}); from {} to {}",
         label(error.from),

@@ -46,11 +46,15 @@ impl<S: StateRead + ?Sized> OrderRead for S {
 }
 
 impl OrderWrite for Effects {
+    /// Stores the record with its deadline timer in step with its status
+    /// (see [`crate::deadlines`]).
     fn put_order(&mut self, record: &OrderRecord) {
+        let mut record = record.clone();
+        crate::deadlines::reschedule(&mut record, self);
         let order_id = record
             .order
             .as_ref()
-            .map(|order| order.order_id.as_str())
+            .map(|order| order.order_id.clone())
             .unwrap_or_default();
         self.put(Table::Orders, order_id.as_bytes(), record.encode_to_vec());
     }

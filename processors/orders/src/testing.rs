@@ -138,3 +138,27 @@ pub fn sent_of<M: Message + Name + Default>(effects: &Effects, topic: &str) -> V
         .map(|out| M::decode(out.payload.as_slice()).expect("decodes"))
         .collect()
 }
+
+/// Places order `o-1` (SKU-1 ×2, SKU-2 ×1), reserves both lines and
+/// authorizes it: the effects of the authorization, which confirms it.
+pub fn confirmed_order(harness: &Harness) -> Effects {
+    use d2c_proto::inventory::v1::ReservationResult;
+    use d2c_proto::payments::v1::{PaymentResult, PaymentStatus};
+    harness.handle(&envelope(1), &command("o-1", b"h"));
+    for (id, sku) in [(2, "SKU-1"), (3, "SKU-2")] {
+        let reserved = ReservationResult {
+            order_id: "o-1".into(),
+            sku: sku.into(),
+            reserved: true,
+            requested: 1,
+            available: 10,
+        };
+        harness.handle(&from_service(id), &reserved);
+    }
+    let authorized = PaymentResult {
+        order_id: "o-1".into(),
+        status: PaymentStatus::Authorized as i32,
+        ..PaymentResult::default()
+    };
+    harness.handle(&from_service(4), &authorized)
+}

@@ -15,7 +15,35 @@ pub struct Maintenance {
     pub version_retention: Duration,
 }
 
+/// How far back the status-age gauges look: an unsettled order untouched
+/// for longer is long past any alert.
+const STATUS_AGE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Maintenance {
+    /// `d2c_orders_in_status` and `d2c_orders_status_age_seconds`, from the
+    /// read side: what the "orders stuck" alert and the dashboard's orders
+    /// by status age panel read. Only the leader exports them, so a sum over
+    /// replicas counts each order once.
+    async fn refresh_status_ages(&self) {
+        match d2c_readside::orders_by_status_age(&self.pool, STATUS_AGE_WINDOW).await {
+            Ok(ages) => {
+                METRICS.orders_in_status.reset();
+                METRICS.status_age.reset();
+                for age in ages {
+                    METRICS
+                        .orders_in_status
+                        .with_label_values(&[&age.status])
+                        .set(age.orders);
+                    METRICS
+                        .status_age
+                        .with_label_values(&[&age.status])
+                        .set(age.oldest_seconds);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Orders by status age not refreshed"),
+        }
+    }
+
     /// Runs until `stop`, then gives the lock up.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut leader = Leader::new(&self.pool, MAINTENANCE_LOCK_KEY);
@@ -44,6 +72,8 @@ impl Maintenance {
         };
         METRICS.leader.set(i64::from(leading));
         if !leading {
+            METRICS.orders_in_status.reset();
+            METRICS.status_age.reset();
             return;
         }
         let outcome = d2c_readside::run_maintenance(
@@ -53,6 +83,7 @@ impl Maintenance {
             self.version_retention,
         )
         .await;
+        self.refresh_status_ages().await;
         match outcome {
             Ok(report) => {
                 METRICS.maintenance_runs.with_label_values(&["ok"]).inc();

@@ -2,7 +2,7 @@
 //! so `/metrics` serves them next to the runtime's own.
 
 use d2c_runtime::metrics::{LATENCY_BUCKETS, METRICS as RUNTIME};
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 pub const EVENTS: &str = "d2c_projector_events_total";
@@ -12,6 +12,8 @@ pub const ERRORS: &str = "d2c_projector_errors_total";
 pub const LEADER: &str = "d2c_projector_leader";
 pub const MAINTENANCE_RUNS: &str = "d2c_projector_maintenance_runs_total";
 pub const REPORTS: &str = "d2c_projector_reports_total";
+pub const ORDERS_IN_STATUS: &str = "d2c_orders_in_status";
+pub const STATUS_AGE: &str = "d2c_orders_status_age_seconds";
 
 /// `kind` label values of [`ERRORS`].
 pub mod error_kind {
@@ -31,6 +33,8 @@ pub struct ProjectorMetrics {
     pub leader: IntGauge,
     pub maintenance_runs: IntCounterVec,
     pub reports: IntCounterVec,
+    pub orders_in_status: IntGaugeVec,
+    pub status_age: GaugeVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
@@ -80,6 +84,26 @@ impl ProjectorMetrics {
                 MAINTENANCE_RUNS,
                 "Maintenance rounds run as leader, by outcome.",
                 "outcome",
+            ),
+            orders_in_status: register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        ORDERS_IN_STATUS,
+                        "Orders in each unsettled status now (read side, refreshed by the maintenance leader).",
+                    ),
+                    &["status"],
+                )
+                .unwrap_or_else(|error| panic!("metric {ORDERS_IN_STATUS} is malformed: {error}")),
+            ),
+            status_age: register(
+                GaugeVec::new(
+                    Opts::new(
+                        STATUS_AGE,
+                        "Seconds the longest-waiting order of each unsettled status has been in it (read side).",
+                    ),
+                    &["status"],
+                )
+                .unwrap_or_else(|error| panic!("metric {STATUS_AGE} is malformed: {error}")),
             ),
             reports: counter(
                 REPORTS,

@@ -214,4 +214,10 @@ pub trait Handler: Send + Sync + 'static {
     fn committed(&self, outgoing: &[Outgoing]) {
         let _ = outgoing;
     }
+
+    /// How often this handler wants a `d2c.common.v1.Tick` on each partition
+    /// it owns (for timers kept in its state); `None`: never.
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -26,6 +26,7 @@ mod run;
 pub mod slack;
 pub mod telemetry;
 pub mod testing;
+mod ticks;
 pub mod tracing_context;
 mod worker;
 

@@ -58,6 +58,13 @@ impl Partitions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The partitions this instance owns now.
+    pub fn owned(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self.workers().keys().copied().collect();
+        owned.sort_unstable();
+        owned
+    }
+
     /// Open stores and start workers; returns where each partition resumes.
     fn assign(&self, partitions: &[i32]) -> Result<Vec<(i32, Offset)>, RuntimeError> {
         let mut resume = Vec::with_capacity(partitions.len());

@@ -151,6 +151,15 @@ async fn run_processor(
     consumer.subscribe(&[&topics.input])?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    if let Some(interval) = shared.handler.tick_interval() {
+        crate::ticks::spawn(
+            producer.clone(),
+            topics.input.clone(),
+            Arc::clone(&partitions),
+            interval,
+            Arc::clone(&stop),
+        );
+    }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let poll_stop = Arc::clone(&stop);
     let poll_partitions = Arc::clone(&partitions);

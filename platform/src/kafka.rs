@@ -148,18 +148,19 @@ where
     X: ConsumerContext,
     C: Consumer<X>,
 {
+    use crate::retry::{backoff, BlockingRetryable};
     let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(20);
-    loop {
+    let ask = || {
         let left = deadline.saturating_duration_since(Instant::now());
-        match consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(100))) {
-            Err(error) if is_transient(&error) && Instant::now() + pause < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            result => return result,
-        }
-    }
+        consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(100)))
+    };
+    ask.retry(backoff(
+        Duration::from_millis(20),
+        Duration::from_millis(500),
+    ))
+    .sleep(std::thread::sleep)
+    .when(|error| is_transient(error) && Instant::now() < deadline)
+    .call()
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use crate::provider::{
     CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
     VoidRequest,
 };
+use d2c_platform::retry::Retryable;
 use d2c_proto::payments::v1::{
     provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
     VoidRequested,
@@ -81,12 +82,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after failed attempt number `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
+    /// `initial`, doubling, at most `max`, for as long as the caller wants.
+    pub fn backoff(&self) -> d2c_platform::retry::ExponentialBuilder {
+        d2c_platform::retry::backoff(self.initial, self.max)
     }
 }
 
@@ -511,42 +509,54 @@ async fn with_retries<'a, F>(
 where
     F: FnMut() -> futures::future::BoxFuture<'a, Result<ProviderDecision, ProviderError>>,
 {
-    let mut attempt: u32 = 0;
-    loop {
-        attempt = attempt.saturating_add(1);
-        let result = call().await;
-        let label = match &result {
-            Ok(decision) if decision.approved => "approved",
-            Ok(_) => "declined",
-            Err(ProviderError::Permanent(_)) => "rejected",
-            Err(ProviderError::Transient(_)) => "transient",
-        };
-        WORKER_METRICS
-            .calls
-            .with_label_values(&[operation, label])
-            .inc();
-        match result {
-            Err(ProviderError::Transient(reason)) => {
-                let delay = retry.delay(attempt);
-                WORKER_METRICS.retries.with_label_values(&[operation]).inc();
-                tracing::warn!(
-                    operation,
-                    order_id,
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    %reason,
-                    "Provider call failed; retrying with the same idempotency key"
-                );
-                if sleep_unless_stopped(delay, stop).await {
-                    return None;
-                }
-            }
-            Err(error @ ProviderError::Permanent(_)) => {
-                tracing::warn!(operation, order_id, attempt, %error, "Provider refused the request");
-                return Some(Err(error));
-            }
-            Ok(decision) => return Some(Ok(decision)),
+    let counted = || {
+        let called = call();
+        async move {
+            let result = called.await;
+            let label = match &result {
+                Ok(decision) if decision.approved => "approved",
+                Ok(_) => "declined",
+                Err(ProviderError::Permanent(_)) => "rejected",
+                Err(ProviderError::Transient(_)) => "transient",
+            };
+            WORKER_METRICS
+                .calls
+                .with_label_values(&[operation, label])
+                .inc();
+            result
         }
+    };
+    let stopping = stop.clone();
+    let result = counted
+        .retry(retry.backoff())
+        .sleep(interruptible(stop.clone()))
+        .when(|error: &ProviderError| error.is_transient() && !*stopping.borrow())
+        .notify(|error: &ProviderError, wait: Duration| {
+            WORKER_METRICS.retries.with_label_values(&[operation]).inc();
+            tracing::warn!(operation, order_id, retry_in_ms = wait.as_millis() as u64, %error,
+                "Provider call failed; retrying with the same idempotency key");
+        })
+        .await;
+    match result {
+        Err(ProviderError::Transient(_)) => None,
+        Err(error) => {
+            tracing::warn!(operation, order_id, %error, "Provider refused the request");
+            Some(Err(error))
+        }
+        Ok(decision) => Some(Ok(decision)),
+    }
+}
+
+/// A backoff sleep that ends early when stopping starts (the retry then
+/// sees the stop and gives up).
+fn interruptible(
+    stop: watch::Receiver<bool>,
+) -> impl Fn(Duration) -> futures::future::BoxFuture<'static, ()> {
+    move |delay| {
+        let mut stop = stop.clone();
+        Box::pin(async move {
+            sleep_unless_stopped(delay, &mut stop).await;
+        })
     }
 }
 
@@ -561,35 +571,34 @@ async fn produce_outcome(
     let envelope = cause.caused(ProviderOutcome::full_name(), 0);
     let headers = envelope_headers(&envelope);
     let payload = outcome.encode_to_vec();
-    let mut attempt: u32 = 0;
-    loop {
-        attempt = attempt.saturating_add(1);
+    let send = || async {
         let record = FutureRecord::to(&shared.output)
             .key(outcome.order_id.as_bytes())
             .payload(payload.as_slice())
             .headers(headers.clone());
-        match shared.producer.send(record, Timeout::Never).await {
-            Ok(_) => {
-                METRICS
-                    .messages_produced
-                    .with_label_values(&[&shared.output])
-                    .inc();
-                return true;
-            }
-            Err((error, _)) => {
-                let delay = shared.retry.delay(attempt);
-                tracing::warn!(
-                    %error,
-                    order_id = %outcome.order_id,
-                    attempt,
-                    "Producing a provider outcome failed; retrying"
-                );
-                if sleep_unless_stopped(delay, stop).await {
-                    return false;
-                }
-            }
-        }
+        shared
+            .producer
+            .send(record, Timeout::Never)
+            .await
+            .map_err(|(error, _)| error)
+    };
+    let stopping = stop.clone();
+    let sent = send
+        .retry(shared.retry.backoff())
+        .sleep(interruptible(stop.clone()))
+        .when(|_| !*stopping.borrow())
+        .notify(|error: &rdkafka::error::KafkaError, wait: Duration| {
+            tracing::warn!(%error, order_id = %outcome.order_id, retry_in_ms = wait.as_millis() as u64,
+                "Producing a provider outcome failed; retrying");
+        })
+        .await;
+    if sent.is_ok() {
+        METRICS
+            .messages_produced
+            .with_label_values(&[&shared.output])
+            .inc();
     }
+    sent.is_ok()
 }
 
 /// Waits `delay`; `true` if stopping came first.
@@ -627,12 +636,15 @@ mod payments_worker_tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let policy = RetryPolicy::default();
-        assert_eq!(policy.delay(1), Duration::from_millis(100));
-        assert_eq!(policy.delay(2), Duration::from_millis(200));
-        assert_eq!(policy.delay(4), Duration::from_millis(800));
-        assert_eq!(policy.delay(7), Duration::from_secs(5));
-        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(5));
+        use d2c_platform::retry::BackoffBuilder;
+        // backon computes in f32: compare whole milliseconds.
+        let delays: Vec<u128> = RetryPolicy::default()
+            .backoff()
+            .build()
+            .take(8)
+            .map(|delay| delay.as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
     }
 
     #[tokio::test]

@@ -423,23 +423,25 @@ fn transient(error: String) -> Failure {
 
 /// Retry a step with exponential backoff until it succeeds, fails for good,
 /// or the partition is revoked (then `None`: a new owner takes over).
-async fn retry<T, F, Fut>(revoked: &AtomicBool, what: &str, mut step: F) -> Option<T>
+async fn retry<T, F, Fut>(revoked: &AtomicBool, what: &str, step: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
 {
-    let mut backoff = BACKOFF_START;
-    loop {
-        match step().await {
-            Ok(value) => return Some(value),
-            Err((retryable, error)) => {
-                tracing::error!(%error, retryable, "Step failed: {what}");
-                if !retryable || revoked.load(Ordering::Acquire) {
-                    return None;
-                }
-            }
+    use d2c_platform::retry::{backoff, Retryable};
+    let outcome = step
+        .retry(backoff(BACKOFF_START, BACKOFF_MAX))
+        .sleep(tokio::time::sleep)
+        .when(|(retryable, _): &Failure| *retryable && !revoked.load(Ordering::Acquire))
+        .notify(|(_, error): &Failure, wait: Duration| {
+            tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "Step failed: {what}; retrying");
+        })
+        .await;
+    match outcome {
+        Ok(value) => Some(value),
+        Err((retryable, error)) => {
+            tracing::error!(%error, retryable, "Step failed: {what}; not retried");
+            None
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }

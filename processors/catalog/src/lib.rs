@@ -59,6 +59,12 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9104;
 pub struct CatalogHandler;
 
 impl Handler for CatalogHandler {
+    /// `UpdateProduct` without an expected version bumps the version each
+    /// time it is applied, so copies are dropped by message id.
+    fn dedupe_by_message_id(&self) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         state: &dyn StateRead,

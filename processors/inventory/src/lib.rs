@@ -84,6 +84,12 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9102;
 pub struct InventoryHandler;
 
 impl Handler for InventoryHandler {
+    /// `SetStock` is an absolute set: applied again after an `AdjustStock`
+    /// it would undo the adjustment, so copies are dropped by message id.
+    fn dedupe_by_message_id(&self) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         state: &dyn StateRead,

@@ -215,6 +215,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = outgoing;
     }
 
+    /// Whether the runtime drops copies of a message it handled before (same
+    /// message id; see [`crate::dedupe`]). For handlers that are not
+    /// idempotent when a message is applied twice; it costs one state entry
+    /// per message.
+    fn dedupe_by_message_id(&self) -> bool {
+        false
+    }
+
     /// How often this handler wants a `d2c.common.v1.Tick` on each partition
     /// it owns (for timers kept in its state); `None`: never.
     fn tick_interval(&self) -> Option<std::time::Duration> {

@@ -9,11 +9,14 @@
 //!
 //! Delivery: at-least-once in, idempotent effects out. Outgoing message ids
 //! are derived from the input message id, so a message handled twice (after a
-//! crash between producing and committing) produces the same ids twice, and
-//! receivers drop the copy.
+//! crash between producing and committing) produces the same ids twice.
+//! Handlers are idempotent by domain key; a handler that is not asks the
+//! runtime to drop copies by message id ([`Handler::dedupe_by_message_id`],
+//! [`dedupe`]).
 
 pub mod admin;
 pub mod config;
+pub mod dedupe;
 pub mod error_reports;
 pub mod global;
 pub mod handler;

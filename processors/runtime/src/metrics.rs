@@ -18,6 +18,7 @@ pub struct Metrics {
     pub handler_duration: HistogramVec,
     pub batch_commit_duration: HistogramVec,
     pub dead_letters: IntCounterVec,
+    pub duplicates_dropped: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
@@ -110,6 +111,12 @@ impl Metrics {
                 "d2c_dead_letters_total",
                 "Messages sent to a dead-letter topic, by source topic.",
                 &["topic"],
+            ),
+            duplicates_dropped: counter(
+                &registry,
+                "d2c_duplicates_dropped_total",
+                "Copies of an already handled message (same id) dropped, by message type.",
+                &["message_type"],
             ),
             partition_restores: counter(
                 &registry,

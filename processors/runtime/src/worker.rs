@@ -202,6 +202,8 @@ fn plan_batch(
 ) -> Result<Plan, StateError> {
     let mut changes = ChangeSet::default();
     let mut plan = Plan::default();
+    let dedupe = shared.handler.dedupe_by_message_id();
+    let mut latest_sent_at = None;
     for message in batch {
         // Redelivered after a restart or rebalance: its effects are in the store.
         if applied.is_some_and(|applied| message.offset() <= applied) {
@@ -238,12 +240,23 @@ fn plan_batch(
             partition: message.partition(),
             offset: message.offset(),
         };
-        let mut effects = Effects::new(&envelope);
-        let started = Instant::now();
         let overlay = Overlay {
             base: store,
             changes: &changes,
         };
+        if dedupe {
+            latest_sent_at = latest_sent_at.max(Some(envelope.sent_at_ms));
+            if crate::dedupe::seen(&overlay, &envelope)? {
+                tracing::info!("Copy of a handled message dropped");
+                METRICS
+                    .duplicates_dropped
+                    .with_label_values(&[&envelope.message_type])
+                    .inc();
+                continue;
+            }
+        }
+        let mut effects = Effects::new(&envelope);
+        let started = Instant::now();
         let outcome = shared.handler.handle(&overlay, &incoming, &mut effects);
         METRICS
             .handler_duration
@@ -253,6 +266,9 @@ fn plan_batch(
             Ok(()) => {
                 let (state, outgoing) = effects.into_parts();
                 changes.extend(state);
+                if dedupe {
+                    crate::dedupe::remember(&mut changes, &envelope);
+                }
                 plan.outgoing.extend(outgoing.iter().cloned());
                 plan.records
                     .extend(outgoing.into_iter().map(|out| to_record(shared, out)));
@@ -265,6 +281,15 @@ fn plan_batch(
             }
             Err(HandlerError::State(error)) => return Err(error),
         }
+    }
+    if let (Some(now), Some(_)) = (latest_sent_at, plan.last_offset) {
+        let overlay = Overlay {
+            base: store,
+            changes: &changes,
+        };
+        let mut forgotten = ChangeSet::default();
+        crate::dedupe::prune(&overlay, &mut forgotten, now)?;
+        changes.extend(forgotten);
     }
     if let Some(last) = plan.last_offset {
         plan.entries = changes.into_entries();

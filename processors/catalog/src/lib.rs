@@ -47,9 +47,9 @@ mod catalog_tests;
 pub use table::{CatalogRead, CatalogWrite};
 
 use d2c_proto::catalog::v1::{ArchiveProduct, CreateProduct, GetProduct, UpdateProduct};
+use d2c_runtime::router::Router;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
-use prost::Name;
 
 pub const SERVICE: &str = "catalog";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
@@ -57,6 +57,15 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9104;
 
 #[derive(Debug, Default)]
 pub struct CatalogHandler;
+
+/// Every command and query catalog handles, by type.
+static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
+    Router::new()
+        .on::<CreateProduct, _>(create_product::apply)
+        .on::<UpdateProduct, _>(update_product::apply)
+        .on::<ArchiveProduct, _>(archive_product::apply)
+        .on::<GetProduct, _>(get_product::apply)
+});
 
 impl Handler for CatalogHandler {
     /// `UpdateProduct` without an expected version bumps the version each
@@ -71,19 +80,6 @@ impl Handler for CatalogHandler {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let message_type = message.envelope.message_type.as_str();
-        if message_type == CreateProduct::full_name() {
-            create_product::apply(state, message.decode()?, effects)
-        } else if message_type == UpdateProduct::full_name() {
-            update_product::apply(state, message.decode()?, effects)
-        } else if message_type == ArchiveProduct::full_name() {
-            archive_product::apply(state, message.decode()?, effects)
-        } else if message_type == GetProduct::full_name() {
-            get_product::apply(state, message.decode()?, effects)
-        } else {
-            Err(HandlerError::Malformed(format!(
-                "catalog does not handle {message_type}"
-            )))
-        }
+        ROUTES.dispatch(SERVICE, state, message, effects)
     }
 }

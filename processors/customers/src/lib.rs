@@ -78,9 +78,9 @@ use d2c_proto::customers::v1::{
     AddAddress, CheckoutCart, CreateCart, GetCart, GetCredentials, GetCustomer, RegisterCustomer,
     RemoveAddress, ReopenCart, SetCartLine,
 };
+use d2c_runtime::router::Router;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
-use prost::Name;
 
 pub const SERVICE: &str = "customers";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
@@ -89,6 +89,21 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9105;
 #[derive(Debug, Default)]
 pub struct CustomersHandler;
 
+/// Every command and query customers handles, by type.
+static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
+    Router::new()
+        .on::<RegisterCustomer, _>(register::apply)
+        .on::<GetCustomer, _>(get_customer::apply)
+        .on::<GetCredentials, _>(credentials::apply)
+        .on::<AddAddress, _>(addresses::apply_add)
+        .on::<RemoveAddress, _>(addresses::apply_remove)
+        .on::<CreateCart, _>(create_cart::apply)
+        .on::<SetCartLine, _>(set_cart_line::apply)
+        .on::<GetCart, _>(get_cart::apply)
+        .on::<CheckoutCart, _>(checkout_cart::apply)
+        .on::<ReopenCart, _>(reopen_cart::apply)
+});
+
 impl Handler for CustomersHandler {
     fn handle(
         &self,
@@ -96,43 +111,6 @@ impl Handler for CustomersHandler {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let message_type = message.envelope.message_type.as_str();
-        if message_type == RegisterCustomer::full_name() {
-            register::apply(state, message.decode()?, effects)
-        } else if message_type == GetCustomer::full_name() {
-            get_customer::apply(state, message.decode()?, effects)
-        } else if message_type == GetCredentials::full_name() {
-            credentials::apply(state, message.decode()?, effects)
-        } else if message_type == AddAddress::full_name() {
-            addresses::apply_add(state, message.decode()?, effects)
-        } else if message_type == RemoveAddress::full_name() {
-            addresses::apply_remove(state, message.decode()?, effects)
-        } else {
-            handle_cart(state, message, effects)
-        }
-    }
-}
-
-/// The cart half of the dispatch (and the end of it: unknown types).
-fn handle_cart(
-    state: &dyn StateRead,
-    message: &Incoming<'_>,
-    effects: &mut Effects,
-) -> Result<(), HandlerError> {
-    let message_type = message.envelope.message_type.as_str();
-    if message_type == CreateCart::full_name() {
-        create_cart::apply(state, message.decode()?, effects)
-    } else if message_type == SetCartLine::full_name() {
-        set_cart_line::apply(state, message.decode()?, effects)
-    } else if message_type == GetCart::full_name() {
-        get_cart::apply(state, message.decode()?, effects)
-    } else if message_type == CheckoutCart::full_name() {
-        checkout_cart::apply(state, message.decode()?, effects)
-    } else if message_type == ReopenCart::full_name() {
-        reopen_cart::apply(state, message.decode()?, effects)
-    } else {
-        Err(HandlerError::Malformed(format!(
-            "customers does not handle {message_type}"
-        )))
+        ROUTES.dispatch(SERVICE, state, message, effects)
     }
 }

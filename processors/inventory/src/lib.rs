@@ -72,9 +72,9 @@ pub use table::{level, InventoryRead, InventoryWrite};
 use d2c_proto::inventory::v1::{
     AdjustStock, CommitStock, GetStock, ReleaseStock, ReserveStock, SetStock,
 };
+use d2c_runtime::router::Router;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
-use prost::Name;
 
 pub const SERVICE: &str = "inventory";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
@@ -82,6 +82,17 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9102;
 
 #[derive(Debug, Default)]
 pub struct InventoryHandler;
+
+/// Every command and query inventory handles, by type.
+static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
+    Router::new()
+        .on::<ReserveStock, _>(reserve_stock::apply)
+        .on::<ReleaseStock, _>(release_stock::apply)
+        .on::<CommitStock, _>(commit_stock::apply)
+        .on::<SetStock, _>(set_stock::apply)
+        .on::<AdjustStock, _>(adjust_stock::apply)
+        .on::<GetStock, _>(get_stock::apply)
+});
 
 impl Handler for InventoryHandler {
     /// `SetStock` is an absolute set: applied again after an `AdjustStock`
@@ -96,23 +107,6 @@ impl Handler for InventoryHandler {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let message_type = message.envelope.message_type.as_str();
-        if message_type == ReserveStock::full_name() {
-            reserve_stock::apply(state, message.decode()?, effects)
-        } else if message_type == ReleaseStock::full_name() {
-            release_stock::apply(state, message.decode()?, effects)
-        } else if message_type == CommitStock::full_name() {
-            commit_stock::apply(state, message.decode()?, effects)
-        } else if message_type == SetStock::full_name() {
-            set_stock::apply(state, message.decode()?, effects)
-        } else if message_type == AdjustStock::full_name() {
-            adjust_stock::apply(state, message.decode()?, effects)
-        } else if message_type == GetStock::full_name() {
-            get_stock::apply(state, message.decode()?, effects)
-        } else {
-            Err(HandlerError::Malformed(format!(
-                "inventory does not handle {message_type}"
-            )))
-        }
+        ROUTES.dispatch(SERVICE, state, message, effects)
     }
 }

@@ -55,9 +55,9 @@ use d2c_proto::common::v1::Tick;
 use d2c_proto::inventory::v1::ReservationResult;
 use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, GetOrder, PlaceOrder, RefundOrder};
 use d2c_proto::payments::v1::PaymentResult;
+use d2c_runtime::router::Router;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming, Outgoing};
 use d2c_state::StateRead;
-use prost::Name;
 
 pub const SERVICE: &str = "orders";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
@@ -66,13 +66,24 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9101;
 /// The orders handler: order state from the partition store, prices from
 /// the catalog view every instance keeps.
 pub struct OrdersHandler {
-    prices: std::sync::Arc<dyn prices::PriceBook>,
+    routes: Router,
     tick: Option<std::time::Duration>,
 }
 
 impl OrdersHandler {
     pub fn new(prices: std::sync::Arc<dyn prices::PriceBook>) -> Self {
-        Self { prices, tick: None }
+        let routes = Router::new()
+            .on_envelope::<PlaceOrder, _>(move |state, envelope, command, effects| {
+                place_order::apply(state, prices.as_ref(), envelope, command, effects)
+            })
+            .on::<ReservationResult, _>(saga::on_reservation)
+            .on::<PaymentResult, _>(saga::on_payment)
+            .on::<CancelOrder, _>(cancel::apply)
+            .on::<GetOrder, _>(get_order::apply)
+            .on::<FulfilOrder, _>(fulfil::apply)
+            .on::<RefundOrder, _>(refund::apply)
+            .on::<Tick, _>(|state, _, effects| expiry::on_tick(state, effects));
+        Self { routes, tick: None }
     }
 
     /// Ticks every `interval` drive the deadlines ([`deadlines`]).
@@ -89,34 +100,7 @@ impl Handler for OrdersHandler {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let message_type = message.envelope.message_type.as_str();
-        if message_type == PlaceOrder::full_name() {
-            place_order::apply(
-                state,
-                self.prices.as_ref(),
-                message.envelope,
-                message.decode()?,
-                effects,
-            )
-        } else if message_type == ReservationResult::full_name() {
-            saga::on_reservation(state, message.decode()?, effects)
-        } else if message_type == PaymentResult::full_name() {
-            saga::on_payment(state, message.decode()?, effects)
-        } else if message_type == CancelOrder::full_name() {
-            cancel::apply(state, message.decode()?, effects)
-        } else if message_type == GetOrder::full_name() {
-            get_order::apply(state, message.decode()?, effects)
-        } else if message_type == FulfilOrder::full_name() {
-            fulfil::apply(state, message.decode()?, effects)
-        } else if message_type == RefundOrder::full_name() {
-            refund::apply(state, message.decode()?, effects)
-        } else if message_type == Tick::full_name() {
-            expiry::on_tick(state, effects)
-        } else {
-            Err(HandlerError::Malformed(format!(
-                "orders does not handle {message_type}"
-            )))
-        }
+        self.routes.dispatch(SERVICE, state, message, effects)
     }
 
     /// Saga outcomes and revenue, from the order events of a committed batch.

@@ -110,9 +110,9 @@ pub use worker::{run_worker, RetryPolicy, WorkerSettings};
 use d2c_proto::payments::v1::{
     AuthorizePayment, CapturePayment, ProviderOutcome, RefundPayment, VoidPayment,
 };
+use d2c_runtime::router::Router;
 use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
 use d2c_state::StateRead;
-use prost::Name;
 
 pub const SERVICE: &str = "payments";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
@@ -121,6 +121,16 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9103;
 #[derive(Debug, Default)]
 pub struct PaymentsHandler;
 
+/// Every command payments handles, by type.
+static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
+    Router::new()
+        .on::<AuthorizePayment, _>(authorize::apply)
+        .on::<ProviderOutcome, _>(outcome::apply)
+        .on::<RefundPayment, _>(refund::apply)
+        .on::<CapturePayment, _>(capture::apply_capture)
+        .on::<VoidPayment, _>(capture::apply_void)
+});
+
 impl Handler for PaymentsHandler {
     fn handle(
         &self,
@@ -128,21 +138,6 @@ impl Handler for PaymentsHandler {
         message: &Incoming<'_>,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let message_type = message.envelope.message_type.as_str();
-        if message_type == AuthorizePayment::full_name() {
-            authorize::apply(state, message.decode()?, effects)
-        } else if message_type == ProviderOutcome::full_name() {
-            outcome::apply(state, message.decode()?, effects)
-        } else if message_type == RefundPayment::full_name() {
-            refund::apply(state, message.decode()?, effects)
-        } else if message_type == CapturePayment::full_name() {
-            capture::apply_capture(state, message.decode()?, effects)
-        } else if message_type == VoidPayment::full_name() {
-            capture::apply_void(state, message.decode()?, effects)
-        } else {
-            Err(HandlerError::Malformed(format!(
-                "payments does not handle {message_type}"
-            )))
-        }
+        ROUTES.dispatch(SERVICE, state, message, effects)
     }
 }

@@ -25,6 +25,7 @@ pub mod lag;
 pub mod metrics;
 mod partitions;
 mod restore;
+pub mod router;
 mod run;
 pub mod slack;
 pub mod telemetry;

@@ -1,0 +1,163 @@
+//! Typed dispatch: a handler registers one function per message type it
+//! handles, each taking the decoded message, instead of comparing type
+//! names in an if-chain. An unknown type, or a payload that does not decode
+//! as its type, is `Malformed` (dead-lettered by the runtime).
+
+use crate::handler::{Effects, HandlerError, Incoming};
+use d2c_proto::Envelope;
+use d2c_state::StateRead;
+use std::collections::HashMap;
+
+type Route = Box<
+    dyn Fn(&dyn StateRead, &Envelope, &[u8], &mut Effects) -> Result<(), HandlerError>
+        + Send
+        + Sync,
+>;
+
+/// Message type name → the function that handles it.
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<String, Route>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages of type `M` go to `handle`, decoded.
+    ///
+    /// # Panics
+    /// When `M` already has a route: a wiring mistake, found at start.
+    pub fn on<M, F>(self, handle: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(&dyn StateRead, M, &mut Effects) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.on_envelope::<M, _>(move |state, _, message, effects| handle(state, message, effects))
+    }
+
+    /// [`Router::on`] for a function that also reads the message's envelope
+    /// (reply address, sent-at).
+    ///
+    /// # Panics
+    /// When `M` already has a route.
+    pub fn on_envelope<M, F>(mut self, handle: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(&dyn StateRead, &Envelope, M, &mut Effects) -> Result<(), HandlerError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let name = M::full_name();
+        let route: Route = Box::new(move |state, envelope, payload, effects| {
+            let message = M::decode(payload).map_err(|error| {
+                HandlerError::Malformed(format!("undecodable {}: {error}", M::full_name()))
+            })?;
+            handle(state, envelope, message, effects)
+        });
+        assert!(
+            self.routes.insert(name.clone(), route).is_none(),
+            "{name} is routed twice"
+        );
+        self
+    }
+
+    pub fn dispatch(
+        &self,
+        service: &str,
+        state: &dyn StateRead,
+        message: &Incoming<'_>,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let message_type = message.envelope.message_type.as_str();
+        match self.routes.get(message_type) {
+            Some(route) => route(state, message.envelope, message.payload, effects),
+            None => Err(HandlerError::Malformed(format!(
+                "{service} does not handle {message_type}"
+            ))),
+        }
+    }
+
+    /// The message types routed, sorted (for docs and tests).
+    pub fn message_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d2c_proto::common::v1::Tick;
+    use d2c_proto::orders::v1::GetOrder;
+    use prost::{Message, Name};
+
+    fn router() -> Router {
+        Router::new().on::<GetOrder, _>(|_, query, effects| {
+            effects.send("orders.events", &query.order_id, &Tick {});
+            Ok(())
+        })
+    }
+
+    fn incoming<'a>(envelope: &'a Envelope, payload: &'a [u8]) -> Incoming<'a> {
+        Incoming {
+            envelope,
+            key: None,
+            payload,
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_routed_type_is_decoded_and_handled_and_others_are_malformed() {
+        let store = crate::testing::TestStore::new();
+        let router = router();
+        assert_eq!(router.message_types(), [GetOrder::full_name()]);
+        let query = GetOrder {
+            order_id: "o-1".into(),
+            ..GetOrder::default()
+        };
+        let envelope = Envelope::new(GetOrder::full_name(), uuid::Uuid::from_u128(1), 1);
+        let payload = query.encode_to_vec();
+        let mut effects = Effects::new(&envelope);
+        router
+            .dispatch(
+                "test",
+                &store.store,
+                &incoming(&envelope, &payload),
+                &mut effects,
+            )
+            .expect("handled");
+        assert_eq!(effects.outgoing().len(), 1);
+
+        let mut effects = Effects::new(&envelope);
+        let garbage = incoming(&envelope, b"\xff\xff\xff");
+        assert!(matches!(
+            router.dispatch("test", &store.store, &garbage, &mut effects),
+            Err(HandlerError::Malformed(_))
+        ));
+        let other = Envelope::new("x.Unknown".into(), uuid::Uuid::from_u128(2), 1);
+        let error = router
+            .dispatch(
+                "test",
+                &store.store,
+                &incoming(&other, &payload),
+                &mut effects,
+            )
+            .expect_err("not routed");
+        assert!(
+            error.to_string().contains("test does not handle x.Unknown"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "routed twice")]
+    fn a_type_routed_twice_is_a_wiring_mistake() {
+        let _ = router().on::<GetOrder, _>(|_, _, _| Ok(()));
+    }
+}

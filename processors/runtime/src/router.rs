@@ -53,7 +53,10 @@ impl Router {
         let name = M::full_name();
         let route: Route = Box::new(move |state, envelope, payload, effects| {
             let message = M::decode(payload).map_err(|error| {
-                HandlerError::Malformed(format!("undecodable {}: {error}", M::full_name()))
+                HandlerError::Malformed(format!(
+                    "payload is not a valid {}: {error}",
+                    M::full_name()
+                ))
             })?;
             handle(state, envelope, message, effects)
         });

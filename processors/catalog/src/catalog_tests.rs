@@ -7,54 +7,24 @@ use d2c_proto::catalog::v1::{
     ProductCreated, ProductReply, ProductUpdated, UpdateProduct, Variant,
 };
 use d2c_proto::common::v1::{rejection::Code, Rejection};
-use d2c_proto::{Envelope, ReplyTo};
-use d2c_runtime::handler::{Destination, Outgoing};
-use d2c_runtime::testing::TestStore;
+use d2c_proto::Envelope;
+use d2c_runtime::handler::Outgoing;
+use d2c_runtime::testing::{on_topic, replies, TestEnv};
 use d2c_runtime::Effects;
 use d2c_topology::topic;
 use prost::{Message, Name};
 
 const T0: i64 = 1_700_000_000_000;
 
-struct Fixture {
-    test: TestStore,
-    next_id: u128,
+/// The shared handler test environment; this crate's helpers are on
+/// [`Helpers`].
+type Fixture = TestEnv<CatalogHandler>;
+
+trait Helpers {
+    fn stored(&self, product_id: &str) -> Option<Product>;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            test: TestStore::new(),
-            next_id: 1,
-        }
-    }
-
-    /// An envelope sent one second after the previous one.
-    fn envelope<M: Name>(&mut self) -> Envelope {
-        let mut envelope = Envelope::new(
-            M::full_name(),
-            uuid::Uuid::from_u128(self.next_id),
-            T0 + 1_000 * self.next_id as i64,
-        );
-        self.next_id += 1;
-        envelope.reply_to = Some(ReplyTo {
-            topic: "gateway.replies".into(),
-            partition: 0,
-        });
-        envelope
-    }
-
-    fn handle_as(&mut self, envelope: &Envelope, payload: &[u8]) -> Effects {
-        self.test
-            .handle(&CatalogHandler, envelope, payload)
-            .expect("handled")
-    }
-
-    fn handle<M: Message + Name>(&mut self, message: &M) -> Effects {
-        let envelope = self.envelope::<M>();
-        self.handle_as(&envelope, &message.encode_to_vec())
-    }
-
+impl Helpers for Fixture {
     fn stored(&self, product_id: &str) -> Option<Product> {
         self.test.store.product(product_id).expect("read product")
     }
@@ -99,14 +69,6 @@ fn update(product_id: &str, expected_version: i64, name: &str) -> UpdateProduct 
     }
 }
 
-fn replies(effects: &Effects) -> Vec<&Outgoing> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| matches!(out.destination, Destination::Reply(_)))
-        .collect()
-}
-
 fn reply(effects: &Effects) -> ProductReply {
     let replies = replies(effects);
     assert_eq!(replies.len(), 1, "exactly one reply");
@@ -140,11 +102,7 @@ fn assert_rejected(effects: &Effects, code: Code, field: &str) {
 }
 
 fn events(effects: &Effects) -> Vec<&Outgoing> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| out.destination == Destination::Topic(topic::CATALOG_EVENTS.into()))
-        .collect()
+    on_topic(effects, topic::CATALOG_EVENTS)
 }
 
 fn only_event<M: Message + Name + Default>(effects: &Effects) -> (Vec<u8>, M) {
@@ -157,7 +115,7 @@ fn only_event<M: Message + Name + Default>(effects: &Effects) -> (Vec<u8>, M) {
 
 #[test]
 fn catalog_create_answers_records_and_announces() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     let effects = fx.handle(&create("P-1"));
     let product = product_of(&effects);
     assert_eq!(product.product_id, "P-1");
@@ -182,7 +140,7 @@ fn catalog_create_answers_records_and_announces() {
 
 #[test]
 fn catalog_validation_names_the_field() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     type Change = Box<dyn Fn(&mut CreateProduct)>;
     let cases: Vec<(Change, &str)> = vec![
         (Box::new(|c| c.product_id = String::new()), "product_id"),
@@ -240,7 +198,7 @@ fn catalog_validation_names_the_field() {
 
 #[test]
 fn catalog_create_retry_answers_the_product_and_changes_nothing() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     let first = product_of(&fx.handle(&create("P-1")));
     let retry = fx.handle(&create("P-1"));
     assert_eq!(product_of(&retry), first);
@@ -250,7 +208,7 @@ fn catalog_create_retry_answers_the_product_and_changes_nothing() {
 
 #[test]
 fn catalog_conflicting_create_is_refused() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     let first = product_of(&fx.handle(&create("P-1")));
     let mut other = create("P-1");
     other.variants[0].prices[0].amount_minor = 5_000;
@@ -260,7 +218,7 @@ fn catalog_conflicting_create_is_refused() {
 
 #[test]
 fn catalog_update_checks_the_version() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     fx.handle(&create("P-1"));
     assert_rejected(
         &fx.handle(&update("P-1", 2, "Stale")),
@@ -295,7 +253,7 @@ fn catalog_update_checks_the_version() {
 
 #[test]
 fn catalog_archive_is_idempotent_and_final() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     fx.handle(&create("P-1"));
     let archive = ArchiveProduct {
         product_id: "P-1".into(),
@@ -330,7 +288,7 @@ fn catalog_archive_is_idempotent_and_final() {
 
 #[test]
 fn catalog_get_unknown_is_not_found() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CatalogHandler);
     for product_id in ["P-404", "", "bad id"] {
         assert_rejected(
             &fx.handle(&GetProduct {
@@ -344,7 +302,7 @@ fn catalog_get_unknown_is_not_found() {
 
 #[test]
 fn catalog_unknown_message_is_malformed() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(CatalogHandler);
     let envelope = Envelope::new("d2c.catalog.v1.Nope".into(), uuid::Uuid::from_u128(9), T0);
     let error = fx
         .test
@@ -384,7 +342,7 @@ fn catalog_replay_gives_identical_effects() {
         );
         messages
     };
-    let mut first = Fixture::new();
+    let mut first = Fixture::new(CatalogHandler);
     let messages = script(&mut first);
     let run = |fx: &mut Fixture| -> Vec<(Vec<Outgoing>, Vec<d2c_state::Entry>)> {
         messages
@@ -398,7 +356,7 @@ fn catalog_replay_gives_identical_effects() {
             .collect()
     };
     let once = run(&mut first);
-    let mut second = Fixture::new();
+    let mut second = Fixture::new(CatalogHandler);
     let twice = run(&mut second);
     assert_eq!(once, twice);
     assert_eq!(first.stored("P-1"), second.stored("P-1"));

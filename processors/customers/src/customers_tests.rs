@@ -13,7 +13,7 @@ use d2c_proto::customers::v1::{
 use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use d2c_proto::{ids, Envelope, ReplyTo};
 use d2c_runtime::handler::{Destination, Outgoing};
-use d2c_runtime::testing::TestStore;
+use d2c_runtime::testing::{replies, TestEnv};
 use d2c_runtime::Effects;
 use d2c_topology::topic;
 use prost::{Message, Name};
@@ -22,44 +22,18 @@ const T0: i64 = 1_700_000_000_000;
 const EMAIL: &str = "ann@example.com";
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
 
-struct Fixture {
-    test: TestStore,
-    next_id: u128,
+/// The shared handler test environment; this crate's helpers are on
+/// [`Helpers`].
+type Fixture = TestEnv<CustomersHandler>;
+
+trait Helpers {
+    fn account(&self, customer_id: &str) -> Option<Account>;
+    fn cart(&self, customer_id: &str, cart_id: &str) -> Option<Cart>;
+    fn registered(&mut self) -> String;
+    fn cart_with(&mut self, lines: &[(&str, i64, i64)]) -> String;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            test: TestStore::new(),
-            next_id: 1,
-        }
-    }
-
-    /// An envelope sent one second after the previous one, asking for an
-    /// answer on the gateway's reply partition.
-    fn envelope<M: Name>(&mut self) -> Envelope {
-        let mut envelope = Envelope::new(
-            M::full_name(),
-            uuid::Uuid::from_u128(self.next_id),
-            T0 + 1_000 * self.next_id as i64,
-        );
-        envelope.correlation_id = Some(format!("corr-{}", self.next_id));
-        envelope.reply_to = Some(gateway_replies());
-        self.next_id += 1;
-        envelope
-    }
-
-    fn handle_as(&mut self, envelope: &Envelope, payload: &[u8]) -> Effects {
-        self.test
-            .handle(&CustomersHandler, envelope, payload)
-            .expect("handled")
-    }
-
-    fn handle<M: Message + Name>(&mut self, message: &M) -> Effects {
-        let envelope = self.envelope::<M>();
-        self.handle_as(&envelope, &message.encode_to_vec())
-    }
-
+impl Helpers for Fixture {
     fn account(&self, customer_id: &str) -> Option<Account> {
         self.test.store.account(customer_id).expect("read account")
     }
@@ -154,14 +128,6 @@ fn checkout(customer_id: &str, key: &str) -> CheckoutCart {
         payment_method: "pm_card_visa".into(),
         idempotency_key: key.into(),
     }
-}
-
-fn replies(effects: &Effects) -> Vec<&Outgoing> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| matches!(out.destination, Destination::Reply(_)))
-        .collect()
 }
 
 /// The one reply, of type `R`, keyed by Ann's customer id.
@@ -276,7 +242,7 @@ fn assert_unchanged_cart(effects: &Effects, expected: &Cart) {
 
 #[test]
 fn customers_register_answers_records_and_announces() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let effects = fx.handle(&register(EMAIL, HASH));
     let customer = customer_of(&effects);
     assert_eq!(
@@ -315,7 +281,7 @@ fn customers_register_answers_records_and_announces() {
 
 #[test]
 fn customers_register_retry_answers_and_duplicate_email_conflicts() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let first = customer_of(&fx.handle(&register(EMAIL, HASH)));
     assert_unchanged_customer(&fx.handle(&register(EMAIL, HASH)), &first);
 
@@ -334,7 +300,7 @@ fn customers_register_retry_answers_and_duplicate_email_conflicts() {
 
 #[test]
 fn customers_register_refuses_an_id_not_derived_from_the_email() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let mut command = register(EMAIL, HASH);
     command.customer_id = ids::customer_id("bob@example.com").to_string();
     assert_rejected(&fx.handle(&command), Code::Invalid, "email");
@@ -348,7 +314,7 @@ fn customers_register_refuses_an_id_not_derived_from_the_email() {
 
 #[test]
 fn customers_email_is_normalised() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let shouted = register("  Ann@Example.COM ", HASH);
     assert_eq!(shouted.customer_id, ann(), "one id for both spellings");
     let customer = customer_of(&fx.handle(&shouted));
@@ -364,7 +330,7 @@ fn customers_email_is_normalised() {
 
 #[test]
 fn customers_register_validation_names_the_field() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let long_email = format!("{}@example.com", "a".repeat(243));
     let cases: Vec<(RegisterCustomer, &str)> = vec![
         (register("no-at-sign", HASH), "email"),
@@ -403,7 +369,7 @@ fn customers_register_validation_names_the_field() {
 
 #[test]
 fn customers_credentials_are_answered_never_announced() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     let effects = fx.handle(&GetCredentials {
         customer_id: customer_id.clone(),
@@ -429,7 +395,7 @@ fn customers_credentials_are_answered_never_announced() {
 
 #[test]
 fn customers_get_unknown_is_not_found() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     for customer_id in [ann(), String::new(), "x/y".into()] {
         assert_rejected(
             &fx.handle(&GetCustomer { customer_id }),
@@ -443,7 +409,7 @@ fn customers_get_unknown_is_not_found() {
 
 #[test]
 fn customers_add_address_records_announces_and_retries() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     let effects = fx.handle(&add_address(&customer_id, address("home")));
     let customer = customer_of(&effects);
@@ -481,7 +447,7 @@ fn customers_add_address_records_announces_and_retries() {
 
 #[test]
 fn customers_address_validation_names_the_field() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     type Change = Box<dyn Fn(&mut Address)>;
     let cases: Vec<(Change, &str)> = vec![
@@ -537,7 +503,7 @@ fn customers_address_validation_names_the_field() {
 
 #[test]
 fn customers_address_of_unknown_customer_is_not_found() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     assert_rejected(
         &fx.handle(&add_address(&ann(), address("home"))),
         Code::NotFound,
@@ -555,7 +521,7 @@ fn customers_address_of_unknown_customer_is_not_found() {
 
 #[test]
 fn customers_remove_address() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     fx.handle(&add_address(&customer_id, address("home")));
     fx.handle(&add_address(&customer_id, address("work")));
@@ -581,7 +547,7 @@ fn customers_remove_address() {
 
 #[test]
 fn customers_at_most_twenty_addresses() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     for index in 0..20 {
         let id = format!("a{index}");
@@ -605,7 +571,7 @@ fn customers_at_most_twenty_addresses() {
 
 #[test]
 fn customers_create_cart_retry_and_currency_conflict() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     let effects = fx.handle(&create_cart(&customer_id, "C-1", "EUR"));
     let cart = cart_of(&effects);
@@ -643,7 +609,7 @@ fn customers_create_cart_retry_and_currency_conflict() {
 
 #[test]
 fn customers_open_carts_are_limited_and_a_checkout_frees_a_place() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.registered();
     for index in 0..crate::create_cart::MAX_OPEN_CARTS {
         cart_of(&fx.handle(&create_cart(
@@ -689,7 +655,7 @@ fn customers_open_carts_are_limited_and_a_checkout_frees_a_place() {
 
 #[test]
 fn customers_create_cart_refusals() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     assert_rejected(
         &fx.handle(&create_cart(&ann(), "C-1", "EUR")),
         Code::NotFound,
@@ -713,7 +679,7 @@ fn customers_create_cart_refusals() {
 
 #[test]
 fn customers_set_line_adds_changes_and_removes() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[]);
     let added = fx.handle(&set_line(&customer_id, "C-1", "SKU-1", 2, 1_500));
     let cart = cart_of(&added);
@@ -759,7 +725,7 @@ fn customers_set_line_adds_changes_and_removes() {
 
 #[test]
 fn customers_set_line_limits() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[]);
     let cases = [
         (set_line(&customer_id, "C-1", "", 1, 100), "sku"),
@@ -812,7 +778,7 @@ fn customers_set_line_limits() {
 
 #[test]
 fn customers_set_line_on_missing_or_foreign_cart_is_not_found() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let ann_id = fx.cart_with(&[]);
     let bob = register("bob@example.com", HASH);
     let bob_id = customer_of(&fx.handle(&bob)).customer_id;
@@ -839,7 +805,7 @@ fn customers_set_line_on_missing_or_foreign_cart_is_not_found() {
 
 #[test]
 fn customers_checkout_forwards_one_place_order_and_announces() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500), ("SKU-2", 1, 900)]);
     let envelope = fx.envelope::<CheckoutCart>();
     let effects = fx.handle_as(&envelope, &checkout(&customer_id, "key-1").encode_to_vec());
@@ -894,7 +860,7 @@ fn customers_checkout_forwards_one_place_order_and_announces() {
 
 #[test]
 fn customers_checkout_retry_forwards_the_same_place_order() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500)]);
     let first = fx.handle(&checkout(&customer_id, "key-1"));
     let (_, placed) = only_forwarded(&first);
@@ -920,7 +886,7 @@ fn customers_checkout_retry_forwards_the_same_place_order() {
 
 #[test]
 fn customers_checkout_under_another_key_is_an_illegal_transition() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500)]);
     fx.handle(&checkout(&customer_id, "key-1"));
     let refused = assert_rejected(
@@ -945,7 +911,7 @@ fn customers_checkout_under_another_key_is_an_illegal_transition() {
 
 #[test]
 fn customers_checkout_refusals() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[]);
     let refused = assert_rejected(
         &fx.handle(&checkout(&customer_id, "key-1")),
@@ -987,7 +953,7 @@ fn customers_checkout_refusals() {
 
 #[test]
 fn customers_unknown_message_is_malformed() {
-    let fx = Fixture::new();
+    let fx = Fixture::new(CustomersHandler);
     let envelope = Envelope::new("d2c.customers.v1.Nope".into(), uuid::Uuid::from_u128(9), T0);
     let error = fx
         .test
@@ -1009,7 +975,7 @@ fn customers_replay_gives_identical_effects() {
     // The same messages (same envelopes) against the same starting state
     // produce byte-identical effects: nothing depends on a clock.
     let customer_id = ann();
-    let mut first = Fixture::new();
+    let mut first = Fixture::new(CustomersHandler);
     let messages: Vec<(Envelope, Vec<u8>)> = vec![
         (
             first.envelope::<RegisterCustomer>(),
@@ -1044,7 +1010,7 @@ fn customers_replay_gives_identical_effects() {
             .collect()
     };
     let once = run(&mut first);
-    let mut second = Fixture::new();
+    let mut second = Fixture::new(CustomersHandler);
     let twice = run(&mut second);
     assert_eq!(once, twice);
     assert_eq!(
@@ -1056,7 +1022,7 @@ fn customers_replay_gives_identical_effects() {
 #[test]
 fn customers_a_cart_refused_on_price_opens_again_repriced_once() {
     use d2c_proto::customers::v1::{CartReopened, ReopenCart, RepricedLine};
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(CustomersHandler);
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500), ("SKU-2", 1, 900)]);
     let first = fx.handle(&checkout(&customer_id, "key-1"));
     let (_, placed) = only_forwarded(&first);

@@ -8,55 +8,25 @@ use d2c_proto::inventory::v1::{
     ReservationResult, ReservationStatus, ReserveStock, SetStock, StockChanged, StockLevel,
     StockRecord, StockRefused, StockReply,
 };
-use d2c_proto::{Envelope, ReplyTo};
-use d2c_runtime::handler::{Destination, Outgoing};
-use d2c_runtime::testing::TestStore;
+use d2c_runtime::testing::{on_topic, replies, TestEnv};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_topology::topic;
 use prost::{Message, Name};
 
-struct Fixture {
-    test: TestStore,
-    next_id: u128,
+/// The shared handler test environment; this crate's helpers are on
+/// [`Helpers`].
+type Fixture = TestEnv<InventoryHandler>;
+
+trait Helpers {
+    fn stock(&self, sku: &str) -> Option<StockRecord>;
+    fn level(&self, sku: &str) -> StockLevel;
+    fn set(&mut self, sku: &str, on_hand: i64) -> StockReply;
+    fn reserve(&mut self, order_id: &str, sku: &str, quantity: i64) -> Effects;
+    fn release(&mut self, order_id: &str, sku: &str) -> Effects;
+    fn commit(&mut self, order_id: &str, sku: &str) -> Effects;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            test: TestStore::new(),
-            next_id: 1,
-        }
-    }
-
-    fn envelope<M: Name>(&mut self) -> Envelope {
-        let mut envelope = Envelope::new(
-            M::full_name(),
-            uuid::Uuid::from_u128(self.next_id),
-            1_700_000_000_000,
-        );
-        self.next_id += 1;
-        envelope.reply_to = Some(ReplyTo {
-            topic: "gateway.replies".into(),
-            partition: 0,
-        });
-        envelope
-    }
-
-    fn try_handle_as(
-        &mut self,
-        envelope: &Envelope,
-        payload: &[u8],
-    ) -> Result<Effects, HandlerError> {
-        self.test.handle(&InventoryHandler, envelope, payload)
-    }
-
-    /// Handles `message`, commits its changes and returns its effects.
-    fn handle<M: Message + Name>(&mut self, message: &M) -> Effects {
-        let envelope = self.envelope::<M>();
-        self.try_handle_as(&envelope, &message.encode_to_vec())
-            .expect("handled")
-    }
-
+impl Helpers for Fixture {
     fn stock(&self, sku: &str) -> Option<StockRecord> {
         self.test.store.stock(sku).expect("read stock")
     }
@@ -95,14 +65,6 @@ impl Fixture {
     }
 }
 
-fn replies(effects: &Effects) -> Vec<&Outgoing> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| matches!(out.destination, Destination::Reply(_)))
-        .collect()
-}
-
 fn stock_reply(effects: &Effects) -> StockReply {
     let replies = replies(effects);
     assert_eq!(replies.len(), 1, "exactly one reply");
@@ -122,14 +84,6 @@ fn rejection_of(reply: StockReply) -> Rejection {
         Some(stock_reply::Result::Rejected(rejection)) => rejection,
         other => panic!("rejection expected, got {other:?}"),
     }
-}
-
-fn on_topic<'a>(effects: &'a Effects, name: &str) -> Vec<&'a Outgoing> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| out.destination == Destination::Topic(name.into()))
-        .collect()
 }
 
 /// The one ReservationResult sent to orders, checking it is keyed by order.
@@ -166,7 +120,7 @@ fn level(sku: &str, on_hand: i64, reserved: i64, sold: i64) -> StockLevel {
 
 #[test]
 fn set_stock_records_announces_and_answers() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     let effects = fx.handle(&SetStock {
         sku: "SKU-1".into(),
         on_hand: 10,
@@ -184,7 +138,7 @@ fn set_stock_records_announces_and_answers() {
 
 #[test]
 fn set_stock_rejects_invalid_fields() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     let rejection = rejection_of(fx.set("", 1));
     assert_eq!(
         (rejection.code, rejection.field.as_str()),
@@ -205,7 +159,7 @@ fn set_stock_rejects_invalid_fields() {
 
 #[test]
 fn set_stock_below_reserved_is_refused() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 6);
     let effects = fx.handle(&SetStock {
@@ -225,7 +179,7 @@ fn set_stock_below_reserved_is_refused() {
 
 #[test]
 fn reserve_within_stock_holds_units_and_answers_orders() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 10);
     let effects = fx.reserve("o-1", "SKU-1", 4);
     assert_eq!(
@@ -257,7 +211,7 @@ fn reserve_within_stock_holds_units_and_answers_orders() {
 
 #[test]
 fn reserve_beyond_stock_is_refused_and_never_negative() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 5);
     assert!(reservation_result(&fx.reserve("o-1", "SKU-1", 3)).reserved);
     let effects = fx.reserve("o-2", "SKU-1", 3);
@@ -290,7 +244,7 @@ fn reserve_beyond_stock_is_refused_and_never_negative() {
 
 #[test]
 fn duplicate_reserve_answers_identically_and_changes_nothing() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 5);
     let first = reservation_result(&fx.reserve("o-1", "SKU-1", 4));
     let retry = fx.reserve("o-1", "SKU-1", 4);
@@ -318,7 +272,7 @@ fn duplicate_reserve_answers_identically_and_changes_nothing() {
 
 #[test]
 fn release_returns_reserved_units() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 5);
     fx.reserve("o-1", "SKU-1", 5);
     let effects = fx.release("o-1", "SKU-1");
@@ -340,7 +294,7 @@ fn release_returns_reserved_units() {
 
 #[test]
 fn release_before_reserve_leaves_a_tombstone() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 5);
     let effects = fx.release("o-1", "SKU-1");
     assert!(effects.outgoing().is_empty());
@@ -365,7 +319,7 @@ fn release_before_reserve_leaves_a_tombstone() {
 
 #[test]
 fn commit_moves_reserved_to_sold() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 3);
     let effects = fx.commit("o-1", "SKU-1");
@@ -385,7 +339,7 @@ fn commit_moves_reserved_to_sold() {
 
 #[test]
 fn release_of_committed_returns_stock() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 3);
     fx.commit("o-1", "SKU-1");
@@ -401,7 +355,7 @@ fn release_of_committed_returns_stock() {
 
 #[test]
 fn adjustment_counts_once_per_id() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     fx.set("SKU-1", 10);
     let adjust = |delta: i64, id: &str| AdjustStock {
         sku: "SKU-1".into(),
@@ -442,7 +396,7 @@ fn adjustment_counts_once_per_id() {
 
 #[test]
 fn get_stock_answers_the_level_or_not_found() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     let unknown = fx.handle(&GetStock {
         sku: "SKU-404".into(),
     });
@@ -463,7 +417,7 @@ fn get_stock_answers_the_level_or_not_found() {
 
 #[test]
 fn unknown_types_and_missing_ids_are_malformed() {
-    let mut fx = Fixture::new();
+    let mut fx = Fixture::new(InventoryHandler);
     let mut envelope = fx.envelope::<GetStock>();
     envelope.message_type = "d2c.inventory.v1.Nonsense".into();
     assert!(matches!(
@@ -484,8 +438,8 @@ fn unknown_types_and_missing_ids_are_malformed() {
 
 #[test]
 fn replaying_a_message_gives_identical_effects() {
-    let mut a = Fixture::new();
-    let mut b = Fixture::new();
+    let mut a = Fixture::new(InventoryHandler);
+    let mut b = Fixture::new(InventoryHandler);
     for fx in [&mut a, &mut b] {
         fx.set("SKU-1", 5);
     }
@@ -512,7 +466,7 @@ fn random_saga_sequences_keep_invariants() {
     const SKUS: [&str; 2] = ["SKU-A", "SKU-B"];
     const ORDERS: [&str; 6] = ["o-1", "o-2", "o-3", "o-4", "o-5", "o-6"];
     for seed in [1_u64, 7, 42] {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(InventoryHandler);
         let mut random = Lcg(seed);
         let mut total = [0_i64; 2];
         let (mut granted, mut committed) = (0, 0);

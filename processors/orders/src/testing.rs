@@ -6,7 +6,6 @@ use crate::OrdersHandler;
 use d2c_proto::catalog::v1::{Price, Product, Variant};
 use d2c_proto::orders::v1::{OrderReply, PlaceOrder, RequestedLine};
 use d2c_proto::{Envelope, ReplyTo};
-use d2c_runtime::handler::Destination;
 use d2c_runtime::testing::TestStore;
 use d2c_runtime::Effects;
 use d2c_state::PartitionStore;
@@ -119,25 +118,12 @@ pub fn from_service(id: u128) -> Envelope {
 
 /// The reply to the gateway, if any.
 pub fn reply_of(effects: &Effects) -> Option<OrderReply> {
-    effects
-        .outgoing()
-        .iter()
-        .find(|out| matches!(out.destination, Destination::Reply(_)))
+    d2c_runtime::testing::replies(effects)
+        .first()
         .map(|reply| OrderReply::decode(reply.payload.as_slice()).expect("reply decodes"))
 }
 
-/// The messages of type `M` sent to `topic`.
-pub fn sent_of<M: Message + Name + Default>(effects: &Effects, topic: &str) -> Vec<M> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| {
-            out.destination == Destination::Topic(topic.into())
-                && out.envelope.message_type == M::full_name()
-        })
-        .map(|out| M::decode(out.payload.as_slice()).expect("decodes"))
-        .collect()
-}
+pub use d2c_runtime::testing::sent as sent_of;
 
 /// Places order `o-1` (SKU-1 ×2, SKU-2 ×1), reserves both lines and
 /// authorizes it: the effects of the authorization, which confirms it.

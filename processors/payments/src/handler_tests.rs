@@ -11,7 +11,7 @@ use d2c_proto::payments::v1::{
 };
 use d2c_proto::Envelope;
 use d2c_runtime::handler::Destination;
-use d2c_runtime::testing::TestStore;
+use d2c_runtime::testing::{sent, TestStore};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_topology::topic;
 use prost::{Message, Name};
@@ -81,17 +81,6 @@ fn refund_outcome(order_id: &str, refund_id: &str) -> ProviderOutcome {
         refund_id: refund_id.into(),
         ..ProviderOutcome::default()
     }
-}
-
-/// Messages of type `M` sent to `logical_topic`, decoded.
-fn sent<M: Message + Name + Default>(effects: &Effects, logical_topic: &str) -> Vec<M> {
-    effects
-        .outgoing()
-        .iter()
-        .filter(|out| out.destination == Destination::Topic(logical_topic.into()))
-        .filter(|out| out.envelope.message_type == M::full_name())
-        .map(|out| M::decode(out.payload.as_slice()).expect("decodes"))
-        .collect()
 }
 
 fn results(effects: &Effects) -> Vec<PaymentResult> {

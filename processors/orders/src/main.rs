@@ -17,8 +17,11 @@ const CATALOG_MISS_WAIT: Duration = Duration::from_secs(2);
 const CATALOG_LOAD_LIMIT: Duration = Duration::from_secs(300);
 
 /// D2C_TICK_MS's default: how often deadlines are checked, so a step ends
-/// at most this long after its deadline.
-const DEFAULT_TICK_MS: u64 = 1_000;
+/// at most this long after its deadline (deadlines are a minute or more).
+/// Each tick is a batch on every owned partition; measured idle on the
+/// 2-core box (release, 48 partitions, 30 s): the orders process took 3 % of
+/// a core at 1 s, 1 % at 5 s.
+const DEFAULT_TICK_MS: u64 = 5_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -65,27 +65,30 @@ impl Deadlines {
     /// From `D2C_DEADLINE_*_MS`, each defaulting as [`Deadlines::default`].
     pub fn from_env() -> Result<Self, String> {
         let defaults = Self::default();
-        let read = |name: &str, default: Duration| -> Result<Duration, String> {
-            match std::env::var(name) {
-                Ok(value) => value
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .map(Duration::from_millis)
-                    .ok_or_else(|| {
-                        format!("{name} must be a positive number of milliseconds, not {value:?}")
-                    }),
-                Err(_) => Ok(default),
-            }
-        };
         Ok(Self {
-            reservation: read("D2C_DEADLINE_RESERVATION_MS", defaults.reservation)?,
-            authorization: read("D2C_DEADLINE_AUTHORIZATION_MS", defaults.authorization)?,
-            capture: read("D2C_DEADLINE_CAPTURE_MS", defaults.capture)?,
-            void: read("D2C_DEADLINE_VOID_MS", defaults.void)?,
-            refund: read("D2C_DEADLINE_REFUND_MS", defaults.refund)?,
+            reservation: millis_var("D2C_DEADLINE_RESERVATION_MS", defaults.reservation)?,
+            authorization: millis_var("D2C_DEADLINE_AUTHORIZATION_MS", defaults.authorization)?,
+            capture: millis_var("D2C_DEADLINE_CAPTURE_MS", defaults.capture)?,
+            void: millis_var("D2C_DEADLINE_VOID_MS", defaults.void)?,
+            refund: millis_var("D2C_DEADLINE_REFUND_MS", defaults.refund)?,
         })
+    }
+}
+
+/// The environment variable `name` as a positive number of milliseconds,
+/// `default` when unset.
+pub fn millis_var(name: &str, default: Duration) -> Result<Duration, String> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                format!("{name} must be a positive number of milliseconds, not {value:?}")
+            }),
+        Err(_) => Ok(default),
     }
 }
 

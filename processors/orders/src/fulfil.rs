@@ -72,13 +72,19 @@ pub(crate) fn announce(effects: &mut Effects, order: &Order, change: &str) {
 
 /// The request being handled waits for the step it started.
 pub(crate) fn wait_here(record: &mut OrderRecord, effects: &Effects) {
+    (record.reply_to, record.correlation_id) = requester(effects);
+}
+
+/// Where the request being handled waits for its answer: its reply address
+/// (`topic/partition`) and correlation id, empty when it waits nowhere.
+pub(crate) fn requester(effects: &Effects) -> (String, String) {
     let cause = effects.cause();
-    record.reply_to = cause
+    let reply_to = cause
         .reply_to
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    record.correlation_id = cause.correlation_id.clone().unwrap_or_default();
+    (reply_to, cause.correlation_id.clone().unwrap_or_default())
 }
 
 pub(crate) fn as_it_stands(order: Order) -> OrderReply {

@@ -1,4 +1,4 @@
-use d2c_orders::deadlines::Deadlines;
+use d2c_orders::deadlines::{millis_var, Deadlines};
 use d2c_orders::prices::{CatalogPrices, CatalogView};
 use d2c_orders::{OrdersHandler, DEFAULT_ADMIN_PORT, SERVICE};
 use d2c_runtime::global::{GlobalTopic, GlobalTopicSettings, StartAt};
@@ -41,6 +41,11 @@ fn with_catalog_prices(
     config: &RuntimeConfig,
     names: &TopicNames,
 ) -> anyhow::Result<Arc<dyn Handler>> {
+    // Configuration first: a bad value fails before the catalog loads.
+    let deadlines = Deadlines::from_env().map_err(anyhow::Error::msg)?;
+    let tick = millis_var("D2C_TICK_MS", Duration::from_millis(DEFAULT_TICK_MS))
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(?deadlines, ?tick, "Order deadlines");
     let view = Arc::new(CatalogView::default());
     let feed = GlobalTopic::start(
         GlobalTopicSettings {
@@ -57,28 +62,8 @@ fn with_catalog_prices(
     feed.load(CATALOG_LOAD_LIMIT)?;
     tracing::info!(skus = view.len(), "Catalog prices loaded");
     let prices = CatalogPrices::new(view, feed, CATALOG_MISS_WAIT);
-    let deadlines = Deadlines::from_env().map_err(anyhow::Error::msg)?;
-    let tick = Duration::from_millis(tick_ms()?);
-    tracing::info!(?deadlines, ?tick, "Order deadlines");
     d2c_orders::deadlines::configure(deadlines);
     Ok(Arc::new(
         OrdersHandler::new(Arc::new(prices)).with_ticks(tick),
     ))
-}
-
-/// D2C_TICK_MS: positive milliseconds.
-fn tick_ms() -> anyhow::Result<u64> {
-    match std::env::var("D2C_TICK_MS") {
-        Ok(value) => value
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|ms| *ms > 0)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "D2C_TICK_MS must be a positive number of milliseconds, not {value:?}"
-                )
-            }),
-        Err(_) => Ok(DEFAULT_TICK_MS),
-    }
 }

@@ -87,16 +87,13 @@ pub fn apply(
             order: Some(order.clone()),
         },
     );
+    let (reply_to, correlation_id) = crate::fulfil::requester(effects);
     effects.put_order(&OrderRecord {
         line_status: vec![LineStatus::Pending as i32; order.lines.len()],
         order: Some(order),
         request_hash: command.request_hash,
-        reply_to: envelope
-            .reply_to
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        correlation_id: envelope.correlation_id.clone().unwrap_or_default(),
+        reply_to,
+        correlation_id,
         payment_method: command.payment_method,
         refund_waiters: Vec::new(),
         deadline_ms: 0,

@@ -3,7 +3,7 @@
 //! captured minus what is refunded or being refunded. The requester is
 //! answered when the provider settles it (saga.rs).
 
-use crate::fulfil::{announce, as_it_stands, illegal, not_found};
+use crate::fulfil::{announce, as_it_stands, illegal, not_found, requester};
 use crate::place_order::rejected;
 use crate::status::{label, status_of};
 use crate::table::{OrderRead, OrderWrite};
@@ -57,15 +57,11 @@ pub fn apply(
         command.amount_minor,
         effects,
     );
-    let cause = effects.cause();
+    let (reply_to, correlation_id) = requester(effects);
     record.refund_waiters.push(RefundWaiter {
         refund_id: command.refund_id.clone(),
-        reply_to: cause
-            .reply_to
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        correlation_id: cause.correlation_id.clone().unwrap_or_default(),
+        reply_to,
+        correlation_id,
     });
     record.order = Some(order);
     effects.put_order(&record);

@@ -237,15 +237,7 @@ pub(crate) fn answer_refund_waiter(
         return;
     };
     let waiter = record.refund_waiters.remove(index);
-    let Ok(address) = ReplyTo::parse(&waiter.reply_to) else {
-        return;
-    };
-    let reply = OrderReply {
-        result: Some(order_reply::Result::Order(order.clone())),
-        replayed: false,
-    };
-    let correlation_id = (!waiter.correlation_id.is_empty()).then_some(waiter.correlation_id);
-    effects.reply_to(address, correlation_id, &order.order_id, &reply);
+    reply_with_order(effects, &waiter.reply_to, waiter.correlation_id, order);
 }
 
 fn note_refusal(record: &mut OrderRecord, index: usize, result: &ReservationResult) {
@@ -408,7 +400,13 @@ pub(crate) fn settle<E: prost::Message + prost::Name>(
 pub(crate) fn answer_waiter(record: &mut OrderRecord, effects: &mut Effects, order: Order) {
     let address = std::mem::take(&mut record.reply_to);
     let correlation_id = std::mem::take(&mut record.correlation_id);
-    let Ok(address) = ReplyTo::parse(&address) else {
+    reply_with_order(effects, &address, correlation_id, order);
+}
+
+/// Answers the request parked at `address` (`topic/partition`; none when
+/// empty or unreadable) with `order`.
+fn reply_with_order(effects: &mut Effects, address: &str, correlation_id: String, order: Order) {
+    let Ok(address) = ReplyTo::parse(address) else {
         return;
     };
     let reply = OrderReply {

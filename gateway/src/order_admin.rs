@@ -3,12 +3,8 @@
 //! answered when the payment step settles (202 + Location meanwhile).
 
 use crate::auth::Admin;
-use crate::bus::Outcome;
 use crate::error::{ApiError, ErrorBody};
-use crate::orders::{
-    decode_reply, ensure_order_id, order_json_response, order_response, pending, OrderJson,
-    PendingJson,
-};
+use crate::orders::{ensure_order_id, read_order, settled_or_pending, OrderJson, PendingJson};
 use crate::validate::{json_body, IdempotencyKey};
 use crate::AppState;
 use axum::body::Bytes;
@@ -16,9 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use d2c_proto::orders::v1::{
-    order_reply, FulfilOrder, GetOrder, OrderStatus, RefundOrder, RefundStatus,
-};
+use d2c_proto::orders::v1::{FulfilOrder, OrderStatus, RefundOrder, RefundStatus};
 use d2c_topology::topic;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -45,21 +39,8 @@ pub async fn get_order(
     _admin: Admin,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    ensure_order_id(&order_id)?;
-    let query = GetOrder {
-        order_id: order_id.clone(),
-        customer_id: String::new(),
-    };
-    match app
-        .bus
-        .request(topic::ORDERS_MESSAGES, &order_id, &query, None)
-        .await?
-    {
-        Outcome::Replied(reply) => order_response(&reply.payload, StatusCode::OK),
-        Outcome::TimedOut | Outcome::NotWaited => Err(ApiError::unavailable(
-            "the order service did not answer in time; retry shortly",
-        )),
-    }
+    // An empty customer id is an operator's read: any order.
+    read_order(&app, order_id, String::new(), None).await
 }
 
 /// Fulfilment: the order ships, its held payment is captured. Idempotent.
@@ -145,31 +126,6 @@ pub async fn refund(
         })
     })?;
     Ok(created(response))
-}
-
-/// The step's answer: the order when it settled, 202 + Location while
-/// `still_running` says so or the wait ended first.
-fn settled_or_pending(
-    outcome: Outcome,
-    order_id: &str,
-    still_running: impl Fn(OrderStatus, &d2c_proto::orders::v1::Order) -> bool,
-) -> Result<Response, ApiError> {
-    let Outcome::Replied(reply) = outcome else {
-        return Ok(pending(order_id));
-    };
-    let reply = decode_reply(&reply.payload)?;
-    match reply.result {
-        Some(order_reply::Result::Order(order)) => {
-            let status = OrderStatus::try_from(order.status).unwrap_or_default();
-            if still_running(status, &order) {
-                Ok(pending(order_id))
-            } else {
-                Ok(order_json_response(order, StatusCode::OK, reply.replayed))
-            }
-        }
-        Some(order_reply::Result::Rejected(rejection)) => Err(rejection.into()),
-        None => Err(ApiError::internal("empty order reply")),
-    }
 }
 
 /// A settled refund answers 201 (it made a refund); 202 stays 202.

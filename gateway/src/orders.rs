@@ -326,14 +326,27 @@ pub async fn cancel_order(
         .bus
         .request(topic::ORDERS_MESSAGES, &order_id, &command, None)
         .await?;
+    settled_or_pending(outcome, &order_id, |status, _| {
+        status == OrderStatus::Cancelling
+    })
+}
+
+/// The step's answer: the order when it settled, 202 + Location while
+/// `still_running` says so or the wait ended first.
+pub(crate) fn settled_or_pending(
+    outcome: Outcome,
+    order_id: &str,
+    still_running: impl Fn(OrderStatus, &Order) -> bool,
+) -> Result<Response, ApiError> {
     let Outcome::Replied(reply) = outcome else {
-        return Ok(pending(&order_id));
+        return Ok(pending(order_id));
     };
     let reply = decode_reply(&reply.payload)?;
     match reply.result {
         Some(order_reply::Result::Order(order)) => {
-            if order.status == OrderStatus::Cancelling as i32 {
-                Ok(pending(&order_id))
+            let status = OrderStatus::try_from(order.status).unwrap_or_default();
+            if still_running(status, &order) {
+                Ok(pending(order_id))
             } else {
                 Ok(order_json_response(order, StatusCode::OK, reply.replayed))
             }
@@ -358,10 +371,23 @@ pub async fn get_order(
     customer: CustomerId,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    read_order(&app, order_id, customer.0, Some("/orders/{order_id}")).await
+}
+
+/// `GetOrder`, answered by the partition that owns the order, as
+/// `customer_id` may see it (empty: an operator); an id that is not a UUID
+/// is a 404 without a round trip. A wait that ends without
+/// an answer is a 503, counted under `timeout_route` when given.
+pub(crate) async fn read_order(
+    app: &AppState,
+    order_id: String,
+    customer_id: String,
+    timeout_route: Option<&str>,
+) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
     let query = GetOrder {
         order_id: order_id.clone(),
-        customer_id: customer.0,
+        customer_id,
     };
     match app
         .bus
@@ -370,10 +396,12 @@ pub async fn get_order(
     {
         Outcome::Replied(reply) => order_response(&reply.payload, StatusCode::OK),
         Outcome::TimedOut | Outcome::NotWaited => {
-            GATEWAY_METRICS
-                .reply_timeouts
-                .with_label_values(&["/orders/{order_id}"])
-                .inc();
+            if let Some(route) = timeout_route {
+                GATEWAY_METRICS
+                    .reply_timeouts
+                    .with_label_values(&[route])
+                    .inc();
+            }
             Err(ApiError::unavailable(
                 "the order service did not answer in time; retry shortly",
             ))

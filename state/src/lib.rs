@@ -74,6 +74,15 @@ pub fn changelog_outbox_entry(entries: &[Entry]) -> Entry {
     }
 }
 
+/// The local-only checkpoint: the changelog holds this store's state up to
+/// `next` (Kafka Streams' `.checkpoint`), written with the state it covers.
+pub fn changelog_checkpoint_entry(next: i64) -> Entry {
+    Entry {
+        key: Table::Meta.key(CHANGELOG_NEXT),
+        value: Some(encode_offset(next)),
+    }
+}
+
 /// Length-prefixed encoding of entries (key, then optional value).
 pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();

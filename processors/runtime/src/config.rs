@@ -43,6 +43,43 @@ pub struct RuntimeConfig {
     /// D2C_STATS_INTERVAL_MS: how often librdkafka reports statistics, from
     /// which consumer lag is exported (0: never).
     pub stats_interval: Duration,
+    /// D2C_PROCESSING_GUARANTEE: `exactly_once` (default) or `at_least_once`.
+    pub guarantee: ProcessingGuarantee,
+    /// D2C_TRANSACTIONAL_ID: this instance's producer identity under
+    /// `exactly_once`. It must be unique per instance and stable across its
+    /// restarts, so that a restarted instance aborts the transaction its
+    /// previous life left open instead of making readers wait out the
+    /// transaction timeout. Defaults to group + host name + state directory.
+    pub transactional_id: String,
+    /// D2C_TRANSACTION_TIMEOUT_MS: how long the broker lets a transaction of
+    /// a dead instance stay open (readers of the partitions it wrote wait
+    /// that long at most).
+    pub transaction_timeout: Duration,
+}
+
+/// Kafka Streams' `processing.guarantee`, per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// Each batch's outputs, changelog entries and input offsets are one
+    /// Kafka transaction; the group's generation fences a zombie's commit.
+    ExactlyOnce,
+    /// Outputs first, then state, then changelog; a crash handles a batch
+    /// again, and receivers drop the copies (same message ids).
+    AtLeastOnce,
+}
+
+impl FromStr for ProcessingGuarantee {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "exactly_once" | "exactly_once_v2" => Ok(Self::ExactlyOnce),
+            "at_least_once" => Ok(Self::AtLeastOnce),
+            other => Err(format!(
+                "{other:?} is not a processing guarantee: use exactly_once or at_least_once"
+            )),
+        }
+    }
 }
 
 impl RuntimeConfig {
@@ -77,7 +114,36 @@ impl RuntimeConfig {
                 "D2C_STATS_INTERVAL_MS",
                 crate::lag::DEFAULT_STATS_INTERVAL_MS,
             )?),
-        })
+            guarantee: var("D2C_PROCESSING_GUARANTEE", ProcessingGuarantee::ExactlyOnce)?,
+            transactional_id: var("D2C_TRANSACTIONAL_ID", String::new())?,
+            transaction_timeout: Duration::from_millis(var("D2C_TRANSACTION_TIMEOUT_MS", 10_000)?),
+        }
+        .with_default_transactional_id())
+    }
+}
+
+impl RuntimeConfig {
+    /// Host name and state directory together name one instance: two pods
+    /// of a StatefulSet differ by host, two processes on one machine by
+    /// directory, and a restart keeps both.
+    fn with_default_transactional_id(mut self) -> Self {
+        if self.transactional_id.is_empty() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_default();
+            let directory =
+                std::path::absolute(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+            let instance = uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                format!("{host}:{}", directory.display()).as_bytes(),
+            );
+            self.transactional_id = format!(
+                "{}-{host}-{}",
+                self.group_id,
+                &instance.simple().to_string()[..12]
+            );
+        }
+        self
     }
 }
 

@@ -34,14 +34,17 @@ pub fn producer_config(brokers: &str, client_id: &str, linger: Duration) -> Clie
     config
 }
 
-/// What every consumer shares: offsets stored only by the application, and
-/// how long the broker may hold a fetch that finds no data. Kafka answers a
+/// What every consumer shares: offsets stored only by the application,
+/// `read_committed` (records of an open or aborted transaction are never
+/// read, so what a processor wrote under `exactly_once` is seen once, after
+/// its commit), and how long the broker may hold a fetch that finds no data. Kafka answers a
 /// fetch as soon as data arrives, so the wait costs no latency; it only
 /// sets how often an idle consumer asks again (its idle cost).
 fn consumer_config(brokers: &str, client_id: &str, fetch_wait: Duration) -> ClientConfig {
     let mut config = client_config(brokers, client_id);
     config
         .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .set("fetch.min.bytes", "1")
         .set("enable.partition.eof", "false");

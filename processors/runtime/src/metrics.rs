@@ -2,8 +2,8 @@
 //! conventions (`_total` counters, `_seconds` histograms, base units).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub duplicates_dropped: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
+    pub transactions: IntCounterVec,
+    pub transaction_duration: Histogram,
+    pub transaction_batches: Histogram,
+    pub batch_messages: Histogram,
     pub consumer_lag: IntGaugeVec,
 }
 
@@ -46,6 +50,15 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
         labels,
     )
     .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
+    registry
+        .register(Box::new(histogram.clone()))
+        .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
+    histogram
+}
+
+fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
     registry
         .register(Box::new(histogram.clone()))
         .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
@@ -123,6 +136,30 @@ impl Metrics {
                 "d2c_partition_restores_total",
                 "Partition stores restored from the changelog, by outcome.",
                 &["outcome"],
+            ),
+            transactions: counter(
+                &registry,
+                "d2c_transactions_total",
+                "Kafka transactions of the exactly-once committer, by outcome (committed, aborted).",
+                &["outcome"],
+            ),
+            transaction_duration: plain_histogram(
+                &registry,
+                "d2c_transaction_duration_seconds",
+                "Time from begin to commit (or abort) of one Kafka transaction.",
+                LATENCY_BUCKETS,
+            ),
+            batch_messages: plain_histogram(
+                &registry,
+                "d2c_batch_messages",
+                "Input messages per partition batch (one plan, one commit).",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+            transaction_batches: plain_histogram(
+                &registry,
+                "d2c_transaction_batches",
+                "Partition batches carried by one Kafka transaction.",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
             assigned_partitions,
             registry,

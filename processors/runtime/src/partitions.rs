@@ -1,9 +1,11 @@
 //! Partition ownership: what happens when the group hands this instance a
 //! partition or takes one away.
 //!
-//! The rebalance callback runs on the poll thread. On assignment it opens (or
-//! restores) each partition's store and assigns the partition at the offset
-//! after the store's applied offset, so the store, not the group's committed
+//! The rebalance callback runs on the poll thread and returns at once. On
+//! assignment it assigns and pauses the partitions, and starts their
+//! workers; each store is opened (or restored) on a blocking thread, then
+//! the poll thread seeks the partition to the offset after the store's
+//! applied offset and resumes it, so the store, not the group's committed
 //! offset, decides where consumption resumes. On revocation it lets each
 //! worker finish its in-flight batch before giving the partition up, so two
 //! instances never handle one partition at once.
@@ -11,19 +13,19 @@
 use crate::admin::Readiness;
 use crate::lag::ConsumerLag;
 use crate::metrics::METRICS;
-use crate::restore;
+use crate::restore::{self, Jobs};
 use crate::run::Shared;
-use crate::{worker, RuntimeError};
+use crate::worker;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 struct Worker {
@@ -33,11 +35,9 @@ struct Worker {
 }
 
 pub(crate) struct Partitions {
-    shared: Arc<Shared>,
+    pub shared: Arc<Shared>,
     workers: Mutex<HashMap<i32, Worker>>,
     readiness: Arc<Readiness>,
-    /// Set when an assignment could not be honoured; the process must exit.
-    pub fatal: Mutex<Option<RuntimeError>>,
 }
 
 impl Partitions {
@@ -46,7 +46,6 @@ impl Partitions {
             shared,
             workers: Mutex::new(HashMap::new()),
             readiness,
-            fatal: Mutex::new(None),
         }
     }
 
@@ -65,19 +64,24 @@ impl Partitions {
         owned
     }
 
-    /// Open stores and start workers; returns where each partition resumes.
-    fn assign(&self, partitions: &[i32]) -> Result<Vec<(i32, Offset)>, RuntimeError> {
-        let mut resume = Vec::with_capacity(partitions.len());
-        let changelog = restore::changelog_reader(&self.shared)?;
+    /// Start a worker for each partition. Its store is opened (or restored
+    /// from the changelog) on a blocking thread; the worker starts once it
+    /// is current, and asks the poll thread to resume the partition (paused
+    /// meanwhile) where the store says.
+    fn assign(&self, partitions: &[i32]) {
+        let mut jobs: Jobs = Vec::with_capacity(partitions.len());
+        self.shared
+            .opening
+            .fetch_add(partitions.len(), Ordering::AcqRel);
+        if partitions.is_empty() {
+            // Nothing to open: an instance with no partitions is ready too.
+            self.readiness.assigned.store(true, Ordering::Release);
+        }
         for &partition in partitions {
-            let store = restore::open_partition(&self.shared, &changelog, partition)?;
-            let offset = match store.applied_offset()? {
-                Some(applied) => Offset::Offset(applied + 1),
-                None => Offset::Beginning,
-            };
             let (inbox, receiver) = mpsc::channel(self.shared.config.partition_queue);
             let revoked = Arc::new(AtomicBool::new(false));
-            let task = self.shared.runtime.spawn(worker::run(
+            let (handover, store) = oneshot::channel();
+            let task = self.shared.runtime.spawn(worker::start(
                 Arc::clone(&self.shared),
                 store,
                 receiver,
@@ -87,18 +91,20 @@ impl Partitions {
                 partition,
                 Worker {
                     inbox,
-                    revoked,
+                    revoked: Arc::clone(&revoked),
                     task,
                 },
             ) {
                 previous.task.abort();
             }
-            tracing::info!(partition, ?offset, "Partition assigned");
-            resume.push((partition, offset));
+            tracing::info!(partition, "Partition assigned; opening its store");
+            jobs.push((partition, revoked, handover));
         }
         METRICS.assigned_partitions.set(self.workers().len() as i64);
-        self.readiness.assigned.store(true, Ordering::Release);
-        Ok(resume)
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .runtime
+            .spawn_blocking(move || restore::open_all(&shared, jobs));
     }
 
     /// Stop the workers of `partitions` after their in-flight batch.
@@ -157,68 +163,7 @@ impl Partitions {
     pub fn input_topic(&self) -> &str {
         &self.shared.topics.input
     }
-
-    fn record_fatal(&self, error: RuntimeError) {
-        tracing::error!(%error, "Assignment failed; the instance will stop");
-        *self
-            .fatal
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
-    }
 }
-
-/// Stores where each assigned partition resumes (an empty store: the low
-/// watermark), for what lies before it is done. Lag then counts from the
-/// store at once instead of after the first batch commits, and the group's
-/// committed offset catches up with the store. Best effort: a partition
-/// whose watermark cannot be read has no lag until its first commit.
-///
-/// The low watermarks of all new partitions come from one ListOffsets
-/// request (earliest = timestamp -2): asked one partition at a time, a
-/// 48-partition assignment kept the poll thread in this callback for ~4 s,
-/// and the first message waited that long.
-fn store_resume_offsets(
-    consumer: &BaseConsumer<RebalanceContext>,
-    assignment: &TopicPartitionList,
-) {
-    let mut resume = TopicPartitionList::new();
-    let mut earliest = TopicPartitionList::new();
-    for element in assignment.elements() {
-        let (list, offset) = match element.offset() {
-            Offset::Offset(next) => (&mut resume, Offset::Offset(next)),
-            Offset::Beginning => (&mut earliest, Offset::Beginning),
-            _ => continue,
-        };
-        if let Err(error) = list.add_partition_offset(element.topic(), element.partition(), offset)
-        {
-            tracing::debug!(%error, partition = element.partition(), "Resume offset not stored");
-        }
-    }
-    if earliest.count() > 0 {
-        match consumer.offsets_for_times(earliest, WATERMARK_TIMEOUT) {
-            Ok(found) => {
-                for element in found.elements() {
-                    if let (Offset::Offset(low), None) = (element.offset(), element.error().err()) {
-                        let _ = resume.add_partition_offset(
-                            element.topic(),
-                            element.partition(),
-                            Offset::Offset(low),
-                        );
-                    }
-                }
-            }
-            Err(error) => tracing::debug!(%error, "Low watermarks unknown"),
-        }
-    }
-    if resume.count() > 0 {
-        if let Err(error) = consumer.store_offsets(&resume) {
-            tracing::debug!(%error, "Resume offsets not stored");
-        }
-    }
-}
-
-/// How long an assignment may wait for a partition's low watermark.
-const WATERMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The consumer context: routes rebalances to [`Partitions`], and
 /// librdkafka's statistics to the lag gauge.
@@ -247,34 +192,33 @@ impl ConsumerContext for RebalanceContext {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let resume = match self.partitions.assign(&partitions) {
-                    Ok(resume) => resume,
-                    Err(error) => {
-                        self.partitions.record_fatal(error);
-                        return;
-                    }
-                };
-                let mut assignment = TopicPartitionList::new();
+                // Paused at once, before any fetch: each partition is resumed
+                // where its store says once the store is current, so the
+                // callback returns without waiting for a restore. Assigned
+                // at an explicit (logical) offset, so librdkafka never asks
+                // the group for a committed offset: a failed query (e.g. the
+                // coordinator still loading after a broker restart) would
+                // leave the partition unstarted, and a seek to an unstarted
+                // partition fails.
+                let mut starting = TopicPartitionList::new();
                 for element in list.elements() {
-                    let offset = resume
-                        .iter()
-                        .find(|(partition, _)| *partition == element.partition())
-                        .map(|(_, offset)| *offset)
-                        .unwrap_or(Offset::Beginning);
-                    if let Err(error) = assignment.add_partition_offset(
+                    if let Err(error) = starting.add_partition_offset(
                         element.topic(),
                         element.partition(),
-                        offset,
+                        rdkafka::Offset::Beginning,
                     ) {
-                        self.partitions.record_fatal(error.into());
+                        self.partitions.shared.record_fatal(error.into());
                         return;
                     }
                 }
-                if let Err(error) = consumer.incremental_assign(&assignment) {
-                    self.partitions.record_fatal(error.into());
+                let assigned = consumer
+                    .incremental_assign(&starting)
+                    .and_then(|()| consumer.pause(&starting));
+                if let Err(error) = assigned {
+                    self.partitions.shared.record_fatal(error.into());
                     return;
                 }
-                store_resume_offsets(consumer, &assignment);
+                self.partitions.assign(&partitions);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.partitions.revoke(&partitions);

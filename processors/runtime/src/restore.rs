@@ -7,11 +7,18 @@
 //! whose append never finished and is dropped (the input messages behind it
 //! are handled again, with the same outcome, since handlers are deterministic).
 //!
+//! Under `exactly_once` a batch's entries are one transaction, so a reader
+//! (always `read_committed`) never sees a group cut short; the store is a
+//! cache of the changelog with a checkpoint (the changelog offset it covers,
+//! written with the state), caught up from the changelog when behind.
+//!
 //! On assignment:
 //! - no local store (new instance, lost disk): restore from the changelog;
 //! - a local store, and nobody appended to the changelog since this instance
-//!   last did: re-send the outbox (entries committed locally whose append was
-//!   cut short by a crash), then resume;
+//!   last did: re-send the outbox (at-least-once only: entries committed
+//!   locally whose append was cut short by a crash), then resume;
+//! - a local store, and only a tail of this instance's own cut-short append
+//!   follows its checkpoint: re-send the outbox, completing that group;
 //! - a local store, and another owner appended meanwhile: apply what it
 //!   appended (the outbox is moot: the other owner re-did that batch).
 
@@ -24,7 +31,10 @@ use d2c_state::{applied_offset_key, Entry, PartitionStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// The store of `partition`, brought up to date with the changelog.
 /// A reader of the changelog, shared by every partition of one assignment.
@@ -37,10 +47,45 @@ pub(crate) fn changelog_reader(shared: &Shared) -> Result<BaseConsumer, RuntimeE
     .create()?)
 }
 
-pub(crate) fn open_partition(
+/// Stores to open, in assignment order, each with its partition's
+/// revocation flag and where to hand the store once it is current.
+pub(crate) type Jobs = Vec<(i32, Arc<AtomicBool>, oneshot::Sender<PartitionStore>)>;
+
+/// Opens (or restores) each store in turn, on a blocking thread off the
+/// poll loop: the partitions stay paused meanwhile, and the group keeps
+/// polling (a restore of minutes no longer counts against the poll
+/// interval). One assignment's stores are restored at a time, so a
+/// partition revoked and assigned again is never restored twice at once.
+pub(crate) fn open_all(shared: &Shared, jobs: Jobs) {
+    let _one_at_a_time = shared
+        .restoring
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let reader = match changelog_reader(shared) {
+        Ok(reader) => reader,
+        Err(error) => return shared.record_fatal(error),
+    };
+    for (partition, revoked, handover) in jobs {
+        if revoked.load(Ordering::Acquire) {
+            continue;
+        }
+        match open_partition(shared, &reader, partition, &revoked) {
+            Ok(store) => {
+                let _ = handover.send(store);
+            }
+            Err(RuntimeError::Revoked(_)) => {
+                tracing::info!(partition, "Restore given up: the partition was revoked");
+            }
+            Err(error) => return shared.record_fatal(error),
+        }
+    }
+}
+
+fn open_partition(
     shared: &Shared,
     consumer: &BaseConsumer,
     partition: i32,
+    revoked: &AtomicBool,
 ) -> Result<PartitionStore, RuntimeError> {
     let started = Instant::now();
     // A changelog partition just created, or whose broker restarts, has no
@@ -54,50 +99,87 @@ pub(crate) fn open_partition(
     .map_err(|error| restore_error(shared, partition, format!("watermarks: {error}")))?;
 
     if let Some(store) = shared.store.partition(partition) {
-        if store.is_restored()? {
-            let next = store.changelog_next()?.unwrap_or(0);
-            if high == next {
-                resend_outbox(shared, &store)?;
-                return Ok(store);
-            }
-            if next >= low && next < high {
-                let applied = apply_changelog(shared, consumer, &store, next, high)?;
-                store.changelog_appended(high)?;
-                tracing::info!(
-                    partition,
-                    applied,
-                    "Caught up with the changelog another owner wrote"
-                );
-                return Ok(store);
-            }
+        if let Some(store) = catch_up(shared, consumer, store, low, high, revoked)? {
+            return Ok(store);
         }
         tracing::warn!(
             partition,
-            "Local store unusable (unfinished restore or compacted away); restoring"
+            "Local store unusable (unfinished restore, compacted away, or written under another guarantee); restoring"
         );
         shared.store.drop_partition(partition)?;
     }
     let store = shared.store.create_partition(partition)?;
-    let restored = apply_changelog(shared, consumer, &store, low, high);
-    let outcome = if restored.is_ok() {
-        "restored"
-    } else {
-        "failed"
+    let restored = apply_changelog(shared, consumer, &store, low, high, revoked);
+    let outcome = match &restored {
+        Ok(_) => "restored",
+        Err(RuntimeError::Revoked(_)) => "revoked",
+        Err(_) => "failed",
     };
     METRICS
         .partition_restores
         .with_label_values(&[outcome])
         .inc();
-    let entries = restored?;
+    let applied = restored?;
     store.changelog_appended(high)?;
     store.mark_restored()?;
     tracing::info!(
         partition,
-        entries,
+        entries = applied.entries,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Partition store restored from the changelog"
     );
     Ok(store)
+}
+
+/// A local store brought up to the changelog's end, or `None` when it must
+/// be rebuilt from scratch.
+fn catch_up(
+    shared: &Shared,
+    consumer: &BaseConsumer,
+    store: PartitionStore,
+    low: i64,
+    high: i64,
+    revoked: &AtomicBool,
+) -> Result<Option<PartitionStore>, RuntimeError> {
+    if !store.is_restored()? {
+        return Ok(None);
+    }
+    let exactly_once = shared.commits.is_some();
+    let outbox = store.changelog_outbox()?;
+    if exactly_once && outbox.is_some() {
+        // Committed locally by an at-least-once life and maybe never
+        // appended: only the changelog is trusted under exactly-once.
+        return Ok(None);
+    }
+    let next = store.changelog_next()?.unwrap_or(0);
+    // Under exactly-once the checkpoint is just after this instance's last
+    // changelog record; a single record after it can only be the commit
+    // marker of that record's transaction.
+    let current = high == next || (exactly_once && high == next + 1);
+    if current {
+        if let Some(entries) = outbox {
+            resend_outbox(shared, &store, entries)?;
+        }
+        return Ok(Some(store));
+    }
+    if next < low || next > high {
+        return Ok(None);
+    }
+    let applied = apply_changelog(shared, consumer, &store, next, high, revoked)?;
+    match outbox {
+        // Only a tail without its offset record follows the checkpoint:
+        // this instance's own append, cut short by a crash. The outbox
+        // holds the whole batch; appending it again completes the group
+        // (puts are idempotent), so a later restore sees all of it.
+        Some(entries) if applied.groups == 0 => resend_outbox(shared, &store, entries)?,
+        _ => store.changelog_appended(high)?,
+    }
+    tracing::info!(
+        partition = store.partition(),
+        groups = applied.groups,
+        "Caught up with the changelog"
+    );
+    Ok(Some(store))
 }
 
 fn restore_error(shared: &Shared, partition: i32, reason: impl Into<String>) -> RuntimeError {
@@ -109,10 +191,11 @@ fn restore_error(shared: &Shared, partition: i32, reason: impl Into<String>) -> 
 }
 
 /// Re-send entries committed locally whose changelog append did not finish.
-fn resend_outbox(shared: &Shared, store: &PartitionStore) -> Result<(), RuntimeError> {
-    let Some(entries) = store.changelog_outbox()? else {
-        return Ok(());
-    };
+fn resend_outbox(
+    shared: &Shared,
+    store: &PartitionStore,
+    entries: Vec<Entry>,
+) -> Result<(), RuntimeError> {
     let partition = store.partition();
     let records = changelog_records(shared, partition, &entries);
     let last = shared
@@ -130,17 +213,32 @@ fn resend_outbox(shared: &Shared, store: &PartitionStore) -> Result<(), RuntimeE
     Ok(())
 }
 
-/// Apply changelog groups in `[from, high)`; returns the entries applied.
+/// What a changelog read applied.
+struct Applied {
+    entries: u64,
+    groups: u64,
+}
+
+/// Apply changelog groups in `[from, high)`, reading `read_committed`: an
+/// open transaction holds the read until it commits or aborts, and records
+/// of aborted transactions are skipped. The end is reached when the read
+/// position passes `high` (commit markers are never returned as messages,
+/// but they move the position).
 fn apply_changelog(
     shared: &Shared,
     consumer: &BaseConsumer,
     store: &PartitionStore,
     from: i64,
     high: i64,
-) -> Result<u64, RuntimeError> {
+    revoked: &AtomicBool,
+) -> Result<Applied, RuntimeError> {
     let partition = store.partition();
+    let mut applied = Applied {
+        entries: 0,
+        groups: 0,
+    };
     if high <= from {
-        return Ok(0);
+        return Ok(applied);
     }
     let topic = shared.topics.changelog.as_str();
     let mut assignment = TopicPartitionList::new();
@@ -152,8 +250,10 @@ fn apply_changelog(
     let deadline = Instant::now() + shared.config.restore_timeout;
     let marker = applied_offset_key();
     let mut group: Vec<Entry> = Vec::new();
-    let mut applied = 0u64;
     loop {
+        if revoked.load(Ordering::Acquire) {
+            return Err(RuntimeError::Revoked(partition));
+        }
         if Instant::now() > deadline {
             return Err(restore_error(
                 shared,
@@ -161,29 +261,32 @@ fn apply_changelog(
                 "timed out before the high watermark",
             ));
         }
-        let message = match consumer.poll(Duration::from_millis(500)) {
-            None => continue,
+        let near_end = match consumer.poll(Duration::from_millis(20)) {
+            None => true,
             Some(Err(error)) => {
                 tracing::warn!(%error, partition, "Changelog read failed; retrying");
-                continue;
+                true
             }
             // The reader is reused across partitions; never let a record of
             // the previous one reach this store.
-            Some(Ok(message)) if message.partition() != partition => continue,
-            Some(Ok(message)) => message,
+            Some(Ok(message)) if message.partition() != partition => false,
+            Some(Ok(message)) => {
+                let entry = Entry {
+                    key: message.key().unwrap_or_default().to_vec(),
+                    value: message.payload().map(<[u8]>::to_vec),
+                };
+                let ends_group = entry.key == marker;
+                group.push(entry);
+                if ends_group {
+                    store.write(&group)?;
+                    applied.entries += group.len() as u64;
+                    applied.groups += 1;
+                    group.clear();
+                }
+                message.offset() >= high - 2
+            }
         };
-        let entry = Entry {
-            key: message.key().unwrap_or_default().to_vec(),
-            value: message.payload().map(<[u8]>::to_vec),
-        };
-        let ends_group = entry.key == marker;
-        group.push(entry);
-        if ends_group {
-            store.write(&group)?;
-            applied += group.len() as u64;
-            group.clear();
-        }
-        if message.offset() >= high - 1 {
+        if near_end && read_position(consumer, topic, partition) >= high {
             break;
         }
     }
@@ -195,4 +298,18 @@ fn apply_changelog(
         );
     }
     Ok(applied)
+}
+
+/// The offset the reader of `partition` will return next (0 when unknown).
+fn read_position(consumer: &BaseConsumer, topic: &str, partition: i32) -> i64 {
+    let Ok(positions) = consumer.position() else {
+        return 0;
+    };
+    match positions
+        .find_partition(topic, partition)
+        .map(|element| element.offset())
+    {
+        Some(Offset::Offset(next)) => next,
+        _ => 0,
+    }
 }

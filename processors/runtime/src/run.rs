@@ -1,12 +1,15 @@
-//! Wiring: configuration, store, producer, the poll thread, the admin
-//! endpoint, and graceful shutdown (SIGTERM/SIGINT: finish in-flight batches,
-//! flush the producer, commit offsets, leave the group).
+//! Wiring: configuration, store, producers, the poll thread, the committer
+//! thread (`exactly_once`), the admin endpoint, and graceful shutdown
+//! (SIGTERM/SIGINT: finish in-flight batches, commit them, flush the
+//! producer, leave the group).
 
 use crate::admin::{self, Readiness};
+use crate::config::ProcessingGuarantee;
 use crate::handler::Handler;
 use crate::kafka::{group_consumer_config, producer_config};
 use crate::lag::{enable_statistics, ConsumerLag};
 use crate::partitions::{Partitions, RebalanceContext};
+use crate::transactions::{self, CommitQueue, Committer, Pending};
 use crate::{telemetry, RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
 use axum::Router;
@@ -14,9 +17,10 @@ use d2c_state::{Store, StoreOptions};
 use d2c_topology::TopicNames;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
-use std::sync::atomic::{AtomicBool, Ordering};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Which service this is; topic names follow from it.
@@ -43,9 +47,43 @@ pub(crate) struct Shared {
     pub handler: Arc<dyn Handler>,
     pub producer: FutureProducer,
     pub store: Store,
-    /// (partition, offset) of batches made durable, for the poll thread to store.
+    /// (partition, offset) of batches made durable, for the poll thread to
+    /// store for the next auto-commit (`at_least_once` only).
     pub offsets: Sender<(i32, i64)>,
+    /// Where workers hand batches to the transaction committer
+    /// (`exactly_once` only).
+    pub commits: Option<CommitQueue>,
+    /// (partition, offset) of partitions whose store is current, for the
+    /// poll thread to seek to and resume.
+    pub resumes: Sender<(i32, Offset)>,
+    /// Held while stores are restored: one assignment at a time.
+    pub restoring: Mutex<()>,
+    /// Assigned partitions whose store is not current yet; the instance is
+    /// ready once none is left.
+    pub opening: AtomicUsize,
+    pub readiness: Arc<Readiness>,
+    /// Set when the instance cannot go on (an assignment that cannot be
+    /// honoured, a broken producer); the poll loop then stops the process.
+    pub fatal: Arc<Mutex<Option<RuntimeError>>>,
     pub runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// One more assigned partition has its store current (or was revoked
+    /// before): the first assignment is ready once all have.
+    pub fn partition_opened(&self) {
+        if self.opening.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.readiness.assigned.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn record_fatal(&self, error: RuntimeError) {
+        tracing::error!(%error, "The instance cannot go on and will stop");
+        *self
+            .fatal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+    }
 }
 
 /// Run a processor until SIGTERM/SIGINT, or until it cannot go on.
@@ -122,6 +160,9 @@ async fn run_processor(
             .context("building the handler")??
     };
     let (offsets, stored_offsets) = std::sync::mpsc::channel();
+    let (resumes, resume_requests) = std::sync::mpsc::channel();
+    let (commits, commit_queue) = std::sync::mpsc::channel();
+    let exactly_once = config.guarantee == ProcessingGuarantee::ExactlyOnce;
     let shared = Arc::new(Shared {
         service: spec.service,
         config: config.clone(),
@@ -131,6 +172,12 @@ async fn run_processor(
         producer: producer.clone(),
         store,
         offsets,
+        commits: exactly_once.then_some(commits),
+        resumes,
+        restoring: Mutex::new(()),
+        opening: AtomicUsize::new(0),
+        readiness: Arc::clone(&readiness),
+        fatal: Arc::new(Mutex::new(None)),
         runtime: tokio::runtime::Handle::current(),
     });
     let partitions = Arc::new(Partitions::new(Arc::clone(&shared), Arc::clone(&readiness)));
@@ -141,13 +188,24 @@ async fn run_processor(
         config.fetch_wait,
         config.session_timeout,
     );
-    let consumer: BaseConsumer<RebalanceContext> =
+    if exactly_once {
+        // Offsets are committed inside each batch's transaction.
+        consumer_config.set("enable.auto.commit", "false");
+    }
+    let consumer: Arc<BaseConsumer<RebalanceContext>> = Arc::new(
         enable_statistics(&mut consumer_config, config.stats_interval).create_with_context(
             RebalanceContext {
                 partitions: Arc::clone(&partitions),
                 lag: ConsumerLag::new(config.group_id.clone()),
             },
-        )?;
+        )?,
+    );
+    let committer_stop = Arc::new(AtomicBool::new(false));
+    let committer = if exactly_once {
+        Some(start_committer(&shared, &consumer, commit_queue, &committer_stop).await?)
+    } else {
+        None
+    };
     consumer.subscribe(&[&topics.input])?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -166,7 +224,11 @@ async fn run_processor(
     let poll_thread = std::thread::Builder::new()
         .name(format!("{}-poll", spec.service))
         .spawn(move || {
-            let result = poll_loop(&consumer, &poll_partitions, &stored_offsets, &poll_stop);
+            let channels = PollChannels {
+                stored_offsets,
+                resume_requests,
+            };
+            let result = poll_loop(&consumer, &poll_partitions, &channels, &poll_stop);
             let _ = done_tx.send(());
             result
         })?;
@@ -181,6 +243,14 @@ async fn run_processor(
         .await
         .context("joining the poll thread")?
         .map_err(|_| anyhow::anyhow!("poll thread panicked"))?;
+    // Every worker has finished its in-flight batch by now.
+    committer_stop.store(true, Ordering::Release);
+    if let Some(committer) = committer {
+        tokio::task::spawn_blocking(move || committer.join())
+            .await
+            .context("joining the committer")?
+            .map_err(|_| anyhow::anyhow!("committer thread panicked"))?;
+    }
     producer
         .flush(Duration::from_secs(10))
         .context("flushing the producer")?;
@@ -189,21 +259,70 @@ async fn run_processor(
     Ok(())
 }
 
+/// What the poll thread receives from the workers.
+struct PollChannels {
+    stored_offsets: Receiver<(i32, i64)>,
+    resume_requests: Receiver<(i32, Offset)>,
+}
+
+/// The transactional producer and the thread that commits batches with it.
+async fn start_committer(
+    shared: &Arc<Shared>,
+    consumer: &Arc<BaseConsumer<RebalanceContext>>,
+    queue: Receiver<Pending>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let config = &shared.config;
+    let base = producer_config(&config.brokers, shared.service, config.linger);
+    let transactional_id = config.transactional_id.clone();
+    let timeout = config.transaction_timeout;
+    let producer = tokio::task::spawn_blocking(move || {
+        transactions::producer(base, &transactional_id, timeout)
+    })
+    .await
+    .context("starting the transactional producer")??;
+    let committer = Committer {
+        producer,
+        base: producer_config(&config.brokers, shared.service, config.linger),
+        transactional_id: config.transactional_id.clone(),
+        consumer: Arc::clone(consumer),
+        input_topic: shared.topics.input.clone(),
+        changelog_topic: shared.topics.changelog.clone(),
+        timeout,
+        runtime: shared.runtime.clone(),
+        fatal: Arc::clone(&shared.fatal),
+    };
+    let stop = Arc::clone(stop);
+    Ok(std::thread::Builder::new()
+        .name(format!("{}-commit", shared.service))
+        .spawn(move || committer.run(queue, &stop))?)
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<RebalanceContext>,
     partitions: &Partitions,
-    stored_offsets: &Receiver<(i32, i64)>,
+    channels: &PollChannels,
     stop: &AtomicBool,
 ) -> Result<(), RuntimeError> {
     let input = partitions.input_topic();
+    let at_least_once = partitions.shared.commits.is_none();
+    let mut waiting_resumes = Vec::new();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => partitions.dispatch(message.detach()),
             Some(Err(error)) => tracing::warn!(%error, "Consumer error"),
             None => {}
         }
-        store_offsets(consumer, input, stored_offsets);
+        store_offsets(consumer, input, &channels.stored_offsets);
+        resume_partitions(
+            consumer,
+            input,
+            &channels.resume_requests,
+            &mut waiting_resumes,
+            at_least_once,
+        );
         if let Some(error) = partitions
+            .shared
             .fatal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -213,16 +332,82 @@ fn poll_loop(
         }
     }
     partitions.revoke_all();
-    store_offsets(consumer, input, stored_offsets);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(error)
-            if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-        Err(error) => tracing::warn!(%error, "Final offset commit failed"),
+    if at_least_once {
+        store_offsets(consumer, input, &channels.stored_offsets);
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(error)
+                if error.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
+            Err(error) => tracing::warn!(%error, "Final offset commit failed"),
+        }
     }
     consumer.unsubscribe();
     Ok(())
 }
+
+/// Seek each partition whose store is current to where the store resumes,
+/// and resume it. Under at-least-once the offset is also stored, so the
+/// group's committed offset (lag, tools) catches up with the store. A seek
+/// librdkafka refuses (the partition's fetcher not started yet) is tried
+/// again on the next round; the partition stays paused meanwhile.
+fn resume_partitions(
+    consumer: &BaseConsumer<RebalanceContext>,
+    topic: &str,
+    requests: &Receiver<(i32, Offset)>,
+    waiting: &mut Vec<(i32, Offset, u32)>,
+    at_least_once: bool,
+) {
+    waiting.extend(
+        requests
+            .try_iter()
+            .map(|(partition, offset)| (partition, offset, 0)),
+    );
+    let mut refused = Vec::new();
+    for (partition, offset, attempts) in waiting.drain(..) {
+        if !consumer
+            .assignment()
+            .is_ok_and(|assigned| assigned.find_partition(topic, partition).is_some())
+        {
+            // Revoked meanwhile; its next owner seeks.
+            continue;
+        }
+        let mut list = TopicPartitionList::new();
+        if let Err(error) = list.add_partition_offset(topic, partition, offset) {
+            tracing::error!(%error, partition, "Resume offset not representable");
+            continue;
+        }
+        let sought = consumer
+            .seek_partitions(list.clone(), SEEK_TIMEOUT)
+            .map_err(|error| error.to_string())
+            .and_then(
+                |result| match result.elements().first().map(|e| e.error()) {
+                    Some(Err(error)) => Err(error.to_string()),
+                    _ => Ok(()),
+                },
+            );
+        let resumed = sought.and_then(|()| consumer.resume(&list).map_err(|e| e.to_string()));
+        if let Err(error) = resumed {
+            // About 10 s of refusals: say so, the partition is not consumed.
+            if attempts == 100 {
+                tracing::warn!(%error, partition, "Partition still paused: seek or resume refused");
+            }
+            refused.push((partition, offset, attempts + 1));
+            continue;
+        }
+        tracing::debug!(partition, ?offset, "Partition resumed");
+        if at_least_once && matches!(offset, Offset::Offset(_)) {
+            if let Err(error) = consumer.store_offsets(&list) {
+                tracing::debug!(%error, partition, "Resume offset not stored");
+            }
+        }
+    }
+    *waiting = refused;
+}
+
+/// How long a seek may wait for the fetcher to take the new position (no
+/// broker round trip is involved).
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn store_offsets(
     consumer: &BaseConsumer<RebalanceContext>,

@@ -1,43 +1,96 @@
 //! One worker per owned input partition.
 //!
-//! Delivery and ordering rule: messages of a partition are handled strictly in
-//! offset order, one batch at a time. A batch becomes durable in three steps,
-//! each retried until it succeeds (or the partition is revoked):
+//! Ordering rule: messages of a partition are handled strictly in offset
+//! order, one batch at a time; a batch is planned (handler calls, no I/O)
+//! against the store, then made durable, then the next batch is planned.
+//!
+//! Delivery rule under `exactly_once` (the default): the batch's outgoing
+//! messages, dead letters, changelog entries and next input offset are one
+//! Kafka transaction (see `transactions`), retried as a whole until it
+//! commits or the partition is revoked. Only after the commit are the state
+//! changes, applied offset and changelog checkpoint written to RocksDB in one
+//! WriteBatch: a crash before that leaves the store behind the changelog,
+//! and the next assignment catches it up (see `restore`).
+//!
+//! Delivery rule under `at_least_once`: three steps, each retried until it
+//! succeeds (or the partition is revoked):
 //!   1. produce its outgoing messages and dead letters, and wait for the acks;
 //!   2. write state changes + applied offset in one RocksDB WriteBatch;
 //!   3. append the same entries to the changelog (offset record last).
 //!
 //! A crash before 2 replays the batch: same state, same outgoing message ids.
-//! Right after 2 the handler's `committed` hook sees what the batch sent, so
-//! business counters count a batch once however often it was handled.
 //! A crash between 2 and 3 is repaired from the outbox committed in 2, or by
 //! the next owner replaying that batch (see `restore`).
+//!
+//! Either way the handler's `committed` hook sees what a batch sent once it
+//! is durable, so business counters count a batch once however often it was
+//! handled.
 
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
 use crate::kafka::envelope_of;
 use crate::metrics::METRICS;
 use crate::run::Shared;
 use crate::tracing_context;
+use crate::transactions::{CommitQueue, Pending};
 use d2c_proto::envelope::header;
 use d2c_state::{
-    applied_offset_key, changelog_outbox_entry, encode_offset, ChangeSet, Entry, Overlay,
-    PartitionStore, StateError,
+    applied_offset_key, changelog_checkpoint_entry, changelog_outbox_entry, encode_offset,
+    ChangeSet, Entry, Overlay, PartitionStore, StateError,
 };
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A record ready for the producer: physical topic, optional fixed partition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub topic: String,
     pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// Hands the record to a producer's queue. A full queue returns the
+    /// record back (`Ok(Err(..))`) so the caller waits in its own way: the
+    /// worker yields to tokio, the committer thread sleeps.
+    pub(crate) fn enqueue(
+        &self,
+        producer: &rdkafka::producer::FutureProducer,
+    ) -> Result<Option<rdkafka::producer::DeliveryFuture>, String> {
+        let headers = self
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .key(self.key.as_slice())
+            .headers(headers);
+        if let Some(payload) = &self.payload {
+            future_record = future_record.payload(payload.as_slice());
+        }
+        if let Some(partition) = self.partition {
+            future_record = future_record.partition(partition);
+        }
+        match producer.send_result(future_record) {
+            Ok(delivery) => Ok(Some(delivery)),
+            Err((error, _))
+                if error.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                Ok(None)
+            }
+            Err((error, _)) => Err(format!("enqueue to {} failed: {error}", self.topic)),
+        }
+    }
 }
 
 /// What a batch decided, before anything is made durable.
@@ -52,7 +105,49 @@ struct Plan {
     outgoing: Vec<Outgoing>,
 }
 
-pub(crate) async fn run(
+/// Waits for the partition's store, has the poll thread resume the
+/// partition after the store's applied offset, then runs the worker. Ends
+/// at once if the partition is revoked first (its inbox closes).
+pub(crate) async fn start(
+    shared: Arc<Shared>,
+    store: oneshot::Receiver<PartitionStore>,
+    mut inbox: mpsc::Receiver<OwnedMessage>,
+    revoked: Arc<AtomicBool>,
+) {
+    tokio::pin!(store);
+    let opened = loop {
+        tokio::select! {
+            opened = &mut store => break opened.ok(),
+            early = inbox.recv() => match early {
+                // Fetched before the pause took hold: the seek below reads it
+                // again, in order.
+                Some(_) => continue,
+                None => break None,
+            },
+        }
+    };
+    shared.partition_opened();
+    let Some(store) = opened else {
+        return;
+    };
+    let resume = match store.applied_offset() {
+        Ok(Some(applied)) => rdkafka::Offset::Offset(applied + 1),
+        Ok(None) => rdkafka::Offset::Beginning,
+        Err(error) => {
+            tracing::error!(%error, partition = store.partition(), "Cannot read the applied offset; partition stopped");
+            return;
+        }
+    };
+    let _ = shared.resumes.send((store.partition(), resume));
+    tracing::info!(
+        partition = store.partition(),
+        ?resume,
+        "Partition store current; resuming"
+    );
+    run(shared, store, inbox, revoked).await;
+}
+
+async fn run(
     shared: Arc<Shared>,
     store: PartitionStore,
     mut inbox: mpsc::Receiver<OwnedMessage>,
@@ -75,11 +170,14 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        METRICS.batch_messages.observe(batch.len() as f64);
         match process_batch(&shared, &store, &batch, applied, &revoked).await {
             Outcome::Applied(last) => {
                 applied = Some(last);
-                // The poll thread stores it for the next auto-commit.
-                let _ = shared.offsets.send((partition, last));
+                if shared.commits.is_none() {
+                    // The poll thread stores it for the next auto-commit.
+                    let _ = shared.offsets.send((partition, last));
+                }
             }
             Outcome::NothingNew => {}
             Outcome::Stopped => {
@@ -121,7 +219,103 @@ async fn process_batch(
     let Some(last_offset) = plan.last_offset else {
         return Outcome::NothingNew;
     };
+    match &shared.commits {
+        Some(queue) => {
+            commit_in_transaction(shared, store, plan, last_offset, revoked, queue).await
+        }
+        None => commit_in_steps(shared, store, plan, last_offset, revoked).await,
+    }
+}
 
+/// `exactly_once`: one transaction, then the local cache.
+async fn commit_in_transaction(
+    shared: &Shared,
+    store: &PartitionStore,
+    plan: Plan,
+    last_offset: i64,
+    revoked: &AtomicBool,
+    queue: &CommitQueue,
+) -> Outcome {
+    let partition = store.partition();
+    let started = Instant::now();
+    let mut records = plan.records.clone();
+    records.extend(changelog_records(shared, partition, &plan.entries));
+    let committed = retry(revoked, "commit the transaction", || {
+        let (done, answer) = oneshot::channel();
+        let queued = queue.send(Pending {
+            partition,
+            records: records.clone(),
+            next_offset: last_offset + 1,
+            done,
+        });
+        async move {
+            let stopped = || (false, "the committer has stopped".to_owned());
+            queued.map_err(|_| stopped())?;
+            match answer.await {
+                Ok(outcome) => outcome.map_err(transient),
+                Err(_) => Err(stopped()),
+            }
+        }
+    })
+    .await;
+    let Some(changelog_last) = committed else {
+        return Outcome::Stopped;
+    };
+    crate::faults::point("after-commit", || {});
+    observe_phase("transaction", started);
+    count_dead_letters(shared, &plan);
+
+    let started = Instant::now();
+    let mut local = plan.entries.clone();
+    if let Some(last) = changelog_last {
+        local.push(changelog_checkpoint_entry(last + 1));
+    }
+    // Committed in Kafka already: a store that cannot be written stops this
+    // partition here, and its next owner restores from the changelog.
+    if retry(revoked, "write the state cache", || {
+        std::future::ready(
+            store
+                .write(&local)
+                .map_err(|error| (error.is_retryable(), error.to_string())),
+        )
+    })
+    .await
+    .is_none()
+    {
+        return Outcome::Stopped;
+    }
+    observe_phase("commit", started);
+    count_handled(&plan);
+    shared.handler.committed(&plan.outgoing);
+    Outcome::Applied(last_offset)
+}
+
+fn count_dead_letters(shared: &Shared, plan: &Plan) {
+    if plan.dead_letters > 0 {
+        METRICS
+            .dead_letters
+            .with_label_values(&[&shared.topics.input])
+            .inc_by(plan.dead_letters);
+    }
+}
+
+fn count_handled(plan: &Plan) {
+    for message_type in &plan.handled {
+        METRICS
+            .messages_handled
+            .with_label_values(&[message_type])
+            .inc();
+    }
+}
+
+/// `at_least_once`: outputs, then state, then changelog.
+async fn commit_in_steps(
+    shared: &Shared,
+    store: &PartitionStore,
+    plan: Plan,
+    last_offset: i64,
+    revoked: &AtomicBool,
+) -> Outcome {
     let started = Instant::now();
     if retry(revoked, "produce outgoing messages", || async {
         send_all(shared, &plan.records).await.map_err(transient)
@@ -132,12 +326,8 @@ async fn process_batch(
         return Outcome::Stopped;
     }
     observe_phase("produce", started);
-    if plan.dead_letters > 0 {
-        METRICS
-            .dead_letters
-            .with_label_values(&[&shared.topics.input])
-            .inc_by(plan.dead_letters);
-    }
+    crate::faults::point("before-commit", || {});
+    count_dead_letters(shared, &plan);
 
     let started = Instant::now();
     let mut local = plan.entries.clone();
@@ -155,16 +345,16 @@ async fn process_batch(
         return Outcome::Stopped;
     }
     observe_phase("commit", started);
-    for message_type in &plan.handled {
-        METRICS
-            .messages_handled
-            .with_label_values(&[message_type])
-            .inc();
-    }
+    count_handled(&plan);
     shared.handler.committed(&plan.outgoing);
 
     let started = Instant::now();
     let changelog = changelog_records(shared, store.partition(), &plan.entries);
+    crate::faults::point("after-commit", || {});
+    crate::faults::point("mid-changelog", || {
+        let half = &changelog[..changelog.len() / 2];
+        let _ = tokio::task::block_in_place(|| shared.runtime.block_on(send_all(shared, half)));
+    });
     // Past this point the batch is committed; the offset moves on even if the
     // partition is revoked before the changelog catches up: the outbox keeps
     // the entries for whoever owns the partition next (see `restore`).
@@ -383,40 +573,13 @@ pub(crate) fn changelog_records(shared: &Shared, partition: i32, entries: &[Entr
 pub(crate) async fn send_all(shared: &Shared, records: &[Record]) -> Result<Option<i64>, String> {
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-            .key(record.key.as_slice())
-            .headers(headers);
-        if let Some(payload) = &record.payload {
-            future_record = future_record.payload(payload.as_slice());
-        }
-        if let Some(partition) = record.partition {
-            future_record = future_record.partition(partition);
-        }
         loop {
-            match shared.producer.send_result(future_record) {
-                Ok(delivery) => {
+            match record.enqueue(&shared.producer)? {
+                Some(delivery) => {
                     deliveries.push((record.topic.as_str(), delivery));
                     break;
                 }
-                Err((error, returned)) => {
-                    if !matches!(
-                        error.rdkafka_error_code(),
-                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    ) {
-                        return Err(format!("enqueue to {} failed: {error}", record.topic));
-                    }
-                    future_record = returned;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     }

@@ -1,0 +1,291 @@
+//! Exactly-once commits on Kafka transactions (KIP-98, KIP-447).
+//!
+//! Delivery rule: a batch's outgoing messages, dead letters, changelog
+//! entries and next input offset are written in one Kafka transaction, with
+//! the offset sent to the transaction together with the consumer group's
+//! metadata. Readers use `read_committed`, so either all of a batch becomes
+//! visible, once, or none of it does. The group coordinator checks the
+//! generation in that metadata: a member that was paused past its session
+//! and replaced cannot commit, and what it wrote meanwhile is aborted
+//! (zombie fencing). The partition store is written only after the commit,
+//! so it is a cache of the changelog: behind it after a crash, never ahead.
+//!
+//! One transactional producer per instance (a producer has one transaction
+//! open at a time). Partition workers hand planned batches to one committer
+//! thread; every batch waiting when a transaction starts joins it, so under
+//! load one commit carries many batches of many partitions.
+
+use crate::metrics::METRICS;
+use crate::partitions::RebalanceContext;
+use crate::worker::Record;
+use crate::RuntimeError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A planned batch waiting for its transaction.
+pub(crate) struct Pending {
+    pub partition: i32,
+    /// Outgoing messages and dead letters, then changelog entries, in order.
+    pub records: Vec<Record>,
+    /// The input offset the group resumes from once this batch is committed.
+    pub next_offset: i64,
+    /// Answered with the highest changelog offset written, once committed.
+    pub done: oneshot::Sender<Result<Option<i64>, String>>,
+}
+
+/// What a worker uses to commit batches.
+pub(crate) type CommitQueue = Sender<Pending>;
+
+/// A transactional producer for this instance, its earlier life's open
+/// transaction aborted.
+pub(crate) fn producer(
+    base: rdkafka::config::ClientConfig,
+    transactional_id: &str,
+    timeout: Duration,
+) -> Result<FutureProducer, RuntimeError> {
+    let mut config = base;
+    config
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", timeout.as_millis().to_string())
+        // librdkafka requires it: a record cannot outlive its transaction.
+        .set("message.timeout.ms", timeout.as_millis().to_string());
+    let producer: FutureProducer = config.create()?;
+    // Waits for a broker that is still starting; a fatal error (e.g. not
+    // authorized for transactions) ends the process with the reason.
+    producer.init_transactions(Duration::from_secs(60))?;
+    Ok(producer)
+}
+
+/// The committer thread's inputs.
+pub(crate) struct Committer {
+    pub producer: FutureProducer,
+    /// What a new producer is made from after this one is fenced.
+    pub base: rdkafka::config::ClientConfig,
+    pub transactional_id: String,
+    pub consumer: Arc<BaseConsumer<RebalanceContext>>,
+    pub input_topic: String,
+    pub changelog_topic: String,
+    pub timeout: Duration,
+    pub runtime: tokio::runtime::Handle,
+    pub fatal: Arc<Mutex<Option<RuntimeError>>>,
+}
+
+/// Most batches one transaction carries; more wait for the next one.
+const MAX_BATCHES_PER_TRANSACTION: usize = 512;
+
+impl Committer {
+    /// Commits batches until `stop` is set and the queue is empty.
+    pub fn run(mut self, queue: Receiver<Pending>, stop: &AtomicBool) {
+        loop {
+            let first = match queue.recv_timeout(Duration::from_millis(100)) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut round = vec![first];
+            while round.len() < MAX_BATCHES_PER_TRANSACTION {
+                match queue.try_recv() {
+                    Ok(next) => round.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit_round(round);
+        }
+    }
+
+    fn commit_round(&mut self, round: Vec<Pending>) {
+        let started = Instant::now();
+        let broken = Cell::new(false);
+        let outcome = self.transact(&round, &broken);
+        if broken.get() {
+            self.replace_producer();
+        }
+        METRICS
+            .transaction_duration
+            .observe(started.elapsed().as_secs_f64());
+        METRICS.transaction_batches.observe(round.len() as f64);
+        match outcome {
+            Ok(changelog_offsets) => {
+                METRICS.transactions.with_label_values(&["committed"]).inc();
+                for (pending, offset) in round.into_iter().zip(changelog_offsets) {
+                    let _ = pending.done.send(Ok(offset));
+                }
+            }
+            Err(error) => {
+                METRICS.transactions.with_label_values(&["aborted"]).inc();
+                tracing::warn!(%error, batches = round.len(), "Transaction aborted; its batches will be tried again");
+                for pending in round {
+                    let _ = pending.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// One transaction: begin, produce, send offsets, commit. On failure
+    /// the transaction is aborted, so nothing of it is ever read.
+    fn transact(&self, round: &[Pending], broken: &Cell<bool>) -> Result<Vec<Option<i64>>, String> {
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or("the consumer has no group metadata yet")?;
+        self.producer
+            .begin_transaction()
+            .map_err(|error| failed("begin", error, broken))?;
+        let deliveries = match self.produce(round) {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                self.abort(broken);
+                return Err(error);
+            }
+        };
+        let mut offsets = TopicPartitionList::new();
+        for pending in round {
+            if let Err(error) = offsets.add_partition_offset(
+                &self.input_topic,
+                pending.partition,
+                Offset::Offset(pending.next_offset),
+            ) {
+                self.abort(broken);
+                return Err(error.to_string());
+            }
+        }
+        let committed = self
+            .producer
+            .send_offsets_to_transaction(&offsets, &metadata, self.timeout)
+            .and_then(|()| self.commit_retrying());
+        if let Err(error) = committed {
+            let reason = failed("commit", error, broken);
+            if !broken.get() {
+                self.abort(broken);
+            }
+            return Err(reason);
+        }
+        Ok(self.changelog_offsets(deliveries, round.len()))
+    }
+
+    /// A retriable commit failure (e.g. a timeout) may be tried again.
+    fn commit_retrying(&self) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.commit_transaction(self.timeout) {
+                Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                    tracing::warn!(%error, "Transaction commit timed out; trying again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Enqueue every record in order (waiting out a full queue). The commit
+    /// waits for their acknowledgements.
+    fn produce(&self, round: &[Pending]) -> Result<Vec<Delivery>, String> {
+        let mut deliveries = Vec::new();
+        let changelog_records = round
+            .iter()
+            .flat_map(|pending| &pending.records)
+            .filter(|record| record.topic == self.changelog_topic)
+            .count();
+        let mut changelog_sent = 0;
+        for (index, pending) in round.iter().enumerate() {
+            for record in &pending.records {
+                if record.topic == self.changelog_topic {
+                    changelog_sent += 1;
+                    if changelog_sent == changelog_records / 2 + 1 {
+                        crate::faults::point("mid-changelog", || self.flush());
+                    }
+                }
+                let future = self.enqueue(record)?;
+                deliveries.push(Delivery {
+                    batch: index,
+                    topic: record.topic.clone(),
+                    changelog: record.topic == self.changelog_topic,
+                    future,
+                });
+            }
+        }
+        crate::faults::point("before-commit", || self.flush());
+        Ok(deliveries)
+    }
+
+    /// For fault points: what was enqueued is on the broker (uncommitted).
+    fn flush(&self) {
+        let _ = self.producer.flush(self.timeout);
+    }
+
+    fn enqueue(&self, record: &Record) -> Result<rdkafka::producer::DeliveryFuture, String> {
+        loop {
+            match record.enqueue(&self.producer)? {
+                Some(delivery) => return Ok(delivery),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// After a commit every delivery is settled; the highest changelog
+    /// offset of each batch becomes its store's checkpoint.
+    fn changelog_offsets(&self, deliveries: Vec<Delivery>, batches: usize) -> Vec<Option<i64>> {
+        let mut highest = vec![None; batches];
+        self.runtime.block_on(async {
+            for delivery in deliveries {
+                if let Ok(Ok(done)) = delivery.future.await {
+                    METRICS
+                        .messages_produced
+                        .with_label_values(&[&delivery.topic])
+                        .inc();
+                    if delivery.changelog {
+                        highest[delivery.batch] = highest[delivery.batch].max(Some(done.offset));
+                    }
+                }
+            }
+        });
+        highest
+    }
+
+    fn abort(&self, broken: &Cell<bool>) {
+        if let Err(error) = self.producer.abort_transaction(self.timeout) {
+            failed("abort", error, broken);
+        }
+    }
+
+    /// After a fatal error (the producer was fenced: its transaction timed
+    /// out while the process was paused, or another instance took its
+    /// transactional id) a new producer takes over with a new epoch, as
+    /// Kafka Streams does; the batches of that round are tried again by
+    /// their workers, or dropped if their partitions moved meanwhile. Only
+    /// if no new producer can be made does the instance stop.
+    fn replace_producer(&mut self) {
+        match producer(self.base.clone(), &self.transactional_id, self.timeout) {
+            Ok(producer) => {
+                tracing::warn!("Transactional producer replaced after a fatal error");
+                self.producer = producer;
+            }
+            Err(error) => {
+                tracing::error!(%error, "No new transactional producer; the instance will stop");
+                *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+            }
+        }
+    }
+}
+
+/// Why a step failed; marks the producer broken when the error is fatal.
+fn failed(step: &str, error: KafkaError, broken: &Cell<bool>) -> String {
+    if matches!(&error, KafkaError::Transaction(inner) if inner.is_fatal()) {
+        broken.set(true);
+    }
+    format!("transaction {step} failed: {error}")
+}
+
+struct Delivery {
+    batch: usize,
+    topic: String,
+    changelog: bool,
+    future: rdkafka::producer::DeliveryFuture,
+}

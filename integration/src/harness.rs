@@ -358,6 +358,19 @@ impl Service {
         Ok(())
     }
 
+    /// Waits for the process to end by itself (e.g. at a fault point).
+    pub async fn exited(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .with_context(|| format!("{} still running after {within:?}", self.name))?
+            .context("waiting for the process")
+    }
+
+    /// The process id, for signals the harness has no method for.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().context("already exited")?;

@@ -62,6 +62,23 @@ pub async fn produce_raw(
     Ok(())
 }
 
+/// Writes one well-formed command the way a service would: protobuf body,
+/// envelope headers.
+pub async fn produce_message<M: prost::Message>(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+    message: &M,
+) -> anyhow::Result<()> {
+    let headers = envelope.headers();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    produce_raw(brokers, topic, key, &message.encode_to_vec(), &headers).await
+}
+
 /// Every record of `topic` up to its current end, all partitions.
 pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = d2c_platform::kafka::client_config(brokers, "d2c-test-reader")
@@ -99,7 +116,19 @@ pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<
     let deadline = Instant::now() + within;
     while remaining > 0 {
         anyhow::ensure!(Instant::now() < deadline, "reading {topic} timed out");
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            // A transaction's commit marker ends most partitions: it is
+            // never returned, but it moves the read position past the end.
+            for element in consumer.position()?.elements() {
+                if let (Offset::Offset(next), Some(end)) =
+                    (element.offset(), ends.get(&element.partition()))
+                {
+                    if next >= *end {
+                        ends.remove(&element.partition());
+                        remaining -= 1;
+                    }
+                }
+            }
             continue;
         };
         let message = message.context("consuming")?;
@@ -129,6 +158,7 @@ pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<
             .get(&message.partition())
             .is_some_and(|end| message.offset() + 1 >= *end)
         {
+            ends.remove(&message.partition());
             remaining -= 1;
         }
     }

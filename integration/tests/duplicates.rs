@@ -7,7 +7,7 @@
 
 use d2c_integration::customer;
 use d2c_integration::harness::Platform;
-use d2c_integration::kafka::produce_raw;
+use d2c_integration::kafka::produce_message;
 use d2c_integration::shop::{create_test_product, set_stock};
 use d2c_proto::catalog::v1::{Price, UpdateProduct, Variant};
 use d2c_proto::inventory::v1::{AdjustStock, SetStock};
@@ -23,17 +23,12 @@ async fn send<M: Message + Name>(
     envelope: &Envelope,
     message: &M,
 ) {
-    let headers = envelope.headers();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    produce_raw(
+    produce_message(
         &platform.brokers,
         &platform.topic(topic),
         key,
-        &message.encode_to_vec(),
-        &headers,
+        envelope,
+        message,
     )
     .await
     .expect("produced");

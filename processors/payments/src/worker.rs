@@ -19,14 +19,16 @@
 //! only get the same stored refusal back, and blocking the partition would
 //! stop the payments behind it.
 //!
-//! Partitions are handled concurrently, one sequential lane each, so a slow
-//! provider call holds up only its own partition (until its lane's queue is
-//! full). A partition revoked mid-call is finished anyway; its new owner
-//! repeats the unacknowledged calls, which the idempotency key makes harmless.
+//! It is a [`Sink`] of the runtime's side-effect engine, which owns the
+//! group, offsets and shutdown: partitions are handled concurrently, one
+//! sequential lane each, so a slow provider call holds up only its own
+//! partition (until its lane's queue is full). A partition revoked mid-call
+//! is finished anyway; its new owner repeats the unacknowledged calls, which
+//! the idempotency key makes harmless.
 //!
 //! Shutdown: the current provider call is finished and its outcome produced;
-//! a backoff wait is abandoned (the next owner retries); offsets are committed
-//! synchronously before returning.
+//! a backoff wait is abandoned (the next owner retries); the engine commits
+//! the offsets synchronously before returning.
 
 use crate::config::PaymentsConfig;
 use crate::provider::{
@@ -39,31 +41,26 @@ use d2c_proto::payments::v1::{
     VoidRequested,
 };
 use d2c_proto::Envelope;
-use d2c_runtime::kafka::{envelope_headers, envelope_of, group_consumer_config, producer_config};
-use d2c_runtime::lag::{enable_statistics, LagContext};
+use d2c_runtime::kafka::{envelope_headers, envelope_of, producer_config};
 use d2c_runtime::metrics::METRICS;
+use d2c_runtime::sink::{Handled, Lanes, Sink, SinkEngine, SinkSettings};
 use d2c_runtime::RuntimeConfig;
 use d2c_topology::{topic, TopicNames};
 use prometheus::IntCounterVec;
 use prost::{Message as _, Name};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 /// Client id of the worker's consumer and producer.
 pub const CLIENT_ID: &str = "payments-provider";
 /// Decline code of a charge the provider refused as a request.
 pub const PROVIDER_REJECTED: &str = "provider_rejected";
-/// Records buffered per partition lane.
-const LANE_CAPACITY: usize = 64;
 
 /// Exponential backoff between retries: `initial`, doubling, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,14 +148,23 @@ static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     }
 });
 
-struct Shared {
+/// Calls the provider for each request event and reports its outcome.
+struct ProviderSink {
     provider: Arc<dyn PaymentProvider>,
-    consumer: StreamConsumer<LagContext>,
     producer: FutureProducer,
-    input: String,
     output: String,
     retry: RetryPolicy,
-    stop: watch::Receiver<bool>,
+}
+
+impl Sink for ProviderSink {
+    async fn handle(&self, batch: &[OwnedMessage], stop: &mut watch::Receiver<bool>) -> Handled {
+        for message in batch {
+            if !handle_record(self, message, stop).await {
+                return Handled::Stopped;
+            }
+        }
+        Handled::Done
+    }
 }
 
 /// Run the provider worker until `shutdown` resolves (or Kafka cannot be
@@ -172,19 +178,24 @@ pub async fn run_worker(
     let input = names.name(topic::PAYMENTS_EVENTS);
     let output = names.name(topic::PAYMENTS_MESSAGES);
     let group = settings.consumer_group();
-    let mut consumer_config = group_consumer_config(
-        &settings.brokers,
-        &group,
-        CLIENT_ID,
-        settings.fetch_wait,
-        settings.session_timeout,
-    );
-    let consumer: StreamConsumer<LagContext> =
-        enable_statistics(&mut consumer_config, settings.stats_interval)
-            .create_with_context(LagContext::new(group.clone()))?;
+    let engine = SinkEngine::subscribe(SinkSettings {
+        brokers: settings.brokers.clone(),
+        group_id: group.clone(),
+        client_id: CLIENT_ID.to_owned(),
+        topics: vec![input.clone()],
+        fetch_wait: settings.fetch_wait,
+        session_timeout: settings.session_timeout,
+        stats_interval: settings.stats_interval,
+        lanes: Lanes::PerPartition,
+        // One call at a time: its outcome is acknowledged before the next
+        // request of the partition is read.
+        max_batch: 1,
+        batch_linger: Duration::ZERO,
+        // The payments processor in the same process reports its own.
+        report_assigned: false,
+    })?;
     let producer: FutureProducer =
         producer_config(&settings.brokers, CLIENT_ID, settings.linger).create()?;
-    consumer.subscribe(&[&input])?;
     tracing::info!(
         provider = provider.name(),
         %group,
@@ -193,104 +204,28 @@ pub async fn run_worker(
         "Payment provider worker started"
     );
     LazyLock::force(&WORKER_METRICS);
-
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        // Keep the sender alive: a dropped sender reads as "stop" too.
+        std::future::pending::<()>().await;
     });
-    let shared = Arc::new(Shared {
+    let sink = ProviderSink {
         provider,
-        consumer,
         producer,
-        input,
         output,
         retry: settings.retry,
-        stop: stop_rx.clone(),
-    });
-    let mut lanes: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
-    let mut tasks = JoinSet::new();
-    let mut stop = stop_rx;
-    loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            received = shared.consumer.recv() => received.map(|message| message.detach()),
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "Provider worker consumer error");
-                if sleep_unless_stopped(Duration::from_millis(100), &mut stop).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        METRICS
-            .messages_consumed
-            .with_label_values(&[&shared.input])
-            .inc();
-        let partition = message.partition();
-        let lane = lanes.entry(partition).or_insert_with(|| {
-            let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
-            tasks.spawn(run_lane(Arc::clone(&shared), receiver));
-            sender
-        });
-        let sent = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            sent = lane.send(message) => sent.is_ok(),
-        };
-        if !sent {
-            // Lanes end only when stopping; start afresh if one did not.
-            tracing::error!(partition, "Provider worker lane ended unexpectedly");
-            lanes.remove(&partition);
-        }
-    }
-    tracing::info!("Payment provider worker stopping: finishing current calls");
-    drop(lanes);
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(error) = joined {
-            tracing::error!(%error, "Provider worker lane panicked");
-        }
-    }
-    match shared.consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(error)
-            if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-        Err(error) => tracing::warn!(%error, "Provider worker final offset commit failed"),
-    }
-    shared.consumer.unsubscribe();
+    };
+    engine.run(Arc::new(sink), stop).await;
     tracing::info!("Payment provider worker stopped");
     Ok(())
-}
-
-/// One partition's records, in order.
-async fn run_lane(shared: Arc<Shared>, mut receiver: mpsc::Receiver<OwnedMessage>) {
-    let mut stop = shared.stop.clone();
-    while let Some(message) = receiver.recv().await {
-        if *stop.borrow() {
-            break;
-        }
-        if !handle_record(&shared, &message, &mut stop).await {
-            break;
-        }
-        // Fails harmlessly for a partition revoked meanwhile.
-        if let Err(error) =
-            shared
-                .consumer
-                .store_offset(&shared.input, message.partition(), message.offset())
-        {
-            tracing::debug!(%error, partition = message.partition(), "Offset not stored");
-        }
-    }
 }
 
 /// Handles one record; `false` when stopping interrupted it (its offset must
 /// not be stored).
 async fn handle_record(
-    shared: &Shared,
+    shared: &ProviderSink,
     message: &OwnedMessage,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -563,7 +498,7 @@ fn interruptible(
 /// Produce the outcome and wait for the acknowledgement, retrying until it is
 /// acknowledged; `false` if stopping interrupted the retries.
 async fn produce_outcome(
-    shared: &Shared,
+    shared: &ProviderSink,
     cause: &Envelope,
     outcome: &ProviderOutcome,
     stop: &mut watch::Receiver<bool>,

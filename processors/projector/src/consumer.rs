@@ -1,27 +1,25 @@
-//! The Kafka side: a group member subscribed to every `*.events` topic,
-//! polled in batches, whose offsets are stored only after the batch they
-//! cover is committed to Postgres (then auto-committed to the group).
+//! The projector as a [`Sink`] of the runtime's side-effect engine: a group
+//! member of every `*.events` topic, one lane, each batch (up to
+//! `D2C_MAX_BATCH` records from any partitions) written to Postgres in one
+//! transaction.
 //!
-//! Delivery: at-least-once. A crash between the Postgres commit and the
-//! offset commit replays records that are already projected; every insert
-//! is idempotent, so the replay changes nothing. Partitions are projected in
-//! their order; across partitions there is no order to keep.
+//! Delivery: at-least-once (the engine stores a batch's offsets only after
+//! `handle` returns `Done`, i.e. after the Postgres commit). A crash between
+//! the Postgres commit and the offset commit replays records that are
+//! already projected; every insert is idempotent, so the replay changes
+//! nothing. Partitions are projected in their order; across partitions there
+//! is no order to keep.
 
 use crate::config::{ProjectorConfig, SERVICE};
 use crate::metrics::{error_kind, METRICS};
-use crate::ProjectorError;
-use d2c_runtime::lag::{enable_statistics, ConsumerLag};
+use crate::records::{self, Projection};
+use crate::sink::{self, Inserted};
+use d2c_runtime::sink::{Handled, Lanes, Sink, SinkSettings};
 use d2c_topology::{topic, TopicNames};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
 use rdkafka::message::OwnedMessage;
-use rdkafka::statistics::Statistics;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// After the first record of a batch, how long to keep collecting what the
 /// client has already fetched: a few ms, so a busy topic fills a batch and
@@ -37,179 +35,85 @@ pub const EVENT_TOPICS: [&str; 5] = [
     topic::CUSTOMERS_EVENTS,
 ];
 
-/// The partitions this member owns, as the rebalance callbacks report them.
-#[derive(Default)]
-pub struct Assignments {
-    owned: Mutex<HashSet<(String, i32)>>,
-    first_arrived: AtomicBool,
-}
-
-impl Assignments {
-    fn owned(&self) -> MutexGuard<'_, HashSet<(String, i32)>> {
-        // Entries are inserted and removed whole: a poisoned set is still valid.
-        self.owned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether the group has assigned this member partitions at least once.
-    pub fn first_arrived(&self) -> bool {
-        self.first_arrived.load(Ordering::Acquire)
+pub fn sink_settings(config: &ProjectorConfig) -> SinkSettings {
+    let names = TopicNames::new(config.topic_prefix.clone());
+    SinkSettings {
+        brokers: config.brokers.clone(),
+        group_id: config.group_id.clone(),
+        client_id: format!("{SERVICE}-{}", config.name),
+        topics: EVENT_TOPICS.iter().map(|name| names.name(name)).collect(),
+        fetch_wait: config.fetch_wait,
+        session_timeout: config.session_timeout,
+        stats_interval: config.stats_interval,
+        lanes: Lanes::Shared,
+        max_batch: config.max_batch,
+        batch_linger: BATCH_LINGER,
+        report_assigned: true,
     }
 }
 
-pub struct ProjectorContext {
-    assignments: Arc<Assignments>,
-    lag: ConsumerLag,
+/// Projects batches into Postgres.
+pub struct Projector {
+    pub pool: PgPool,
 }
 
-impl ClientContext for ProjectorContext {
-    fn stats(&self, statistics: Statistics) {
-        self.lag.observe(&statistics);
+impl Sink for Projector {
+    async fn handle(&self, batch: &[OwnedMessage], stop: &mut watch::Receiver<bool>) -> Handled {
+        let started = Instant::now();
+        let projection = records::project(batch, d2c_runtime::now_ms());
+        report_skipped(&projection);
+        // Once the batch is in hand it is finished even if a stop
+        // arrives: only a database that keeps failing abandons it.
+        let Some(inserted) = sink::commit(&self.pool, &projection, stop).await else {
+            tracing::warn!("Stopping with a batch uncommitted; it will be consumed again");
+            return Handled::Stopped;
+        };
+        record_batch(&projection, inserted, started.elapsed());
+        Handled::Done
+    }
+
+    fn consumer_error(&self, _error: &rdkafka::error::KafkaError) {
+        METRICS.errors.with_label_values(&[error_kind::KAFKA]).inc();
     }
 }
 
-/// The default rebalance (incremental assign/unassign under cooperative-
-/// sticky) suits the projector: a batch in flight for a revoked partition
-/// still commits (idempotent), only its offsets are not stored.
-impl ConsumerContext for ProjectorContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut owned = self.assignments.owned();
-        match rebalance {
-            Rebalance::Assign(list) => {
-                for element in list.elements() {
-                    owned.insert((element.topic().to_owned(), element.partition()));
-                }
-                self.assignments
-                    .first_arrived
-                    .store(true, Ordering::Release);
-                tracing::info!(
-                    added = list.count(),
-                    owned = owned.len(),
-                    "Partitions assigned"
-                );
-            }
-            Rebalance::Revoke(list) => {
-                for element in list.elements() {
-                    owned.remove(&(element.topic().to_owned(), element.partition()));
-                    self.lag.forget(element.topic(), &[element.partition()]);
-                }
-                tracing::info!(
-                    removed = list.count(),
-                    owned = owned.len(),
-                    "Partitions revoked"
-                );
-            }
-            Rebalance::Error(error) => {
-                tracing::error!(%error, "Rebalance failed; every partition released");
-                owned.clear();
-                self.lag.forget_all();
-            }
-        }
-        d2c_runtime::metrics::METRICS
-            .assigned_partitions
-            .set(owned.len() as i64);
-    }
-}
-
-pub struct EventConsumer {
-    consumer: StreamConsumer<ProjectorContext>,
-    pub assignments: Arc<Assignments>,
-}
-
-impl EventConsumer {
-    pub fn subscribe(config: &ProjectorConfig) -> Result<Self, ProjectorError> {
-        let names = TopicNames::new(config.topic_prefix.clone());
-        let topics: Vec<String> = EVENT_TOPICS.iter().map(|name| names.name(name)).collect();
-        let assignments = Arc::new(Assignments::default());
-        let mut consumer_config = d2c_runtime::kafka::group_consumer_config(
-            &config.brokers,
-            &config.group_id,
-            &format!("{SERVICE}-{}", config.name),
-            config.fetch_wait,
-            config.session_timeout,
+fn report_skipped(projection: &Projection) {
+    for skipped in &projection.skipped {
+        METRICS
+            .errors
+            .with_label_values(&[error_kind::UNDECODABLE])
+            .inc();
+        tracing::warn!(
+            messaging.destination.name = %skipped.topic,
+            messaging.kafka.destination.partition = skipped.partition,
+            messaging.kafka.message.offset = skipped.offset,
+            reason = %skipped.reason,
+            "Record archived but left out of the read models: it does not decode"
         );
-        let consumer: StreamConsumer<ProjectorContext> =
-            enable_statistics(&mut consumer_config, config.stats_interval).create_with_context(
-                ProjectorContext {
-                    assignments: Arc::clone(&assignments),
-                    lag: ConsumerLag::new(config.group_id.clone()),
-                },
-            )?;
-        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&refs)?;
-        tracing::info!(?topics, group = %config.group_id, "Subscribed");
-        Ok(Self {
-            consumer,
-            assignments,
-        })
-    }
-
-    /// The next record. Cancel-safe (a record is taken off the client's
-    /// queue only when this returns it), so it can race a stop signal.
-    /// Consumer errors are logged and yield `None` (the client recovers on
-    /// its own).
-    pub async fn recv(&self) -> Option<OwnedMessage> {
-        match self.consumer.recv().await {
-            Ok(message) => Some(message.detach()),
-            Err(error) => {
-                consumer_error(&error);
-                None
-            }
-        }
-    }
-
-    /// A batch starting with `first`: what follows within [`BATCH_LINGER`],
-    /// up to `max` records. Not to be cancelled: records it took would be
-    /// skipped once a later batch stores a higher offset.
-    pub async fn fill_batch(&self, first: OwnedMessage, max: usize) -> Vec<OwnedMessage> {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_LINGER;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                Ok(Err(error)) => {
-                    consumer_error(&error);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    /// Stores the offset after each (topic, partition)'s last projected
-    /// record, for auto-commit to pick up.
-    pub fn store_offsets(&self, last_offsets: &BTreeMap<(String, i32), i64>) {
-        for ((topic, partition), offset) in last_offsets {
-            if let Err(error) = self.consumer.store_offset(topic, *partition, *offset) {
-                // A partition revoked meanwhile: its next owner consumes the
-                // batch again, harmlessly.
-                tracing::debug!(
-                    %error,
-                    messaging.destination.name = %topic,
-                    messaging.kafka.destination.partition = partition,
-                    messaging.kafka.message.offset = offset,
-                    "Offset not stored"
-                );
-            }
-        }
-    }
-
-    /// Commits the stored offsets synchronously and leaves the group.
-    pub fn close(self) {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(error)
-                if error.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-            Err(error) => tracing::warn!(%error, "Final offset commit failed"),
-        }
-        self.consumer.unsubscribe();
     }
 }
 
-fn consumer_error(error: &rdkafka::error::KafkaError) {
-    METRICS.errors.with_label_values(&[error_kind::KAFKA]).inc();
-    tracing::warn!(%error, "Consumer error");
+fn record_batch(projection: &Projection, inserted: Inserted, took: Duration) {
+    METRICS.batch_duration.observe(took.as_secs_f64());
+    for event in &projection.events {
+        METRICS.events.with_label_values(&[&event.topic]).inc();
+    }
+    for (table, rows) in [
+        ("events", inserted.events),
+        ("product_versions", inserted.product_versions),
+        ("order_versions", inserted.order_versions),
+    ] {
+        METRICS
+            .rows_inserted
+            .with_label_values(&[table])
+            .inc_by(rows);
+    }
+    tracing::debug!(
+        records = projection.events.len(),
+        archived = inserted.events,
+        product_versions = inserted.product_versions,
+        order_versions = inserted.order_versions,
+        took_ms = took.as_millis() as u64,
+        "Batch projected"
+    );
 }

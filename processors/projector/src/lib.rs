@@ -23,15 +23,15 @@ mod sink;
 pub use config::ProjectorConfig;
 pub use consumer::EVENT_TOPICS;
 
-use crate::consumer::{Assignments, EventConsumer};
+use crate::consumer::Projector;
 use crate::maintenance::Maintenance;
-use crate::metrics::{error_kind, METRICS};
 use crate::report::BusinessReports;
 use d2c_runtime::admin::{self, Readiness};
+use d2c_runtime::sink::{Assignments, SinkEngine};
 use sqlx::PgPool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,15 +84,16 @@ pub async fn run() -> Result<(), ProjectorError> {
             .run(stop.clone()),
         )
     });
-    let consumer = EventConsumer::subscribe(&config)?;
+    let engine = SinkEngine::subscribe(consumer::sink_settings(&config))?;
     tokio::spawn(watch_readiness(
         pool.clone(),
-        Arc::clone(&consumer.assignments),
+        engine.assignments(),
         Arc::clone(&readiness),
         stop.clone(),
     ));
-    let consumer = project(consumer, &pool, config.max_batch, stop).await?;
-    consumer.close();
+    engine
+        .run(Arc::new(Projector { pool: pool.clone() }), stop)
+        .await;
     if let Err(error) = maintenance.await {
         tracing::error!(%error, "Maintenance loop ended abnormally");
     }
@@ -173,71 +174,4 @@ async fn watch_readiness(
             .assigned
             .store(database && assignments.first_arrived(), Ordering::Release);
     }
-}
-
-/// The consume → commit → store-offsets loop, until `stop`.
-async fn project(
-    consumer: EventConsumer,
-    pool: &PgPool,
-    max_batch: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Result<EventConsumer, ProjectorError> {
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            first = consumer.recv() => first,
-        };
-        let Some(first) = first else { continue };
-        let batch = consumer.fill_batch(first, max_batch).await;
-        let started = Instant::now();
-        let projection = records::project(&batch, d2c_runtime::now_ms());
-        for skipped in &projection.skipped {
-            METRICS
-                .errors
-                .with_label_values(&[error_kind::UNDECODABLE])
-                .inc();
-            tracing::warn!(
-                messaging.destination.name = %skipped.topic,
-                messaging.kafka.destination.partition = skipped.partition,
-                messaging.kafka.message.offset = skipped.offset,
-                reason = %skipped.reason,
-                "Record archived but left out of the read models: it does not decode"
-            );
-        }
-        // Once the batch is in hand it is finished even if a stop arrives:
-        // only a database that keeps failing abandons it (uncommitted).
-        let Some(inserted) = sink::commit(pool, &projection, &mut stop).await else {
-            tracing::warn!("Stopping with a batch uncommitted; it will be consumed again");
-            break;
-        };
-        consumer.store_offsets(&projection.last_offsets);
-        record_batch(&projection, inserted, started.elapsed());
-    }
-    Ok(consumer)
-}
-
-fn record_batch(projection: &records::Projection, inserted: sink::Inserted, took: Duration) {
-    METRICS.batch_duration.observe(took.as_secs_f64());
-    for event in &projection.events {
-        METRICS.events.with_label_values(&[&event.topic]).inc();
-    }
-    for (table, rows) in [
-        ("events", inserted.events),
-        ("product_versions", inserted.product_versions),
-        ("order_versions", inserted.order_versions),
-    ] {
-        METRICS
-            .rows_inserted
-            .with_label_values(&[table])
-            .inc_by(rows);
-    }
-    tracing::debug!(
-        records = projection.events.len(),
-        archived = inserted.events,
-        product_versions = inserted.product_versions,
-        order_versions = inserted.order_versions,
-        took_ms = took.as_millis() as u64,
-        "Batch projected"
-    );
 }

@@ -11,7 +11,6 @@ use d2c_proto::orders::v1::{
 use d2c_readside::ArchivedEvent;
 use prost::{Message as _, Name};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use std::collections::BTreeMap;
 
 /// A record left out of the read models, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +28,6 @@ pub struct Projection {
     /// (offset on orders.events, order): the offset is the version.
     pub orders: Vec<(i64, Order)>,
     pub skipped: Vec<Skipped>,
-    /// The highest offset per (topic, partition), to store once committed.
-    pub last_offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// The read-model row an event carries, if any.
@@ -45,12 +42,6 @@ enum Row {
 pub fn project(records: &[OwnedMessage], now_ms: i64) -> Projection {
     let mut projection = Projection::default();
     for record in records {
-        let key = (record.topic().to_owned(), record.partition());
-        let last = projection
-            .last_offsets
-            .entry(key)
-            .or_insert(record.offset());
-        *last = (*last).max(record.offset());
         let (event, envelope_error) = archived(record, now_ms);
         let outcome = envelope_error
             .map(Err)
@@ -270,12 +261,6 @@ mod tests {
         // No record timestamp: the envelope's sent-at.
         assert_eq!(projection.events[1].recorded_at_ms, 1_700_000_000_000);
         assert_eq!(projection.events[2].payload, vec![1, 2]);
-        assert_eq!(
-            projection
-                .last_offsets
-                .get(&("orders.events".to_owned(), 3)),
-            Some(&42)
-        );
     }
 
     #[test]
@@ -316,26 +301,5 @@ mod tests {
         assert_eq!(headerless.message_id, None);
         assert_eq!(headerless.key, None);
         assert_eq!(headerless.recorded_at_ms, 77);
-    }
-
-    #[test]
-    fn the_highest_offset_per_partition_is_kept() {
-        let records: Vec<OwnedMessage> = [5, 3, 9, 4]
-            .into_iter()
-            .map(|offset| {
-                record(
-                    "inventory.events",
-                    offset,
-                    "d2c.inventory.v1.StockChanged",
-                    vec![],
-                    Timestamp::CreateTime(1),
-                )
-            })
-            .collect();
-        let projection = project(&records, 0);
-        assert_eq!(
-            projection.last_offsets.into_iter().collect::<Vec<_>>(),
-            vec![(("inventory.events".to_owned(), 3), 9)]
-        );
     }
 }

@@ -35,6 +35,7 @@ mod partitions;
 mod restore;
 pub mod router;
 mod run;
+pub mod sink;
 pub mod slack;
 pub mod telemetry;
 pub mod testing;

@@ -103,7 +103,7 @@ impl Tokens {
 }
 
 pub fn now_secs() -> i64 {
-    d2c_runtime::now_ms() / 1000
+    d2c_platform::now_ms() / 1000
 }
 
 /// The customer a request is made by: a valid bearer token is required.

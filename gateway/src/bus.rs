@@ -43,7 +43,7 @@ impl Bus {
         let correlation_id = Uuid::new_v4().to_string();
         // Parked before sending, so even an instant reply finds its request.
         let parked = self.pending.park(&correlation_id);
-        let mut envelope = Envelope::new(M::full_name(), Uuid::new_v4(), d2c_runtime::now_ms());
+        let mut envelope = Envelope::new(M::full_name(), Uuid::new_v4(), d2c_platform::now_ms());
         envelope.correlation_id = Some(correlation_id);
         envelope.reply_to = Some(self.reply_to.clone());
         envelope.idempotency_key = idempotency_key.map(str::to_owned);
@@ -56,7 +56,7 @@ impl Bus {
             messaging.destination.name = topic,
             d2c.message_type = %envelope.message_type,
         );
-        envelope.traceparent = d2c_runtime::tracing_context::traceparent_of(&span);
+        envelope.traceparent = d2c_platform::tracing_context::traceparent_of(&span);
         self.publish(topic, key, &envelope, &message.encode_to_vec(), deadline)
             .instrument(span)
             .await?;
@@ -107,7 +107,7 @@ impl Bus {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let topic = self.names.name(topic);
-        let headers = d2c_runtime::kafka::envelope_headers(envelope);
+        let headers = d2c_platform::kafka::envelope_headers(envelope);
         let record = FutureRecord::to(&topic)
             .key(key)
             .payload(payload)

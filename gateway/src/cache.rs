@@ -19,10 +19,10 @@
 
 use crate::metrics::GATEWAY_METRICS;
 use bytes::Bytes;
+use d2c_platform::global::{GlobalSink, GlobalTopic, GlobalTopicSettings};
 use d2c_proto::catalog::product_of_event;
 use d2c_proto::catalog::v1::Product;
 use d2c_proto::Envelope;
-use d2c_runtime::global::{GlobalSink, GlobalTopic, GlobalTopicSettings};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use std::future::Future;

@@ -1,8 +1,8 @@
 //! Gateway configuration: environment variables with local defaults; one
 //! struct, printed at start.
 
-use d2c_runtime::config::{mask_url, var, Secret};
-use d2c_runtime::RuntimeError;
+use d2c_platform::config::ConfigError;
+use d2c_platform::config::{mask_url, var, Secret};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -105,7 +105,8 @@ impl std::fmt::Debug for GatewayConfig {
 }
 
 impl GatewayConfig {
-    pub fn from_env() -> Result<Self, RuntimeError> {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        d2c_platform::config::reject_unknown_variables()?;
         Ok(Self {
             http_addr: var("D2C_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             brokers: var("D2C_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
@@ -117,7 +118,7 @@ impl GatewayConfig {
             kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
             fetch_wait: Duration::from_millis(var(
                 "D2C_FETCH_WAIT_MS",
-                d2c_runtime::kafka::DEFAULT_FETCH_WAIT_MS,
+                d2c_platform::kafka::DEFAULT_FETCH_WAIT_MS,
             )?),
             linger: Duration::from_millis(var("D2C_LINGER_MS", 0)?),
             database_url: var(
@@ -137,7 +138,7 @@ impl GatewayConfig {
             checkout_burst: var("D2C_CHECKOUT_BURST", 10)?,
             stats_interval: Duration::from_millis(var(
                 "D2C_STATS_INTERVAL_MS",
-                d2c_runtime::lag::DEFAULT_STATS_INTERVAL_MS,
+                d2c_platform::lag::DEFAULT_STATS_INTERVAL_MS,
             )?),
         })
     }

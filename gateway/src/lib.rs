@@ -142,7 +142,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/openapi.json", get(openapi::document)),
         (Method::GET, "/health", get(health::health)),
         (Method::GET, "/ready", get(health::ready)),
-        (Method::GET, "/metrics", get(d2c_runtime::admin::metrics)),
+        (Method::GET, "/metrics", get(d2c_platform::admin::metrics)),
     ]
 }
 
@@ -195,8 +195,8 @@ async fn observe(request: Request, next: Next) -> Response {
         .headers()
         .get("traceparent")
         .and_then(|value| value.to_str().ok());
-    d2c_runtime::tracing_context::continue_trace(&span, traceparent);
-    let trace_id = d2c_runtime::tracing_context::trace_id_of(&span)
+    d2c_platform::tracing_context::continue_trace(&span, traceparent);
+    let trace_id = d2c_platform::tracing_context::trace_id_of(&span)
         .and_then(|trace_id| HeaderValue::from_str(&trace_id).ok());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     response.headers_mut().insert("x-request-id", request_id);

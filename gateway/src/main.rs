@@ -6,9 +6,9 @@ use d2c_gateway::config::{GatewayConfig, DEV_ADMIN_TOKEN, DEV_AUTH_SECRET};
 use d2c_gateway::limits::CheckoutLimiter;
 use d2c_gateway::replies::{start_reply_consumer, Pending};
 use d2c_gateway::{router, AppState};
+use d2c_platform::global::{GlobalTopicSettings, StartAt};
+use d2c_platform::kafka::producer_config;
 use d2c_proto::ReplyTo;
-use d2c_runtime::global::{GlobalTopicSettings, StartAt};
-use d2c_runtime::kafka::producer_config;
 use d2c_topology::{topic, TopicNames};
 use rdkafka::producer::{FutureProducer, Producer};
 use std::sync::atomic::AtomicBool;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    d2c_runtime::telemetry::init();
+    d2c_platform::telemetry::init();
     let config = GatewayConfig::from_env()?;
     tracing::info!(?config, "Starting the gateway");
     if config.auth_secret.expose() == DEV_AUTH_SECRET {
@@ -113,13 +113,13 @@ async fn main() -> anyhow::Result<()> {
     println!("HTTP_LISTENING {bound}");
     tracing::info!(%bound, "Gateway listening");
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(d2c_runtime::shutdown_signal())
+        .with_graceful_shutdown(d2c_platform::shutdown_signal())
         .await?;
     producer
         .flush(Duration::from_secs(10))
         .context("flushing the producer")?;
     tracing::info!("Stopped cleanly");
     // Buffered spans and error reports go out before the process exits.
-    let _ = tokio::task::spawn_blocking(d2c_runtime::telemetry::flush).await;
+    let _ = tokio::task::spawn_blocking(d2c_platform::telemetry::flush).await;
     Ok(())
 }

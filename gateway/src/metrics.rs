@@ -1,7 +1,7 @@
 //! Gateway metrics, registered in the process-wide registry that `/metrics`
 //! renders.
 
-use d2c_runtime::metrics::{LATENCY_BUCKETS, METRICS};
+use d2c_platform::metrics::{LATENCY_BUCKETS, METRICS};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use std::sync::LazyLock;
 

@@ -6,8 +6,8 @@
 //! more (the request already answered 202, or a duplicate) is dropped.
 
 use crate::metrics::GATEWAY_METRICS;
-use d2c_runtime::kafka::{assigned_consumer_config, envelope_of};
-use d2c_runtime::lag::{enable_statistics, LagContext};
+use d2c_platform::kafka::{assigned_consumer_config, envelope_of};
+use d2c_platform::lag::{enable_statistics, LagContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -169,7 +169,7 @@ fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
         d2c.message_type = %envelope.message_type,
         trace_id = tracing::field::Empty,
     );
-    d2c_runtime::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
+    d2c_platform::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
     let _entered = span.enter();
     let Some(correlation_id) = envelope.correlation_id else {
         return;

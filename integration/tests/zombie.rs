@@ -30,7 +30,7 @@ async fn adjust(platform: &Platform, n: usize) {
     let envelope = Envelope::new(
         AdjustStock::full_name(),
         uuid::Uuid::from_u128(0x20_0000 + n as u128),
-        d2c_runtime::now_ms(),
+        d2c_platform::now_ms(),
     );
     produce_message(
         &platform.brokers,

@@ -31,6 +31,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
+    d2c_platform::config::reject_unknown_variables()?;
     let mut args = std::env::args().skip(1);
     let mut parsed = Args {
         command: String::new(),

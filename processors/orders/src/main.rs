@@ -1,7 +1,7 @@
 use d2c_orders::deadlines::{millis_var, Deadlines};
 use d2c_orders::prices::{CatalogPrices, CatalogView};
 use d2c_orders::{OrdersHandler, DEFAULT_ADMIN_PORT, SERVICE};
-use d2c_runtime::global::{GlobalTopic, GlobalTopicSettings, StartAt};
+use d2c_platform::global::{GlobalTopic, GlobalTopicSettings, StartAt};
 use d2c_runtime::{Handler, ProcessorSpec, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
 use std::sync::Arc;

@@ -5,12 +5,12 @@
 //! ([`d2c_runtime::Handler::committed`]), never in the handlers: a handler
 //! runs again when its batch is replayed, a commit happens once.
 
+use d2c_platform::metrics::METRICS as RUNTIME;
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::orders::v1::{
     Order, OrderCancelled, OrderConfirmed, OrderDeadlineExpired, OrderRejected, OrderUpdated,
 };
 use d2c_runtime::handler::Destination;
-use d2c_runtime::metrics::METRICS as RUNTIME;
 use d2c_runtime::Outgoing;
 use d2c_topology::topic;
 use prometheus::{IntCounter, IntCounterVec, Opts};

@@ -13,10 +13,10 @@
 //! before an order is refused for it, so a product created a moment ago is
 //! priced.
 
+use d2c_platform::global::{GlobalSink, GlobalTopic};
 use d2c_proto::catalog::product_of_event;
 use d2c_proto::catalog::v1::{Price, Product};
 use d2c_proto::Envelope;
-use d2c_runtime::global::{GlobalSink, GlobalTopic};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

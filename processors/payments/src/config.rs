@@ -5,7 +5,7 @@ use crate::http_provider::HttpProvider;
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::sandbox::SandboxProvider;
 use crate::worker::RetryPolicy;
-use d2c_runtime::config::{mask, var};
+use d2c_platform::config::{mask, var};
 use d2c_runtime::RuntimeError;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -49,6 +49,7 @@ pub struct PaymentsConfig {
 
 impl PaymentsConfig {
     pub fn from_env() -> Result<Self, RuntimeError> {
+        d2c_platform::config::reject_unknown_variables()?;
         Ok(Self {
             provider: var("D2C_PAYMENT_PROVIDER", ProviderKind::Sandbox)?,
             provider_url: var(

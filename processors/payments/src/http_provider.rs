@@ -34,7 +34,7 @@ impl std::fmt::Debug for HttpProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProvider")
             .field("base_url", &self.base_url)
-            .field("secret_key", &d2c_runtime::config::mask(&self.secret_key))
+            .field("secret_key", &d2c_platform::config::mask(&self.secret_key))
             .finish()
     }
 }

@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use d2c_payments::{
     run_worker, PaymentsConfig, PaymentsHandler, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
 };
-use d2c_runtime::kafka::producer_config;
+use d2c_platform::kafka::producer_config;
 use d2c_runtime::{ProcessorSpec, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
 use rdkafka::producer::FutureProducer;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     // The runtime sets up logging inside `run`; do it first so the worker's
     // start (and a bad configuration) is logged too. A second init is a no-op.
-    d2c_runtime::telemetry::init();
+    d2c_platform::telemetry::init();
     let payments = PaymentsConfig::from_env()?;
     tracing::info!(config = ?payments, "Payments configuration");
     let runtime = RuntimeConfig::from_env(SERVICE, DEFAULT_ADMIN_PORT)?;
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop_worker, processor_ended) = tokio::sync::oneshot::channel::<()>();
     let worker_shutdown = async move {
         tokio::select! {
-            () = d2c_runtime::shutdown_signal() => {}
+            () = d2c_platform::shutdown_signal() => {}
             _ = processor_ended => {}
         }
     };

@@ -26,10 +26,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use d2c_platform::kafka::envelope_headers;
+use d2c_platform::metrics::METRICS;
 use d2c_proto::payments::v1::ProviderOutcome;
 use d2c_proto::Envelope;
-use d2c_runtime::kafka::envelope_headers;
-use d2c_runtime::metrics::METRICS;
 use prometheus::IntCounterVec;
 use prost::{Message as _, Name};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -120,7 +120,7 @@ async fn receive(
         state.secret.as_bytes(),
         signature,
         &body,
-        d2c_runtime::now_ms(),
+        d2c_platform::now_ms(),
     ) {
         Err(refusal) => refuse(refusal),
         Ok(None) => {

@@ -35,14 +35,14 @@ use crate::provider::{
     CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
     VoidRequest,
 };
+use d2c_platform::kafka::{envelope_headers, envelope_of, producer_config};
+use d2c_platform::metrics::METRICS;
 use d2c_platform::retry::Retryable;
 use d2c_proto::payments::v1::{
     provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
     VoidRequested,
 };
 use d2c_proto::Envelope;
-use d2c_runtime::kafka::{envelope_headers, envelope_of, producer_config};
-use d2c_runtime::metrics::METRICS;
 use d2c_runtime::sink::{Handled, Lanes, Sink, SinkEngine, SinkSettings};
 use d2c_runtime::RuntimeConfig;
 use d2c_topology::{topic, TopicNames};
@@ -263,9 +263,9 @@ async fn handle_record(
         d2c.message_type = %envelope.message_type,
         trace_id = tracing::field::Empty,
     );
-    d2c_runtime::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
+    d2c_platform::tracing_context::continue_trace(&span, envelope.traceparent.as_deref());
     let mut envelope = envelope;
-    if let Some(traceparent) = d2c_runtime::tracing_context::traceparent_of(&span) {
+    if let Some(traceparent) = d2c_platform::tracing_context::traceparent_of(&span) {
         envelope.traceparent = Some(traceparent);
     }
     let payload = message.payload().unwrap_or_default();

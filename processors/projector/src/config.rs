@@ -1,7 +1,7 @@
 //! The projector's configuration: environment variables with defaults that
 //! work on a developer machine, printed at start (password masked).
 
-use d2c_runtime::config::{var, Secret};
+use d2c_platform::config::{var, Secret};
 use d2c_runtime::RuntimeError;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +53,7 @@ pub struct ProjectorConfig {
 
 impl ProjectorConfig {
     pub fn from_env() -> Result<Self, RuntimeError> {
+        d2c_platform::config::reject_unknown_variables()?;
         let topic_prefix: String = var("D2C_TOPIC_PREFIX", String::new())?;
         let max_batch: usize = var("D2C_MAX_BATCH", 500)?;
         if max_batch == 0 {
@@ -75,7 +76,7 @@ impl ProjectorConfig {
             kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
             fetch_wait: millis(
                 "D2C_FETCH_WAIT_MS",
-                d2c_runtime::kafka::DEFAULT_FETCH_WAIT_MS,
+                d2c_platform::kafka::DEFAULT_FETCH_WAIT_MS,
             )?,
             session_timeout: millis("D2C_SESSION_TIMEOUT_MS", 10_000)?,
             maintenance_interval: millis("D2C_MAINTENANCE_INTERVAL_MS", 3_600_000)?.max(
@@ -87,7 +88,7 @@ impl ProjectorConfig {
             max_batch,
             stats_interval: millis(
                 "D2C_STATS_INTERVAL_MS",
-                d2c_runtime::lag::DEFAULT_STATS_INTERVAL_MS,
+                d2c_platform::lag::DEFAULT_STATS_INTERVAL_MS,
             )?,
             slack_webhook: Some(var("D2C_SLACK_WEBHOOK_URL", String::new())?)
                 .filter(|url| !url.is_empty())

@@ -60,7 +60,7 @@ pub struct Projector {
 impl Sink for Projector {
     async fn handle(&self, batch: &[OwnedMessage], stop: &mut watch::Receiver<bool>) -> Handled {
         let started = Instant::now();
-        let projection = records::project(batch, d2c_runtime::now_ms());
+        let projection = records::project(batch, d2c_platform::now_ms());
         report_skipped(&projection);
         // Once the batch is in hand it is finished even if a stop
         // arrives: only a database that keeps failing abandons it.

@@ -26,7 +26,7 @@ pub use consumer::EVENT_TOPICS;
 use crate::consumer::Projector;
 use crate::maintenance::Maintenance;
 use crate::report::BusinessReports;
-use d2c_runtime::admin::{self, Readiness};
+use d2c_platform::admin::{self, Readiness};
 use d2c_runtime::sink::{Assignments, SinkEngine};
 use sqlx::PgPool;
 use std::sync::atomic::Ordering;
@@ -49,7 +49,7 @@ pub enum ProjectorError {
 /// Runs the projector until SIGTERM/SIGINT: the batch in flight is finished
 /// and committed, its offsets committed, and the group left.
 pub async fn run() -> Result<(), ProjectorError> {
-    d2c_runtime::telemetry::init();
+    d2c_platform::telemetry::init();
     let config = ProjectorConfig::from_env()?;
     tracing::info!(?config, "Starting the projector");
     let readiness = Arc::new(Readiness::default());
@@ -112,7 +112,7 @@ pub async fn run() -> Result<(), ProjectorError> {
 fn stop_on_signal(readiness: Arc<Readiness>) -> watch::Receiver<bool> {
     let (stop_sender, stop) = watch::channel(false);
     tokio::spawn(async move {
-        d2c_runtime::shutdown_signal().await;
+        d2c_platform::shutdown_signal().await;
         tracing::info!("Shutting down: finishing the batch in flight");
         readiness.stopping.store(true, Ordering::Release);
         let _ = stop_sender.send(true);

@@ -1,7 +1,7 @@
 //! Metric definitions of the projector, registered in the runtime's registry
 //! so `/metrics` serves them next to the runtime's own.
 
-use d2c_runtime::metrics::{LATENCY_BUCKETS, METRICS as RUNTIME};
+use d2c_platform::metrics::{LATENCY_BUCKETS, METRICS as RUNTIME};
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 

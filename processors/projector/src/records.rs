@@ -76,7 +76,7 @@ fn archived(record: &OwnedMessage, now_ms: i64) -> (ArchivedEvent, Option<String
                 .collect()
         })
         .unwrap_or_default();
-    let envelope = d2c_runtime::kafka::envelope_of(record);
+    let envelope = d2c_platform::kafka::envelope_of(record);
     let header = |name: &str| {
         headers
             .iter()

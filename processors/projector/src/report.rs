@@ -18,11 +18,11 @@
 //! a new leader that took the lock meanwhile, can both report a period.
 
 use crate::metrics::METRICS;
+use d2c_platform::config::Secret;
 use d2c_readside::{
     business_report, last_reported_until, record_job_run, report_run_detail, BusinessReport,
     Leader, JOB_BUSINESS_REPORT, REPORT_LOCK_KEY,
 };
-use d2c_runtime::config::Secret;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::fmt::Write as _;
@@ -107,7 +107,7 @@ impl BusinessReports {
             }
         }
         let interval_ms = millis(self.interval);
-        let to = d2c_runtime::now_ms() - millis(settle_delay(self.interval));
+        let to = d2c_platform::now_ms() - millis(settle_delay(self.interval));
         let from = match last_reported_until(&self.pool).await {
             Ok(Some(last)) => last.max(to - interval_ms * i64::from(MAX_PERIODS_BEHIND)),
             Ok(None) => to - interval_ms,

@@ -2,6 +2,7 @@
 //! a developer machine. One struct, printed at start.
 
 use crate::RuntimeError;
+use d2c_platform::config::var;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -86,6 +87,7 @@ impl RuntimeConfig {
     /// Reads the environment; `service` picks the defaults (group, state
     /// directory) and `default_admin_port` the admin port.
     pub fn from_env(service: &str, default_admin_port: u16) -> Result<Self, RuntimeError> {
+        d2c_platform::config::reject_unknown_variables()?;
         let topic_prefix: String = var("D2C_TOPIC_PREFIX", String::new())?;
         Ok(Self {
             brokers: var("D2C_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
@@ -102,7 +104,7 @@ impl RuntimeConfig {
             kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
             fetch_wait: Duration::from_millis(var(
                 "D2C_FETCH_WAIT_MS",
-                crate::kafka::DEFAULT_FETCH_WAIT_MS,
+                d2c_platform::kafka::DEFAULT_FETCH_WAIT_MS,
             )?),
             session_timeout: Duration::from_millis(var("D2C_SESSION_TIMEOUT_MS", 10_000)?),
             linger: Duration::from_millis(var("D2C_LINGER_MS", 1)?),
@@ -112,7 +114,7 @@ impl RuntimeConfig {
             restore_timeout: Duration::from_millis(var("D2C_RESTORE_TIMEOUT_MS", 300_000)?),
             stats_interval: Duration::from_millis(var(
                 "D2C_STATS_INTERVAL_MS",
-                crate::lag::DEFAULT_STATS_INTERVAL_MS,
+                d2c_platform::lag::DEFAULT_STATS_INTERVAL_MS,
             )?),
             guarantee: var("D2C_PROCESSING_GUARANTEE", ProcessingGuarantee::ExactlyOnce)?,
             transactional_id: var("D2C_TRANSACTIONAL_ID", String::new())?,
@@ -144,95 +146,5 @@ impl RuntimeConfig {
             );
         }
         self
-    }
-}
-
-/// One environment variable, parsed, or its default when unset.
-pub fn var<T: FromStr>(name: &str, default: T) -> Result<T, RuntimeError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse()
-            .map_err(|error| RuntimeError::Config(format!("{name}={value:?}: {error}"))),
-        _ => Ok(default),
-    }
-}
-
-/// A secret for logs: its kind prefix (`sk_test_`, `whsec_`, …) and no more.
-pub fn mask(secret: &str) -> String {
-    if secret.is_empty() {
-        return "(empty)".into();
-    }
-    const KNOWN_PREFIXES: [&str; 5] = ["sk_test_", "sk_live_", "rk_test_", "rk_live_", "whsec_"];
-    let prefix = KNOWN_PREFIXES
-        .iter()
-        .find(|prefix| secret.starts_with(*prefix))
-        .copied()
-        .unwrap_or("");
-    format!("{prefix}****")
-}
-
-/// A credential from the environment. Its `Debug` shows only its kind prefix
-/// (see [`mask`]), so printing a config never prints a secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&mask(&self.0))
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Ok(Self(value.to_owned()))
-    }
-}
-
-/// A connection URL for logs: the password, if any, replaced by `****`.
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:****@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_never_print() {
-        assert_eq!(format!("{:?}", Secret::new("sk_live_abc")), "sk_live_****");
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "****");
-        assert_eq!(
-            mask_url("postgres://app:s3cret@db:5432/d2c"),
-            "postgres://app:****@db:5432/d2c"
-        );
-        assert_eq!(
-            mask_url("postgres://postgres@127.0.0.1/d2c"),
-            "postgres://postgres@127.0.0.1/d2c"
-        );
     }
 }

@@ -21,32 +21,23 @@
 //!   drop copies by message id ([`Handler::dedupe_by_message_id`], [`dedupe`];
 //!   proven by `integration/tests/duplicates.rs`).
 
-pub mod admin;
 pub mod config;
 pub mod dedupe;
-pub mod error_reports;
 mod faults;
-pub mod global;
 pub mod handler;
-pub mod kafka;
-pub mod lag;
-pub mod metrics;
 mod partitions;
 mod restore;
 pub mod router;
 mod run;
 pub mod sink;
-pub mod slack;
-pub mod telemetry;
 pub mod testing;
 mod ticks;
-pub mod tracing_context;
 mod transactions;
 mod worker;
 
 pub use config::RuntimeConfig;
 pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
-pub use run::{run, run_built, run_with_routes, shutdown_signal, BuildHandler, ProcessorSpec};
+pub use run::{run, run_built, run_with_routes, BuildHandler, ProcessorSpec};
 
 /// Errors of the runtime. Kafka errors carry where they happened.
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +64,8 @@ pub enum RuntimeError {
     Revoked(i32),
 }
 
-/// Milliseconds since the Unix epoch, for the sent-at header of messages that
-/// start a causal chain (handlers never read the clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+impl From<d2c_platform::config::ConfigError> for RuntimeError {
+    fn from(error: d2c_platform::config::ConfigError) -> Self {
+        Self::Config(error.0)
+    }
 }

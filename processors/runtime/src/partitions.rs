@@ -10,12 +10,12 @@
 //! worker finish its in-flight batch before giving the partition up, so two
 //! instances never handle one partition at once.
 
-use crate::admin::Readiness;
-use crate::lag::ConsumerLag;
-use crate::metrics::METRICS;
 use crate::restore::{self, Jobs};
 use crate::run::Shared;
 use crate::worker;
+use d2c_platform::admin::Readiness;
+use d2c_platform::lag::ConsumerLag;
+use d2c_platform::metrics::METRICS;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::OwnedMessage;

@@ -22,11 +22,11 @@
 //! - a local store, and another owner appended meanwhile: apply what it
 //!   appended (the outbox is moot: the other owner re-did that batch).
 
-use crate::kafka::assigned_consumer_config;
-use crate::metrics::METRICS;
 use crate::run::Shared;
 use crate::worker::{changelog_records, send_all};
 use crate::RuntimeError;
+use d2c_platform::kafka::assigned_consumer_config;
+use d2c_platform::metrics::METRICS;
 use d2c_state::{applied_offset_key, Entry, PartitionStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

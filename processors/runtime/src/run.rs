@@ -3,16 +3,17 @@
 //! (SIGTERM/SIGINT: finish in-flight batches, commit them, flush the
 //! producer, leave the group).
 
-use crate::admin::{self, Readiness};
 use crate::config::ProcessingGuarantee;
 use crate::handler::Handler;
-use crate::kafka::{group_consumer_config, producer_config};
-use crate::lag::{enable_statistics, ConsumerLag};
 use crate::partitions::{Partitions, RebalanceContext};
 use crate::transactions::{self, CommitQueue, Committer, Pending};
-use crate::{telemetry, RuntimeConfig, RuntimeError};
+use crate::{RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
 use axum::Router;
+use d2c_platform::admin::{self, Readiness};
+use d2c_platform::kafka::{group_consumer_config, producer_config};
+use d2c_platform::lag::{enable_statistics, ConsumerLag};
+use d2c_platform::{shutdown_signal, telemetry};
 use d2c_state::{Store, StoreOptions};
 use d2c_topology::TopicNames;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -419,24 +420,5 @@ fn store_offsets(
         if let Err(error) = consumer.store_offset(topic, partition, offset) {
             tracing::debug!(%error, partition, offset, "Offset not stored");
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "Cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }

@@ -13,10 +13,10 @@
 //! the sink gives it up), starts no other, and the stored offsets are
 //! committed synchronously before the group is left.
 
-use crate::kafka::group_consumer_config;
-use crate::lag::{enable_statistics, ConsumerLag};
-use crate::metrics::METRICS;
 use crate::RuntimeError;
+use d2c_platform::kafka::group_consumer_config;
+use d2c_platform::lag::{enable_statistics, ConsumerLag};
+use d2c_platform::metrics::METRICS;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,

@@ -7,8 +7,8 @@
 //! crash or a rebalance is harmless: the next one, from whichever instance
 //! owns the partition then, fires everything due by then.
 
-use crate::kafka::envelope_headers;
 use crate::partitions::Partitions;
+use d2c_platform::kafka::envelope_headers;
 use d2c_proto::common::v1::Tick;
 use d2c_proto::Envelope;
 use prost::Name;
@@ -40,7 +40,11 @@ pub(crate) fn spawn(
 /// Queued without waiting: a tick that cannot be sent is replaced by the
 /// next one.
 fn send(producer: &FutureProducer, topic: &str, partition: i32) {
-    let envelope = Envelope::new(Tick::full_name(), uuid::Uuid::new_v4(), crate::now_ms());
+    let envelope = Envelope::new(
+        Tick::full_name(),
+        uuid::Uuid::new_v4(),
+        d2c_platform::now_ms(),
+    );
     let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
         .partition(partition)
         .key(b"".as_slice())

@@ -15,10 +15,10 @@
 //! thread; every batch waiting when a transaction starts joins it, so under
 //! load one commit carries many batches of many partitions.
 
-use crate::metrics::METRICS;
 use crate::partitions::RebalanceContext;
 use crate::worker::Record;
 use crate::RuntimeError;
+use d2c_platform::metrics::METRICS;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};

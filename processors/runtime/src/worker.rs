@@ -27,11 +27,11 @@
 //! handled.
 
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
-use crate::kafka::envelope_of;
-use crate::metrics::METRICS;
 use crate::run::Shared;
-use crate::tracing_context;
 use crate::transactions::{CommitQueue, Pending};
+use d2c_platform::kafka::envelope_of;
+use d2c_platform::metrics::METRICS;
+use d2c_platform::tracing_context;
 use d2c_proto::envelope::header;
 use d2c_state::{
     applied_offset_key, changelog_checkpoint_entry, changelog_outbox_entry, encode_offset,

@@ -12,9 +12,10 @@
 //! Call [`flush`] before the process exits, so buffered spans and reports
 //! are sent.
 
+use crate::config::ConfigError;
 use crate::config::{var, Secret};
 use crate::slack::{SlackHandle, SlackLayer, SlackSettings};
-use crate::{error_reports, tracing_context, RuntimeError};
+use crate::{error_reports, tracing_context};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -44,7 +45,7 @@ pub struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    pub fn from_env(service: &str) -> Result<Self, RuntimeError> {
+    pub fn from_env(service: &str) -> Result<Self, ConfigError> {
         let set = |value: String| Some(value).filter(|value| !value.trim().is_empty());
         let slack = match set(var("D2C_SLACK_WEBHOOK_URL", String::new())?) {
             None => None,

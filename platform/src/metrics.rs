@@ -1,4 +1,4 @@
-//! Metric definitions of the runtime, in one place. Names follow Prometheus
+//! The process-wide metrics registry and the metrics every engine shares, in one place. Names follow Prometheus
 //! conventions (`_total` counters, `_seconds` histograms, base units).
 
 use prometheus::{

@@ -3,8 +3,8 @@
 
 mod support;
 
-use d2c_runtime::config::Secret;
-use d2c_runtime::slack::{SlackLayer, SlackSettings};
+use d2c_platform::config::Secret;
+use d2c_platform::slack::{SlackLayer, SlackSettings};
 use std::time::{Duration, Instant};
 use support::{counter, FakeSlack};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -22,7 +22,7 @@ fn settings(url: String) -> SlackSettings {
     }
 }
 
-fn dispatch(url: String) -> (tracing::Dispatch, d2c_runtime::slack::SlackHandle) {
+fn dispatch(url: String) -> (tracing::Dispatch, d2c_platform::slack::SlackHandle) {
     let (layer, handle) = SlackLayer::new("test-down", settings(url)).expect("sender starts");
     (
         tracing::Dispatch::new(tracing_subscriber::registry().with(layer)),

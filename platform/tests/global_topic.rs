@@ -3,9 +3,9 @@
 //! partition from the beginning, follows partitions added later, and
 //! `catch_up` returns only once everything written before it is applied.
 
+use d2c_platform::global::{GlobalSink, GlobalTopic, GlobalTopicSettings, StartAt};
+use d2c_platform::kafka::envelope_headers;
 use d2c_proto::Envelope;
-use d2c_runtime::global::{GlobalSink, GlobalTopic, GlobalTopicSettings, StartAt};
-use d2c_runtime::kafka::envelope_headers;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -4,9 +4,9 @@
 
 mod support;
 
-use d2c_runtime::config::Secret;
-use d2c_runtime::slack::{SlackLayer, SlackSettings};
-use d2c_runtime::tracing_context;
+use d2c_platform::config::Secret;
+use d2c_platform::slack::{SlackLayer, SlackSettings};
+use d2c_platform::tracing_context;
 use std::time::Duration;
 use support::{counter, FakeSlack};
 use tracing_subscriber::layer::SubscriberExt as _;

@@ -4,8 +4,8 @@
 
 mod support;
 
-use d2c_runtime::config::Secret;
-use d2c_runtime::{error_reports, tracing_context};
+use d2c_platform::config::Secret;
+use d2c_platform::{error_reports, tracing_context};
 use std::time::Duration;
 use support::FakeSlack;
 use tracing_subscriber::layer::SubscriberExt as _;

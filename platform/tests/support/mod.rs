@@ -112,7 +112,7 @@ impl FakeSlack {
 /// A counter of the runtime's registry, summed over the series whose labels
 /// contain `labels`.
 pub fn counter(name: &str, labels: &str) -> f64 {
-    d2c_runtime::metrics::METRICS
+    d2c_platform::metrics::METRICS
         .render()
         .lines()
         .filter(|line| !line.starts_with('#'))

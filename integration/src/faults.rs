@@ -22,12 +22,12 @@
 //!   order has the status its owner reports, and the archive holds exactly
 //!   the records of `orders.events`.
 
+use crate::app::{Api, SETTLED, TEST_PRICE_MINOR};
 use crate::customer;
 use crate::fake_provider::FakeProvider;
 use crate::harness::{KafkaNode, Platform, Service};
 use crate::kafka::read_all;
 use crate::postgres::TestDatabase;
-use crate::shop::SETTLED;
 use anyhow::{bail, Context};
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
@@ -234,11 +234,10 @@ async fn restart_postgres() -> anyhow::Result<()> {
 
 fn order_body(index: usize) -> (Value, bool) {
     let scarce = index.is_multiple_of(2);
-    let mut lines = vec![
-        json!({"sku": PLENTY, "quantity": 1, "unit_price_minor": crate::shop::TEST_PRICE_MINOR}),
-    ];
+    let mut lines =
+        vec![json!({"sku": PLENTY, "quantity": 1, "unit_price_minor": TEST_PRICE_MINOR})];
     if scarce {
-        lines.push(json!({"sku": SCARCE, "quantity": 1, "unit_price_minor": crate::shop::TEST_PRICE_MINOR}));
+        lines.push(json!({"sku": SCARCE, "quantity": 1, "unit_price_minor": TEST_PRICE_MINOR}));
     }
     // Every 15th order is declined by the provider (a 402 path under faults).
     let payment_method = if index % 15 == 7 {
@@ -322,10 +321,9 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
     let total = (config.duration.as_secs_f64() * config.rate).ceil() as usize;
     // Enough scarce units for about a third of the orders that want one.
     let scarce_stock = (total / 6).max(1) as i64;
-    let admin = customer::admin_client();
-    let base = stack.gateway_url()?;
-    crate::shop::stock_sku(&admin, &base, SCARCE, scarce_stock).await?;
-    crate::shop::stock_sku(&admin, &base, PLENTY, 1_000_000).await?;
+    let admin = Api::new(customer::admin_client(), stack.gateway_url()?);
+    admin.stock_sku(SCARCE, scarce_stock).await?;
+    admin.stock_sku(PLENTY, 1_000_000).await?;
 
     let clients: Arc<Vec<reqwest::Client>> = Arc::new(
         (0..CUSTOMERS)
@@ -481,15 +479,10 @@ async fn settle_orders(
 ) -> BTreeMap<String, (Value, bool)> {
     let mut settled = BTreeMap::new();
     for (order_id, outcome) in by_order {
-        let client = customer::client(&outcome.customer);
-        match crate::shop::wait_for_status(
-            &client,
-            base,
-            order_id,
-            SETTLED,
-            Duration::from_secs(120),
-        )
-        .await
+        let client = Api::new(customer::client(&outcome.customer), base);
+        match client
+            .wait_for_status(order_id, SETTLED, Duration::from_secs(120))
+            .await
         {
             Ok(order) => {
                 match order["status"].as_str() {
@@ -525,7 +518,7 @@ async fn check_stock(
     orders: usize,
     audit: &mut Audit,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let anyone = Api::new(reqwest::Client::new(), base);
     let confirmed = |scarce_only: bool| {
         settled
             .values()
@@ -536,12 +529,7 @@ async fn check_stock(
         (SCARCE, confirmed(true), audit.scarce_stocked),
         (PLENTY, confirmed(false), 1_000_000),
     ] {
-        let stock: Value = client
-            .get(format!("{base}/inventory/{sku}"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let (_, stock) = anyone.stock(sku).await?;
         let number = |field: &str| stock[field].as_i64().unwrap_or(i64::MIN);
         if sku == SCARCE {
             audit.scarce_sold = number("sold");

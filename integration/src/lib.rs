@@ -2,6 +2,7 @@
 //! real binaries, a real broker, HTTP on loopback. Shared by the integration
 //! tests and the load generator.
 
+pub mod app;
 pub mod cli;
 pub mod customer;
 pub mod demo;
@@ -11,5 +12,3 @@ pub mod harness;
 pub mod kafka;
 pub mod postgres;
 pub mod rng;
-pub mod shop;
-pub mod storefront;

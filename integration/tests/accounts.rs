@@ -3,8 +3,9 @@
 //! customer may see, and a cart checked out into an order.
 
 use d2c_gateway::auth::{now_secs, Tokens};
+use d2c_integration::app::{answer, eventually, one_variant_product, Api, TestApp};
 use d2c_integration::customer::TEST_AUTH_SECRET;
-use d2c_integration::storefront::{answer, eventually, one_variant_product, Storefront};
+use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_register_log_in_and_see_only_their_own_orders() {
-    let shop = Storefront::start(1, 15_000).await.expect("storefront");
-    let (status, ann) = shop
+    let shop = TestApp::full(1, 15_000).await.expect("storefront");
+    let anonymous = shop.anonymous();
+    let (status, ann) = anonymous
         .register("Ann@Example.com", "correct horse battery")
         .await
         .expect("answers");
@@ -26,7 +28,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     assert!(ann.get("password_hash").is_none(), "{ann}");
 
     // The same address again, however spelt, is taken.
-    let (status, body) = shop
+    let (status, body) = anonymous
         .register(" ann@example.COM", "another password")
         .await
         .expect("answers");
@@ -34,7 +36,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     assert_eq!(body["error"]["field"], "email");
     // The very same registration again (a client retrying after a lost
     // answer) is answered with the customer it made, not 409.
-    let (status, again) = shop
+    let (status, again) = anonymous
         .register("Ann@Example.com", "correct horse battery")
         .await
         .expect("answers");
@@ -44,7 +46,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
         (&ann["customer_id"], &ann["version"]),
         "the retry changed nothing"
     );
-    let (status, body) = shop
+    let (status, body) = anonymous
         .register("not-an-email", "long enough")
         .await
         .expect("answers");
@@ -52,7 +54,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
         (status, body["error"]["field"].clone()),
         (422, json!("email"))
     );
-    let (status, body) = shop
+    let (status, body) = anonymous
         .register("bob@example.com", "short")
         .await
         .expect("answers");
@@ -62,17 +64,17 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     );
 
     // Wrong password and unknown e-mail look the same.
-    let (status, wrong) = shop
+    let (status, wrong) = anonymous
         .login("ann@example.com", "wrong password!")
         .await
         .expect("answers");
-    let (status_unknown, unknown) = shop
+    let (status_unknown, unknown) = anonymous
         .login("nobody@example.com", "wrong password!")
         .await
         .expect("answers");
     assert_eq!((status, status_unknown), (401, 401), "{wrong} {unknown}");
     assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
-    let (status, login) = shop
+    let (status, login) = anonymous
         .login("ANN@example.com", "correct horse battery")
         .await
         .expect("answers");
@@ -81,7 +83,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     assert_eq!(login["customer_id"], ann["customer_id"]);
 
     let me = |token: Option<String>| {
-        let mut request = shop.anonymous.get(shop.url("/customers/me"));
+        let mut request = anonymous.request(Method::GET, "/customers/me");
         if let Some(token) = token {
             request = request.header("authorization", token);
         }
@@ -111,17 +113,16 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     assert_eq!(status, 401);
 
     // Addresses: a retried add adds once; a removed address is gone.
-    let ann_client = shop.customer_client(&token);
+    let ann_client = Api::new(
+        d2c_integration::customer::bearer_client(&token),
+        shop.url(""),
+    );
     let address = json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
     for _ in 0..2 {
-        let (status, body) = answer(
-            ann_client
-                .post(shop.url("/customers/me/addresses"))
-                .header("Idempotency-Key", "home")
-                .json(&address),
-        )
-        .await
-        .expect("answers");
+        let (status, body) = ann_client
+            .add_address("home", &address)
+            .await
+            .expect("answers");
         assert_eq!(status, 201, "{body}");
         assert_eq!(
             body["addresses"].as_array().map(Vec::len),
@@ -134,8 +135,7 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
         .as_str()
         .expect("id")
         .to_owned();
-    let remove =
-        || answer(ann_client.delete(shop.url(&format!("/customers/me/addresses/{address_id}"))));
+    let remove = || ann_client.remove_address(&address_id);
     let (status, body) = remove().await.expect("answers");
     assert_eq!(
         (status, body["addresses"].clone()),
@@ -149,95 +149,80 @@ async fn customers_register_log_in_and_see_only_their_own_orders() {
     shop.stock_sku("ACC-1", 10).await.expect("stock");
     let order = json!({"currency": "EUR", "payment_method": "pm_card_visa",
         "lines": [{"sku": "ACC-1", "quantity": 1, "unit_price_minor": 1000}]});
-    let (status, placed) = answer(
-        ann_client
-            .post(shop.url("/orders"))
-            .header("Idempotency-Key", "ann-1")
-            .json(&order),
-    )
-    .await
-    .expect("answers");
+    let (status, placed) = ann_client
+        .place_order("ann-1", &order)
+        .await
+        .expect("answers");
     assert_eq!(status, 201, "{placed}");
     assert_eq!(placed["customer_id"], customer_id);
     let order_id = placed["order_id"].as_str().expect("id").to_owned();
-    let (status, _) = answer(shop.anonymous.post(shop.url("/orders")).json(&order))
+    let (status, _) = anonymous
+        .place_order("anonymous-1", &order)
         .await
         .expect("answers");
     assert_eq!(status, 401, "no token, no order");
 
     let bob = shop.customer("bob@example.com").await.expect("bob");
-    let (status, _) = answer(bob.get(shop.url(&format!("/orders/{order_id}"))))
-        .await
-        .expect("answers");
+    let (status, _) = bob.order(&order_id).await.expect("answers");
     assert_eq!(status, 404, "bob cannot read ann's order");
-    let (status, _) = answer(bob.post(shop.url(&format!("/orders/{order_id}/cancel"))))
-        .await
-        .expect("answers");
+    let (status, _) = bob.cancel(&order_id).await.expect("answers");
     assert_eq!(status, 404, "bob cannot cancel ann's order");
-    let (status, read) = answer(ann_client.get(shop.url(&format!("/orders/{order_id}"))))
-        .await
-        .expect("answers");
+    let (status, read) = ann_client.order(&order_id).await.expect("answers");
     assert_eq!((status, &read["status"]), (200, &json!("confirmed")));
 
     // The read side lists each customer's own orders.
     let listed = eventually(SETTLE, "ann's order in her list", || async {
-        let (status, page) = answer(ann_client.get(shop.url("/orders"))).await.ok()?;
+        let (status, page) = ann_client.orders("").await.ok()?;
         (status == 200 && page["items"].as_array()?.len() == 1).then_some(page)
     })
     .await
     .expect("listed");
     assert_eq!(listed["items"][0]["order_id"], order_id.as_str());
-    let (status, bobs) = answer(bob.get(shop.url("/orders"))).await.expect("answers");
+    let (status, bobs) = bob.orders("").await.expect("answers");
     assert_eq!((status, bobs["items"].clone()), (200, json!([])), "{bobs}");
-    let (status, _) = answer(bob.get(shop.url("/orders?limit=500")))
-        .await
-        .expect("answers");
+    let (status, _) = bob.orders("?limit=500").await.expect("answers");
     assert_eq!(status, 422);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
-    let shop = Storefront::start(1, 15_000).await.expect("storefront");
-    shop.create_product(&one_variant_product("cart-p1", "CART-1", 1_500))
-        .await
-        .expect("product");
-    shop.set_stock("CART-1", 10).await.expect("stock");
+    let shop = TestApp::full(1, 15_000).await.expect("storefront");
+    let anonymous = shop.anonymous();
+    shop.sell(
+        &one_variant_product("cart-p1", "CART-1", 1_500),
+        "CART-1",
+        10,
+    )
+    .await
+    .expect("product and stock");
     let ann = shop.customer("ann@example.com").await.expect("ann");
     let bob = shop.customer("bob@example.com").await.expect("bob");
 
     // Admin routes want the operators' token: none is 401, a customer's 403.
-    let restock = |client: &reqwest::Client| {
-        answer(
-            client
-                .put(shop.url("/admin/inventory/CART-1"))
-                .json(&json!({"on_hand": 1})),
-        )
-    };
-    let (status, body) = restock(&shop.anonymous).await.expect("answers");
+    let (status, body) = anonymous.set_stock("CART-1", 1).await.expect("answers");
     assert_eq!(status, 401, "{body}");
-    let (status, body) = restock(&ann).await.expect("answers");
+    let (status, body) = ann.set_stock("CART-1", 1).await.expect("answers");
     assert_eq!(status, 403, "{body}");
-    let (_, stock) = answer(shop.anonymous.get(shop.url("/inventory/CART-1")))
-        .await
-        .expect("answers");
+    let (_, stock) = anonymous.stock("CART-1").await.expect("answers");
     assert_eq!(stock["on_hand"], 10, "refused writes changed nothing");
 
-    let (status, cart) = answer(
-        ann.post(shop.url("/carts"))
-            .header("Idempotency-Key", "cart-1")
-            .json(&json!({"currency": "EUR"})),
-    )
-    .await
-    .expect("answers");
+    let (status, cart) = ann
+        .create_cart("cart-1", &json!({"currency": "EUR"}))
+        .await
+        .expect("answers");
     assert_eq!(status, 201, "{cart}");
     let cart_id = cart["cart_id"].as_str().expect("id").to_owned();
-    let line = |sku: &str| shop.url(&format!("/carts/{cart_id}/lines/{sku}"));
+    let set_line = |sku: &'static str, quantity: i64| {
+        let (ann, cart_id) = (&ann, &cart_id);
+        async move {
+            ann.set_cart_line(cart_id, sku, &json!({ "quantity": quantity }))
+                .await
+        }
+    };
 
     // The price comes from the catalog's read side, once the projector has it.
     let priced = eventually(SETTLE, "CART-1 priced from the catalog", || async {
-        let (status, cart) = answer(ann.put(line("CART-1")).json(&json!({"quantity": 2})))
-            .await
-            .ok()?;
+        let (status, cart) = set_line("CART-1", 2).await.ok()?;
         (status == 200).then_some(cart)
     })
     .await
@@ -246,43 +231,33 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
     assert_eq!(priced["lines"][0]["product_id"], "cart-p1", "{priced}");
     assert_eq!(priced["total_minor"], 3_000, "{priced}");
 
-    let (status, body) = answer(ann.put(line("NO-SUCH-SKU")).json(&json!({"quantity": 1})))
-        .await
-        .expect("answers");
+    let (status, body) = set_line("NO-SUCH-SKU", 1).await.expect("answers");
     assert_eq!(
         (status, body["error"]["field"].clone()),
         (422, json!("sku")),
         "{body}"
     );
-    let (status, body) = answer(ann.put(line("CART-1")).json(&json!({"quantity": 1001})))
-        .await
-        .expect("answers");
+    let (status, body) = set_line("CART-1", 1001).await.expect("answers");
     assert_eq!(
         (status, body["error"]["field"].clone()),
         (422, json!("quantity"))
     );
-    let (status, _) = answer(bob.get(shop.url(&format!("/carts/{cart_id}"))))
-        .await
-        .expect("answers");
+    let (status, _) = bob.cart(&cart_id).await.expect("answers");
     assert_eq!(status, 404, "bob cannot see ann's cart");
-    let (status, _) = answer(bob.put(line("CART-1")).json(&json!({"quantity": 1})))
+    let (status, _) = bob
+        .set_cart_line(&cart_id, "CART-1", &json!({"quantity": 1}))
         .await
         .expect("answers");
     assert_eq!(status, 404, "bob cannot change ann's cart");
 
     // A cart in a currency the product is not sold in.
-    let (_, usd) = answer(
-        ann.post(shop.url("/carts"))
-            .header("Idempotency-Key", "cart-usd")
-            .json(&json!({"currency": "USD"})),
-    )
-    .await
-    .expect("answers");
-    let usd_line = shop.url(&format!(
-        "/carts/{}/lines/CART-1",
-        usd["cart_id"].as_str().expect("id")
-    ));
-    let (status, body) = answer(ann.put(usd_line).json(&json!({"quantity": 1})))
+    let (_, usd) = ann
+        .create_cart("cart-usd", &json!({"currency": "USD"}))
+        .await
+        .expect("answers");
+    let usd_id = usd["cart_id"].as_str().expect("id");
+    let (status, body) = ann
+        .set_cart_line(usd_id, "CART-1", &json!({"quantity": 1}))
         .await
         .expect("answers");
     assert_eq!(
@@ -291,14 +266,14 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
         "{body}"
     );
 
-    let checkout = |key: Option<&str>| {
-        let mut request = ann
-            .post(shop.url(&format!("/carts/{cart_id}/checkout")))
-            .json(&json!({"payment_method": "pm_card_visa"}));
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        answer(request)
+    let pay = json!({"payment_method": "pm_card_visa"});
+    let checkout = |key: Option<&'static str>| match key {
+        Some(key) => futures::future::Either::Left(ann.checkout_cart(&cart_id, key, &pay)),
+        // Without a key: the raw request.
+        None => futures::future::Either::Right(answer(
+            ann.request(Method::POST, &format!("/carts/{cart_id}/checkout"))
+                .json(&pay),
+        )),
     };
     let (status, _) = checkout(None).await.expect("answers");
     assert_eq!(status, 400, "a checkout needs an Idempotency-Key");
@@ -313,41 +288,27 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
     let (status, body) = checkout(Some("pay-2")).await.expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "illegal_transition");
-    let (status, _) = answer(ann.put(line("CART-1")).json(&json!({"quantity": 1})))
-        .await
-        .expect("answers");
+    let (status, _) = set_line("CART-1", 1).await.expect("answers");
     assert_eq!(status, 409, "a checked-out cart is closed");
-    let (_, cart) = answer(ann.get(shop.url(&format!("/carts/{cart_id}"))))
-        .await
-        .expect("answers");
+    let (_, cart) = ann.cart(&cart_id).await.expect("answers");
     assert_eq!(cart["status"], "checked_out");
     assert_eq!(cart["order_id"], order["order_id"]);
-    let (_, stock) = answer(shop.anonymous.get(shop.url("/inventory/CART-1")))
-        .await
-        .expect("answers");
+    let (_, stock) = anonymous.stock("CART-1").await.expect("answers");
     assert_eq!(
         (stock["sold"].clone(), stock["available"].clone()),
         (json!(2), json!(8))
     );
 
     // An empty cart cannot be checked out.
-    let (_, empty) = answer(
-        ann.post(shop.url("/carts"))
-            .header("Idempotency-Key", "cart-empty")
-            .json(&json!({"currency": "EUR"})),
-    )
-    .await
-    .expect("answers");
-    let (status, body) = answer(
-        ann.post(shop.url(&format!(
-            "/carts/{}/checkout",
-            empty["cart_id"].as_str().expect("id")
-        )))
-        .header("Idempotency-Key", "pay-3")
-        .json(&json!({"payment_method": "pm_card_visa"})),
-    )
-    .await
-    .expect("answers");
+    let (_, empty) = ann
+        .create_cart("cart-empty", &json!({"currency": "EUR"}))
+        .await
+        .expect("answers");
+    let empty_id = empty["cart_id"].as_str().expect("id");
+    let (status, body) = ann
+        .checkout_cart(empty_id, "pay-3", &pay)
+        .await
+        .expect("answers");
     assert_eq!(
         (status, body["error"]["field"].clone()),
         (422, json!("lines")),
@@ -363,7 +324,7 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
             json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}),
         ),
     ] {
-        let (status, answered) = answer(ann.post(shop.url(path)).json(&body))
+        let (status, answered) = answer(ann.request(Method::POST, path).json(&body))
             .await
             .expect("answers");
         assert_eq!(
@@ -372,12 +333,10 @@ async fn a_cart_is_priced_from_the_catalog_and_checks_out_into_an_order() {
             "{path}: {answered}"
         );
     }
+    let eur = json!({"currency": "EUR"});
     let open_cart = |key: String| {
-        answer(
-            ann.post(shop.url("/carts"))
-                .header("Idempotency-Key", key)
-                .json(&json!({"currency": "EUR"})),
-        )
+        let (ann, eur) = (&ann, &eur);
+        async move { ann.create_cart(&key, eur).await }
     };
     // Open so far: cart-usd and cart-empty (cart-1 was checked out). A
     // retried request answers the cart it opened and takes no new place.

@@ -2,12 +2,13 @@
 //! processor (and the saga through inventory and payments) → reply and
 //! orders.events, with crashes and rebalances of the orders processor.
 
+use d2c_integration::app::{checkout_peers, Api, CHECKOUT_SERVICES};
 use d2c_integration::customer;
 use d2c_integration::harness::{test_partitions, Platform, Service};
 use d2c_integration::kafka::read_all;
-use d2c_integration::shop::{checkout_peers, stock_sku, CHECKOUT_SERVICES};
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,11 +24,9 @@ async fn stocked(platform: &Platform, gateway: &Service) -> [Service; 3] {
     let peers = checkout_peers(platform)
         .await
         .expect("inventory, payments and catalog ready");
-    let client = customer::admin_client();
+    let admin = Api::new(customer::admin_client(), gateway.url(""));
     for sku in ["SKU-1", "SKU-2"] {
-        stock_sku(&client, &gateway.url(""), sku, 1_000_000)
-            .await
-            .expect("stock set");
+        admin.stock_sku(sku, 1_000_000).await.expect("stock set");
     }
     peers
 }
@@ -42,25 +41,6 @@ fn order_body(quantity: i64) -> Value {
             {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 1000}
         ]
     })
-}
-
-async fn post_order(
-    client: &reqwest::Client,
-    base: &str,
-    key: &str,
-    body: &Value,
-) -> (u16, Value, reqwest::header::HeaderMap) {
-    let response = client
-        .post(format!("{base}/orders"))
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("gateway answers");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body, headers)
 }
 
 /// OrderPlaced events per order id, as (distinct message ids, copies).
@@ -91,33 +71,11 @@ fn placed_events(platform: &Platform) -> BTreeMap<String, (BTreeSet<String>, usi
     by_order
 }
 
-/// GET /orders/{id} until it is confirmed (processors may still be starting).
-async fn wait_for_order(
-    client: &reqwest::Client,
-    base: &str,
-    order_id: &str,
-    within: Duration,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let response = client
-            .get(format!("{base}/orders/{order_id}"))
-            .send()
-            .await
-            .expect("gateway answers");
-        let status = response.status();
-        if status.as_u16() == 200 {
-            let order: Value = response.json().await.expect("order json");
-            if order["status"] == "confirmed" {
-                return order;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "order {order_id} not confirmed in time: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The order once confirmed (processors may still be starting).
+async fn wait_for_order(api: &Api, order_id: &str, within: Duration) -> Value {
+    api.wait_for_status(order_id, &["confirmed"], within)
+        .await
+        .expect("the order is confirmed in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,10 +87,12 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = customer::client("cust-1");
-    let base = gateway.url("");
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
 
-    let (status, first, headers) = post_order(&client, &base, "key-1", &order_body(2)).await;
+    let (status, first, headers) = client
+        .place_order_with_headers("key-1", &order_body(2))
+        .await
+        .expect("gateway answers");
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["total_minor"], 3_000);
     assert_eq!(first["status"], "confirmed");
@@ -140,7 +100,10 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     let order_id = first["order_id"].as_str().expect("order id").to_owned();
 
     // Sequential retry: same order, flagged as a replay, nothing new emitted.
-    let (status, again, headers) = post_order(&client, &base, "key-1", &order_body(2)).await;
+    let (status, again, headers) = client
+        .place_order_with_headers("key-1", &order_body(2))
+        .await
+        .expect("gateway answers");
     assert_eq!(status, 201);
     assert_eq!(again, first);
     assert_eq!(
@@ -154,8 +117,12 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     // the saga; a retry arriving meanwhile gets the order as it stands (202).
     let concurrent = futures::future::join_all((0..8).map(|_| {
         let client = client.clone();
-        let base = base.clone();
-        async move { post_order(&client, &base, "key-2", &order_body(1)).await }
+        async move {
+            client
+                .place_order_with_headers("key-2", &order_body(1))
+                .await
+                .expect("gateway answers")
+        }
     }))
     .await;
     let ids: BTreeSet<String> = concurrent
@@ -168,37 +135,33 @@ async fn order_is_placed_and_retries_map_to_the_same_order() {
     assert_eq!(ids.len(), 1, "all retries name one order");
 
     // Same key, different body: refused like Stripe does.
-    let (status, body, _) = post_order(&client, &base, "key-1", &order_body(5)).await;
+    let (status, body, _) = client
+        .place_order_with_headers("key-1", &order_body(5))
+        .await
+        .expect("gateway answers");
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "Idempotency-Key");
 
     // The same key from another customer is another order, which the first
     // customer cannot see.
-    let stranger = customer::client("cust-2");
-    let (status, other, _) = post_order(&stranger, &base, "key-1", &order_body(2)).await;
+    let stranger = Api::new(customer::client("cust-2"), gateway.url(""));
+    let (status, other, _) = stranger
+        .place_order_with_headers("key-1", &order_body(2))
+        .await
+        .expect("gateway answers");
     assert_eq!(status, 201);
     assert_ne!(other["order_id"], first["order_id"]);
 
-    let read = wait_for_order(&client, &base, &order_id, Duration::from_secs(10)).await;
+    let read = wait_for_order(&client, &order_id, Duration::from_secs(10)).await;
     assert_eq!(read, first);
-    let theirs = stranger
-        .get(format!("{base}/orders/{order_id}"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(theirs.status().as_u16(), 404, "another customer's order");
-    let anonymous = reqwest::Client::new()
-        .get(format!("{base}/orders/{order_id}"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(anonymous.status().as_u16(), 401, "no token");
-    let missing = client
-        .get(format!("{base}/orders/{}", uuid::Uuid::new_v4()))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(missing.status().as_u16(), 404);
+    let (status, _) = stranger.order(&order_id).await.expect("answers");
+    assert_eq!(status, 404, "another customer's order");
+    let anonymous = Api::new(reqwest::Client::new(), gateway.url(""));
+    let (status, _) = anonymous.order(&order_id).await.expect("answers");
+    assert_eq!(status, 401, "no token");
+    let missing = uuid::Uuid::new_v4().to_string();
+    let (status, _) = client.order(&missing).await.expect("answers");
+    assert_eq!(status, 404);
 
     let events = placed_events(&platform);
     assert_eq!(events.len(), 3, "three distinct orders: {events:?}");
@@ -215,11 +178,10 @@ async fn bad_input_gets_clear_errors() {
         .gateway_ready("gateway", 1, 2_000)
         .await
         .expect("gateway ready");
-    let client = customer::client("cust-1");
-    let url = gateway.url("/orders");
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
 
     let no_key = client
-        .post(&url)
+        .request(Method::POST, "/orders")
         .json(&order_body(1))
         .send()
         .await
@@ -229,7 +191,7 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(body["error"]["field"], "Idempotency-Key");
 
     let malformed = client
-        .post(&url)
+        .request(Method::POST, "/orders")
         .header("Idempotency-Key", "k")
         .header("content-type", "application/json")
         .body("{not json")
@@ -256,13 +218,16 @@ async fn bad_input_gets_clear_errors() {
             "lines[0].quantity",
         ),
     ] {
-        let (status, error, _) = post_order(&client, &gateway.url(""), "k", &body).await;
+        let (status, error, _) = client
+            .place_order_with_headers("k", &body)
+            .await
+            .expect("gateway answers");
         assert_eq!(status, 422, "{body} → {error}");
         assert_eq!(error["error"]["field"], field, "{error}");
     }
 
     let huge = client
-        .post(&url)
+        .request(Method::POST, "/orders")
         .header("Idempotency-Key", "k")
         .header("content-type", "application/json")
         .body(vec![b' '; 200 * 1024])
@@ -283,21 +248,13 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         .await
         .expect("gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = customer::client("cust-1");
-    let base = gateway.url("");
-    let response = client
-        .post(format!("{base}/orders"))
-        .header("Idempotency-Key", "slow-1")
-        .json(&order_body(1))
-        .send()
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
+    let (status, pending, headers) = client
+        .place_order_with_headers("slow-1", &order_body(1))
         .await
         .expect("answers");
-    assert_eq!(response.status().as_u16(), 202);
-    let location = response.headers()["location"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    let pending: Value = response.json().await.expect("json");
+    assert_eq!(status, 202, "{pending}");
+    let location = headers["location"].to_str().expect("ascii").to_owned();
     assert_eq!(
         location,
         format!("/orders/{}", pending["order_id"].as_str().expect("id"))
@@ -309,7 +266,6 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         .expect("orders ready");
     let order = wait_for_order(
         &client,
-        &base,
         pending["order_id"].as_str().expect("id"),
         Duration::from_secs(60),
     )
@@ -326,22 +282,22 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = customer::client("cust-1");
-    let base = gateway.url("");
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
 
     // 150 orders at ~75/s; the processor is killed a third of the way in.
     let total = 150usize;
     let sender = {
         let client = client.clone();
-        let base = base.clone();
         tokio::spawn(async move {
             let mut tasks = Vec::new();
             for index in 0..total {
                 let client = client.clone();
-                let base = base.clone();
                 tasks.push(tokio::spawn(async move {
                     let key = format!("kill-{index}");
-                    let (status, body, _) = post_order(&client, &base, &key, &order_body(1)).await;
+                    let (status, body, _) = client
+                        .place_order_with_headers(&key, &order_body(1))
+                        .await
+                        .expect("gateway answers");
                     (key, status, body)
                 }));
                 tokio::time::sleep(Duration::from_millis(13)).await;
@@ -368,7 +324,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     // Recovery includes the dead member's session timeout and the restart's
     // catch-up, on a broker that other tests load at the same time.
     for order_id in &order_ids {
-        wait_for_order(&client, &base, order_id, Duration::from_secs(90)).await;
+        wait_for_order(&client, order_id, Duration::from_secs(90)).await;
     }
     let events = placed_events(&platform);
     assert_eq!(
@@ -420,11 +376,12 @@ async fn instances_share_partitions_and_take_over_each_other() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let client = customer::client("cust-1");
-    let base = gateway.url("");
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
     for index in 0..60 {
-        let (status, body, _) =
-            post_order(&client, &base, &format!("share-{index}"), &order_body(1)).await;
+        let (status, body, _) = client
+            .place_order_with_headers(&format!("share-{index}"), &order_body(1))
+            .await
+            .expect("gateway answers");
         assert_eq!(status, 201, "{body}");
     }
     let handled_first = first
@@ -465,8 +422,10 @@ async fn instances_share_partitions_and_take_over_each_other() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for index in 0..60 {
-        let (status, body, headers) =
-            post_order(&client, &base, &format!("share-{index}"), &order_body(1)).await;
+        let (status, body, headers) = client
+            .place_order_with_headers(&format!("share-{index}"), &order_body(1))
+            .await
+            .expect("gateway answers");
         assert_eq!(status, 201, "{body}");
         assert!(
             headers.contains_key("idempotent-replayed"),
@@ -484,12 +443,13 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
     )
     .expect("orders and gateway ready");
     let _peers = stocked(&platform, &gateway).await;
-    let client = customer::client("cust-1");
-    let base = gateway.url("");
+    let client = Api::new(customer::client("cust-1"), gateway.url(""));
     let mut ids = Vec::new();
     for index in 0..20 {
-        let (status, body, _) =
-            post_order(&client, &base, &format!("restore-{index}"), &order_body(1)).await;
+        let (status, body, _) = client
+            .place_order_with_headers(&format!("restore-{index}"), &order_body(1))
+            .await
+            .expect("gateway answers");
         assert_eq!(status, 201, "{body}");
         ids.push(body["order_id"].as_str().expect("id").to_owned());
     }
@@ -501,7 +461,7 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         .await
         .expect("ready");
     for id in &ids {
-        wait_for_order(&client, &base, id, Duration::from_secs(60)).await;
+        wait_for_order(&client, id, Duration::from_secs(60)).await;
     }
     // The state came from the changelog, not from re-handling the commands:
     // the restored offsets let the new instance skip every PlaceOrder.
@@ -520,7 +480,10 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
         .expect("metrics");
     assert_eq!(replayed_commands, 0.0, "no PlaceOrder handled again");
     // Replaying a placed order must not emit a second event.
-    let (status, _, headers) = post_order(&client, &base, "restore-0", &order_body(1)).await;
+    let (status, _, headers) = client
+        .place_order_with_headers("restore-0", &order_body(1))
+        .await
+        .expect("gateway answers");
     assert_eq!(status, 201);
     assert!(headers.contains_key("idempotent-replayed"));
     let events = placed_events(&platform);

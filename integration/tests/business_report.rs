@@ -8,9 +8,9 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use d2c_integration::app::until;
 use d2c_integration::harness::{Platform, Service};
 use d2c_integration::postgres::TestDatabase;
-use d2c_integration::storefront::until;
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::common::v1::Rejection;
 use d2c_proto::orders::v1::{Order, OrderLine, OrderStatus};

@@ -1,6 +1,7 @@
 //! The catalog against a real broker: the catalog processor and a gateway,
 //! driven over HTTP the way an operator and a storefront drive them.
 
+use d2c_integration::app::Api;
 use d2c_integration::harness::Platform;
 use d2c_integration::kafka::read_all;
 use d2c_proto::catalog::v1::ProductCreated;
@@ -10,8 +11,7 @@ use std::time::Duration;
 
 struct Catalog {
     platform: Platform,
-    base: String,
-    client: reqwest::Client,
+    admin: Api,
     _services: Vec<d2c_integration::harness::Service>,
 }
 
@@ -32,49 +32,10 @@ impl Catalog {
             }
         };
         Self {
-            base: gateway.url(""),
+            admin: Api::new(d2c_integration::customer::admin_client(), gateway.url("")),
             platform,
-            client: d2c_integration::customer::admin_client(),
             _services: vec![catalog, gateway],
         }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
-        self.send(
-            self.client
-                .post(format!("{}/admin/products", self.base))
-                .header("Idempotency-Key", key)
-                .json(body),
-        )
-        .await
-    }
-
-    async fn update(&self, id: &str, body: &Value) -> (u16, Value) {
-        self.send(
-            self.client
-                .put(format!("{}/admin/products/{id}", self.base))
-                .json(body),
-        )
-        .await
-    }
-
-    async fn archive(&self, id: &str) -> (u16, Value) {
-        self.send(
-            self.client
-                .post(format!("{}/admin/products/{id}/archive", self.base)),
-        )
-        .await
-    }
-
-    async fn get(&self, id: &str) -> (u16, Value) {
-        self.send(self.client.get(format!("{}/products/{id}", self.base)))
-            .await
     }
 }
 
@@ -102,7 +63,11 @@ fn with(mut body: Value, field: &str, value: Value) -> Value {
 async fn product_lifecycle_over_http() {
     let catalog = Catalog::start().await;
 
-    let (status, created) = catalog.create("shirt-1", &shirt("Linen shirt")).await;
+    let (status, created) = catalog
+        .admin
+        .create_product_keyed("shirt-1", &shirt("Linen shirt"))
+        .await
+        .expect("answers");
     assert_eq!(status, 201, "{created}");
     let id = created["product_id"].as_str().expect("id").to_owned();
     assert_eq!(created["version"], 1, "{created}");
@@ -113,56 +78,82 @@ async fn product_lifecycle_over_http() {
     );
 
     // A retried create (same key, same body) is the same product.
-    let (status, retried) = catalog.create("shirt-1", &shirt("Linen shirt")).await;
+    let (status, retried) = catalog
+        .admin
+        .create_product_keyed("shirt-1", &shirt("Linen shirt"))
+        .await
+        .expect("answers");
     assert_eq!((status, &retried), (201, &created));
     // Same key, other content: the id is taken.
-    let (status, body) = catalog.create("shirt-1", &shirt("Other shirt")).await;
+    let (status, body) = catalog
+        .admin
+        .create_product_keyed("shirt-1", &shirt("Other shirt"))
+        .await
+        .expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict", "{body}");
 
-    let (status, got) = catalog.get(&id).await;
+    let (status, got) = catalog.admin.product(&id).await.expect("answers");
     assert_eq!((status, &got), (200, &created));
 
     let (status, body) = catalog
-        .update(&id, &with(shirt("Stale"), "expected_version", json!(7)))
-        .await;
+        .admin
+        .update_product(&id, &with(shirt("Stale"), "expected_version", json!(7)))
+        .await
+        .expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["field"], "expected_version", "{body}");
 
     let (status, updated) = catalog
-        .update(
+        .admin
+        .update_product(
             &id,
             &with(shirt("Washed linen shirt"), "expected_version", json!(1)),
         )
-        .await;
+        .await
+        .expect("answers");
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["version"], 2, "{updated}");
     assert_eq!(updated["name"], "Washed linen shirt", "{updated}");
 
-    let (status, archived) = catalog.archive(&id).await;
+    let (status, archived) = catalog.admin.archive_product(&id).await.expect("answers");
     assert_eq!(status, 200, "{archived}");
     assert_eq!(archived["archived"], true, "{archived}");
     assert_eq!(archived["version"], 3, "{archived}");
-    let (status, again) = catalog.archive(&id).await;
+    let (status, again) = catalog.admin.archive_product(&id).await.expect("answers");
     assert_eq!((status, &again), (200, &archived));
 
     let (status, body) = catalog
-        .update(&id, &with(shirt("Revived"), "expected_version", json!(3)))
-        .await;
+        .admin
+        .update_product(&id, &with(shirt("Revived"), "expected_version", json!(3)))
+        .await
+        .expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "illegal_transition", "{body}");
-    let (status, got) = catalog.get(&id).await;
+    let (status, got) = catalog.admin.product(&id).await.expect("answers");
     assert_eq!((status, &got), (200, &archived));
 
-    let (status, body) = catalog.get("NO-SUCH-PRODUCT").await;
+    let (status, body) = catalog
+        .admin
+        .product("NO-SUCH-PRODUCT")
+        .await
+        .expect("answers");
     assert_eq!(status, 404, "{body}");
-    let (status, body) = catalog.update("NO-SUCH-PRODUCT", &shirt("Ghost")).await;
+    let (status, body) = catalog
+        .admin
+        .update_product("NO-SUCH-PRODUCT", &shirt("Ghost"))
+        .await
+        .expect("answers");
     assert_eq!(status, 404, "{body}");
 
     // Invalid content is refused at the edge, naming the field.
     let mut bad = shirt("Bad price");
     bad["variants"][1]["prices"][0]["currency"] = json!("euro");
-    let (status, body) = catalog.create("bad-1", &bad).await;
+    let (status, body) = catalog
+        .admin
+        .create_product_keyed("bad-1", &bad)
+        .await
+        .expect("answers");
     assert_eq!(status, 422, "{body}");
     assert_eq!(
         body["error"]["field"], "variants[1].prices[0].currency",
@@ -170,15 +161,21 @@ async fn product_lifecycle_over_http() {
     );
     let mut bad = shirt("Bad amount");
     bad["variants"][0]["prices"][0]["amount_minor"] = json!(-5);
-    let (status, body) = catalog.create("bad-2", &bad).await;
+    let (status, body) = catalog
+        .admin
+        .create_product_keyed("bad-2", &bad)
+        .await
+        .expect("answers");
     assert_eq!(status, 422, "{body}");
     assert_eq!(
         body["error"]["field"], "variants[0].prices[0].amount_minor",
         "{body}"
     );
     let (status, body) = catalog
-        .get(&d2c_proto::ids::product_id("bad-1").to_string())
-        .await;
+        .admin
+        .product(&d2c_proto::ids::product_id("bad-1").to_string())
+        .await
+        .expect("answers");
     assert_eq!(status, 404, "an invalid create makes nothing: {body}");
 
     // The creation was announced once, keyed by the product id.

@@ -4,9 +4,9 @@
 //! processor is killed and restarted while the order waits, and the
 //! deadline fires once.
 
+use d2c_integration::app::{order_body, Api, TestApp, TestAppOptions};
 use d2c_integration::fake_provider::{payments_env, FakeProvider, CAPTURE_ROUTE, REFUNDS_ROUTE};
 use d2c_integration::kafka::read_all;
-use d2c_integration::shop::{order_body, Shop, ShopOptions};
 use d2c_proto::orders::v1::OrderDeadlineExpired;
 use prost::{Message, Name};
 use serde_json::{json, Value};
@@ -14,23 +14,11 @@ use std::time::Duration;
 
 const DEADLINE_MS: u64 = 4_000;
 
-async fn admin(shop: &Shop, request: reqwest::RequestBuilder) -> (u16, Value) {
-    let _ = shop;
-    let response = request.send().await.expect("the gateway answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// The order as operators see it, once `done` says so.
-async fn wait_for(shop: &Shop, order_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(admin: &Api, order_id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..150 {
-        let (status, order) = admin(
-            shop,
-            shop.admin
-                .get(shop.url(&format!("/admin/orders/{order_id}"))),
-        )
-        .await;
+        let (status, order) = admin.admin_order(order_id).await.expect("answers");
         if status == 200 && done(&order) {
             return order;
         }
@@ -48,31 +36,34 @@ async fn a_provider_that_never_answers_ends_in_a_visible_failure_by_the_deadline
         ("D2C_DEADLINE_REFUND_MS", DEADLINE_MS.to_string()),
         ("D2C_TICK_MS", "250".to_owned()),
     ];
-    let mut shop = Shop::start_with_env(
-        ShopOptions {
-            reply_partition: 6,
-            reply_timeout_ms: 1_000,
-            payments_env: payments_env(&provider),
-        },
-        &deadlines,
-    )
+    let mut shop = TestApp::start(TestAppOptions {
+        reply_partition: 6,
+        reply_timeout_ms: 1_000,
+        payments_env: payments_env(&provider),
+        env: deadlines.to_vec(),
+        ..TestAppOptions::default()
+    })
     .await
     .expect("shop");
+    let (api, admin) = (shop.shopper(), shop.admin());
     shop.stock_sku("DL-1", 10).await.expect("stock");
     let body = order_body(&[("DL-1", 1)], "pm_card_visa");
-    let (status, stalled) = shop.place("dl-1", &body).await.expect("answers");
-    assert_eq!(status, 201, "{stalled}");
-    let (status, refunded) = shop.place("dl-2", &body).await.expect("answers");
-    assert_eq!(status, 201, "{refunded}");
-    let stalled_id = stalled["order_id"].as_str().expect("id").to_owned();
-    let refunded_id = refunded["order_id"].as_str().expect("id").to_owned();
+    // The reply timeout is short (so a stalled capture answers 202 soon):
+    // a first checkout on a just-started platform may answer 202 too.
+    let mut ids = Vec::new();
+    for key in ["dl-1", "dl-2"] {
+        let (status, placed) = api.place_order(key, &body).await.expect("answers");
+        assert!(status == 201 || status == 202, "{status} {placed}");
+        let id = placed["order_id"].as_str().expect("id").to_owned();
+        api.wait_for_status(&id, &["confirmed"], Duration::from_secs(30))
+            .await
+            .expect("confirmed");
+        ids.push(id);
+    }
+    let [stalled_id, refunded_id] = [ids[0].clone(), ids[1].clone()];
 
     // The second order is captured while the provider still answers.
-    let fulfil = |id: &str| {
-        shop.admin
-            .post(shop.url(&format!("/admin/orders/{id}/fulfil")))
-    };
-    let (status, fulfilled) = admin(&shop, fulfil(&refunded_id)).await;
+    let (status, fulfilled) = admin.fulfil(&refunded_id).await.expect("answers");
     assert_eq!(
         (status, fulfilled["status"].clone()),
         (200, json!("fulfilled")),
@@ -81,19 +72,16 @@ async fn a_provider_that_never_answers_ends_in_a_visible_failure_by_the_deadline
 
     provider.stall_route(CAPTURE_ROUTE, Duration::from_millis(300));
     provider.stall_route(REFUNDS_ROUTE, Duration::from_millis(300));
-    let (status, waiting) = admin(&shop, fulfil(&stalled_id)).await;
+    let (status, waiting) = admin.fulfil(&stalled_id).await.expect("answers");
     assert_eq!(status, 202, "the capture does not answer: {waiting}");
 
     // Killed and restarted while the order waits: its timer is in the
     // partition's state, restored from the changelog.
-    shop.orders.kill9().await.expect("orders killed");
-    shop.orders = shop
-        .platform
-        .processor_ready("orders", "orders", &deadlines)
+    shop.kill_and_restart("orders", &[])
         .await
-        .expect("orders back");
+        .expect("orders killed and back");
 
-    let failed = wait_for(&shop, &stalled_id, |order| {
+    let failed = wait_for(&admin, &stalled_id, |order| {
         order["status"] == "capture_failed"
     })
     .await;
@@ -106,16 +94,12 @@ async fn a_provider_that_never_answers_ends_in_a_visible_failure_by_the_deadline
     );
     assert_eq!(provider.captured_by_order().get(&stalled_id), None);
 
-    let (status, pending) = admin(
-        &shop,
-        shop.admin
-            .post(shop.url(&format!("/admin/orders/{refunded_id}/refunds")))
-            .header("Idempotency-Key", "dl-refund")
-            .json(&json!({"amount_minor": 400})),
-    )
-    .await;
+    let (status, pending) = admin
+        .refund(&refunded_id, "dl-refund", 400)
+        .await
+        .expect("answers");
     assert_eq!(status, 202, "the refund does not answer: {pending}");
-    let refused = wait_for(&shop, &refunded_id, |order| {
+    let refused = wait_for(&admin, &refunded_id, |order| {
         order["refunds"][0]["status"] == "failed"
     })
     .await;
@@ -158,7 +142,7 @@ async fn a_provider_that_never_answers_ends_in_a_visible_failure_by_the_deadline
     assert!(steps.contains(&("stalled", "capture")), "{steps:?}");
     assert!(steps.contains(&("refunded", "refund")), "{steps:?}");
     let expired_total = shop
-        .orders
+        .service("orders")
         .metric_where("d2c_order_deadlines_expired_total", "step=\"refund\"")
         .await
         .expect("metric");

@@ -5,15 +5,14 @@
 //! are not idempotent when applied twice: an absolute `SetStock` after an
 //! adjustment, an `UpdateProduct` without an expected version.
 
+use d2c_integration::app::Api;
 use d2c_integration::customer;
 use d2c_integration::harness::Platform;
 use d2c_integration::kafka::produce_message;
-use d2c_integration::shop::{create_test_product, set_stock};
 use d2c_proto::catalog::v1::{Price, UpdateProduct, Variant};
 use d2c_proto::inventory::v1::{AdjustStock, SetStock};
 use d2c_proto::Envelope;
 use prost::{Message, Name};
-use serde_json::Value;
 use std::time::Duration;
 
 async fn send<M: Message + Name>(
@@ -42,15 +41,6 @@ fn envelope_of<M: Name>(id: u128) -> Envelope {
     Envelope::new(M::full_name(), uuid::Uuid::from_u128(id), now)
 }
 
-async fn get(url: String) -> Value {
-    let response = customer::admin_client()
-        .get(url)
-        .send()
-        .await
-        .expect("answers");
-    response.json().await.unwrap_or(Value::Null)
-}
-
 /// `probe` until it returns `Some`, at most 15 s.
 async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..75 {
@@ -73,9 +63,9 @@ async fn copies_of_set_stock_and_update_product_change_nothing() {
         platform.gateway_ready("gateway", 0, 10_000),
     )
     .expect("services");
-    let base = gateway.url("");
-    let admin = customer::admin_client();
-    set_stock(&admin, &base, "DUP-1", 1).await.expect("stock");
+    let admin = Api::new(customer::admin_client(), gateway.url(""));
+    let (status, body) = admin.set_stock("DUP-1", 1).await.expect("answers");
+    assert_eq!(status, 200, "{body}");
 
     // SetStock 10, then an adjustment of +5, then a copy of the SetStock.
     let set = SetStock {
@@ -105,7 +95,7 @@ async fn copies_of_set_stock_and_update_product_change_nothing() {
     )
     .await;
     eventually("the adjustment", async || {
-        let stock = get(format!("{base}/inventory/DUP-1")).await;
+        let (_, stock) = admin.stock("DUP-1").await.ok()?;
         (stock["on_hand"] == 15).then_some(())
     })
     .await;
@@ -119,9 +109,7 @@ async fn copies_of_set_stock_and_update_product_change_nothing() {
     .await;
 
     // UpdateProduct without an expected version, then its copy.
-    create_test_product(&admin, &base, "DUP-P")
-        .await
-        .expect("product");
+    admin.create_test_product("DUP-P").await.expect("product");
     let update = UpdateProduct {
         product_id: "prod-DUP-P".into(),
         expected_version: 0,
@@ -173,12 +161,12 @@ async fn copies_of_set_stock_and_update_product_change_nothing() {
         })
         .await;
     }
-    let stock = get(format!("{base}/inventory/DUP-1")).await;
+    let (_, stock) = admin.stock("DUP-1").await.expect("answers");
     assert_eq!(
         stock["on_hand"], 15,
         "the adjustment survives the copy: {stock}"
     );
-    let product = get(format!("{base}/products/prod-DUP-P")).await;
+    let (_, product) = admin.product("prod-DUP-P").await.expect("answers");
     assert_eq!(product["version"], 2, "one update, one version: {product}");
     assert_eq!(product["name"], "Renamed");
 }

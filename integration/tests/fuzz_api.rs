@@ -6,8 +6,8 @@
 //! schemathesis comes from PyPI; `./dev test` installs it into a venv and
 //! names it in `D2C_SCHEMATHESIS`. Without it the test fails and says so.
 
+use d2c_integration::app::TestApp;
 use d2c_integration::customer::TEST_ADMIN_TOKEN;
-use d2c_integration::storefront::Storefront;
 use std::process::Command;
 use std::time::Duration;
 
@@ -78,12 +78,13 @@ fn summary(report: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
-    let shop = Storefront::start(1, 3_000).await.expect("storefront");
+    let shop = TestApp::full(1, 3_000).await.expect("storefront");
     let email = "fuzz@example.com";
     let password = "a long enough password";
-    let (status, body) = shop.register(email, password).await.expect("register");
+    let anonymous = shop.anonymous();
+    let (status, body) = anonymous.register(email, password).await.expect("register");
     assert_eq!(status, 201, "{body}");
-    let (status, body) = shop.login(email, password).await.expect("login");
+    let (status, body) = anonymous.login(email, password).await.expect("login");
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().expect("token").to_owned();
     shop.stock_sku("SKU-1", 1_000).await.expect("stock");

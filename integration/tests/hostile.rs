@@ -4,12 +4,11 @@
 //! behind leaves the gateway answering 202 with a bounded pending map, and
 //! nothing is lost.
 
+use d2c_integration::app::{checkout_peers, Api, CHECKOUT_SERVICES, SETTLED};
 use d2c_integration::customer;
 use d2c_integration::harness::Platform;
 use d2c_integration::kafka::{produce_raw, read_all};
-use d2c_integration::shop::{
-    checkout_peers, place_order, stock_sku, wait_for_status, CHECKOUT_SERVICES, SETTLED,
-};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -28,7 +27,8 @@ async fn malformed_records_are_dead_lettered_and_the_partition_goes_on() {
     )
     .expect("ready");
     let _peers = checkout_peers(&platform).await.expect("peers");
-    stock_sku(&customer::admin_client(), &gateway.url(""), "DLQ-1", 10)
+    Api::new(customer::admin_client(), gateway.url(""))
+        .stock_sku("DLQ-1", 10)
         .await
         .expect("stock");
 
@@ -55,20 +55,16 @@ async fn malformed_records_are_dead_lettered_and_the_partition_goes_on() {
         .await
         .expect("headerless record produced");
 
-    let client = customer::client("cust-dlq");
-    let (status, placed) = place_order(&client, &gateway.url(""), key, &order("DLQ-1", 1))
+    let client = Api::new(customer::client("cust-dlq"), gateway.url(""));
+    let (status, placed) = client
+        .place_order(key, &order("DLQ-1", 1))
         .await
         .expect("answers");
     assert!(status == 201 || status == 202, "{status} {placed}");
-    let settled = wait_for_status(
-        &client,
-        &gateway.url(""),
-        &order_id,
-        &["confirmed"],
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the order behind the garbage is handled");
+    let settled = client
+        .wait_for_status(&order_id, &["confirmed"], Duration::from_secs(60))
+        .await
+        .expect("the order behind the garbage is handled");
     assert_eq!(settled["order_id"], order_id.as_str());
 
     let dead = read_all(
@@ -111,8 +107,7 @@ async fn limits_are_clear_errors() {
         .gateway_ready("gateway", 1, 2_000)
         .await
         .expect("gateway");
-    let client = customer::client("cust-limits");
-    let base = gateway.url("");
+    let client = Api::new(customer::client("cust-limits"), gateway.url(""));
     let lines: Vec<Value> = (0..101)
         .map(|i| json!({"sku": format!("S-{i}"), "quantity": 1, "unit_price_minor": 1}))
         .collect();
@@ -133,25 +128,24 @@ async fn limits_are_clear_errors() {
         ),
     ];
     for (body, field) in cases {
-        let (status, error) = place_order(&client, &base, "limits", &body)
-            .await
-            .expect("answers");
+        let (status, error) = client.place_order("limits", &body).await.expect("answers");
         assert_eq!(status, 422, "{field}: {error}");
         assert_eq!(error["error"]["field"], field, "{error}");
     }
-    let (status, error) = place_order(&client, &base, &"k".repeat(256), &order("S", 1))
+    let (status, error) = client
+        .place_order(&"k".repeat(256), &order("S", 1))
         .await
         .expect("answers");
     assert_eq!(
         (status, error["error"]["field"].clone()),
         (400, json!("Idempotency-Key"))
     );
-    let long_query = format!("{base}/products?q={}", "a".repeat(201));
-    let response = client.get(long_query).send().await.expect("answers");
-    assert_eq!(response.status().as_u16(), 422);
+    let long_query = format!("?q={}", "a".repeat(201));
+    let (status, _) = client.products(&long_query).await.expect("answers");
+    assert_eq!(status, 422);
     for path in ["/orders", "/products", "/nope", "/orders/not-a-uuid"] {
         let response = client
-            .get(format!("{base}{path}"))
+            .request(Method::GET, path)
             .send()
             .await
             .expect("answers");
@@ -173,11 +167,11 @@ async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_
         .await
         .expect("gateway");
     let _peers = checkout_peers(&platform).await.expect("peers");
-    let base = gateway.url("");
-    stock_sku(&customer::admin_client(), &base, "BP-1", 1_000)
+    Api::new(customer::admin_client(), gateway.url(""))
+        .stock_sku("BP-1", 1_000)
         .await
         .expect("stock");
-    let client = customer::client("cust-bp");
+    let client = Api::new(customer::client("cust-bp"), gateway.url(""));
 
     // No orders processor: every command waits in orders.messages.
     let total = 120;
@@ -201,9 +195,10 @@ async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_
         })
     };
     let answers = futures::future::join_all((0..total).map(|index| {
-        let (client, base) = (client.clone(), base.clone());
+        let client = client.clone();
         async move {
-            place_order(&client, &base, &format!("bp-{index}"), &order("BP-1", 1))
+            client
+                .place_order(&format!("bp-{index}"), &order("BP-1", 1))
                 .await
                 .expect("answers")
         }
@@ -233,7 +228,8 @@ async fn an_overloaded_gateway_answers_202_with_a_bounded_pending_map_and_loses_
     // The processor catches up: every accepted order is there.
     let _orders = platform.orders_ready("orders-late").await.expect("orders");
     for id in &ids {
-        wait_for_status(&client, &base, id, SETTLED, Duration::from_secs(90))
+        client
+            .wait_for_status(id, SETTLED, Duration::from_secs(90))
             .await
             .expect("every accepted order settles");
     }
@@ -250,54 +246,40 @@ async fn checkouts_beyond_the_per_customer_limit_get_429_with_retry_after() {
         .gateway_ready_with("gateway", 2, 2_000, &limit)
         .await
         .expect("gateway");
-    let base = gateway.url("");
-    let greedy = customer::client("cust-greedy");
+    let greedy = Api::new(customer::client("cust-greedy"), gateway.url(""));
     // Counted before the body is read: an invalid order uses the allowance
     // too, so a script cannot probe for free.
     for attempt in 0..2 {
-        let (status, body) = place_order(&greedy, &base, &format!("g-{attempt}"), &order("S", 0))
+        let (status, body) = greedy
+            .place_order(&format!("g-{attempt}"), &order("S", 0))
             .await
             .expect("answers");
         assert_eq!(status, 422, "{body}");
     }
-    let response = greedy
-        .post(format!("{base}/orders"))
-        .header("Idempotency-Key", "g-2")
-        .json(&order("S", 1))
-        .send()
+    let (status, body, headers) = greedy
+        .place_order_with_headers("g-2", &order("S", 1))
         .await
         .expect("answers");
-    assert_eq!(response.status().as_u16(), 429);
-    let retry_after: u64 = response
-        .headers()
+    assert_eq!(status, 429, "{body}");
+    let retry_after: u64 = headers
         .get("retry-after")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .expect("Retry-After in seconds");
     assert!((1..=30).contains(&retry_after), "{retry_after}");
-    let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
-    let cart_checkout = greedy
-        .post(format!(
-            "{base}/carts/00000000-0000-0000-0000-000000000000/checkout"
-        ))
-        .header("Idempotency-Key", "g-3")
-        .json(&json!({"payment_method": "pm_card_visa"}))
-        .send()
+    let (status, _) = greedy
+        .checkout_cart(
+            "00000000-0000-0000-0000-000000000000",
+            "g-3",
+            &json!({"payment_method": "pm_card_visa"}),
+        )
         .await
         .expect("answers");
-    assert_eq!(
-        cart_checkout.status().as_u16(),
-        429,
-        "cart checkouts share the limit"
-    );
-    let (status, body) = place_order(
-        &customer::client("cust-modest"),
-        &base,
-        "m-1",
-        &order("S", 0),
-    )
-    .await
-    .expect("answers");
+    assert_eq!(status, 429, "cart checkouts share the limit");
+    let (status, body) = Api::new(customer::client("cust-modest"), gateway.url(""))
+        .place_order("m-1", &order("S", 0))
+        .await
+        .expect("answers");
     assert_eq!(status, 422, "another customer is not limited: {body}");
 }

@@ -4,9 +4,9 @@
 //! and the credentials as `D2C_KAFKA__*` variables must work end to end, and
 //! must never print the password.
 
+use d2c_integration::app::Api;
 use d2c_integration::customer;
 use d2c_integration::harness::Platform;
-use d2c_integration::shop::stock_sku;
 use serde_json::json;
 use std::time::Duration;
 
@@ -47,23 +47,21 @@ async fn services_reach_kafka_through_passed_through_sasl_properties() {
             panic!("services on the SASL listener: {error:#}");
         }
     };
-    let admin = customer::admin_client();
-    stock_sku(&admin, &gateway.url(""), "SASL-1", 10)
+    Api::new(customer::admin_client(), gateway.url(""))
+        .stock_sku("SASL-1", 10)
         .await
         .expect("stock set");
-    let response = customer::client("sasl-customer")
-        .post(gateway.url("/orders"))
-        .header("Idempotency-Key", "sasl-1")
-        .json(&json!({
-            "currency": "EUR",
-            "payment_method": "pm_card_visa",
-            "lines": [{"sku": "SASL-1", "quantity": 1, "unit_price_minor": 1000}]
-        }))
-        .send()
+    let (status, body) = Api::new(customer::client("sasl-customer"), gateway.url(""))
+        .place_order(
+            "sasl-1",
+            &json!({
+                "currency": "EUR",
+                "payment_method": "pm_card_visa",
+                "lines": [{"sku": "SASL-1", "quantity": 1, "unit_price_minor": 1000}]
+            }),
+        )
         .await
         .expect("gateway answers");
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
     assert_eq!(status, 201, "{body}");
 
     for service in [&orders, &inventory, &payments, &catalog, &gateway] {

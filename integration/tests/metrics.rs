@@ -4,23 +4,16 @@
 //! metric the dashboard and alerts use (ops/metrics.txt) has the type and
 //! labels listed there.
 
+use d2c_integration::app::{order_body, Api, ALL_SERVICES};
 use d2c_integration::harness::{Platform, Service};
 use d2c_integration::postgres::TestDatabase;
-use d2c_integration::shop::{order_body, place_order, stock_sku, wait_for_status};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Every service of the platform (topology `--only`).
-const SERVICES: &[&str] = &[
-    "orders",
-    "inventory",
-    "payments",
-    "catalog",
-    "customers",
-    "gateway",
-];
+const SERVICES: &[&str] = ALL_SERVICES;
 
 /// Statistics (and so lag) every half second, so the test need not wait.
 fn fast_stats() -> (&'static str, String) {
@@ -189,10 +182,12 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
     };
 
     // One confirmed checkout and one declined card.
-    let client = d2c_integration::customer::client("metrics-shopper");
-    let base = gateway.url("");
-    let admin = d2c_integration::customer::admin_client();
-    stock_sku(&admin, &base, "METRIC-1", 10)
+    let client = Api::new(
+        d2c_integration::customer::client("metrics-shopper"),
+        gateway.url(""),
+    );
+    Api::new(d2c_integration::customer::admin_client(), gateway.url(""))
+        .stock_sku("METRIC-1", 10)
         .await
         .expect("stock set");
     let mut settled = Vec::new();
@@ -205,7 +200,8 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
         ),
     ] {
         let body = order_body(&[("METRIC-1", 2)], method);
-        let (status, answer) = place_order(&client, &base, key, &body)
+        let (status, answer) = client
+            .place_order(key, &body)
             .await
             .expect("gateway answers");
         let order_id = answer["order_id"]
@@ -213,15 +209,10 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
             .or_else(|| answer["error"]["order_id"].as_str())
             .unwrap_or_else(|| panic!("{status}: no order id in {answer}"))
             .to_owned();
-        let order = wait_for_status(
-            &client,
-            &base,
-            &order_id,
-            &[outcome],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("the order settles");
+        let order = client
+            .wait_for_status(&order_id, &[outcome], Duration::from_secs(60))
+            .await
+            .expect("the order settles");
         settled.push(order);
     }
 

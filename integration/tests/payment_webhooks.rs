@@ -3,8 +3,8 @@
 //! payments admin endpoint settles the order; a tampered webhook is refused;
 //! a redelivered one changes nothing.
 
+use d2c_integration::app::{order_body, TestApp, TestAppOptions};
 use d2c_integration::fake_provider::FakeProvider;
-use d2c_integration::shop::{order_body, Shop, ShopOptions};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -29,10 +29,10 @@ fn sign(body: &[u8]) -> String {
     )
 }
 
-async fn post_webhook(shop: &Shop, signature: &str, body: &[u8]) -> (u16, Value) {
-    let response = shop
-        .client
-        .post(shop.payments.url("/webhooks/provider"))
+/// What the provider does: a signed POST to the payments admin endpoint.
+async fn post_webhook(shop: &TestApp, signature: &str, body: &[u8]) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(shop.service("payments").url("/webhooks/provider"))
         .header("Stripe-Signature", signature)
         .header("content-type", "application/json")
         .body(body.to_vec())
@@ -46,7 +46,7 @@ async fn post_webhook(shop: &Shop, signature: &str, body: &[u8]) -> (u16, Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
     let provider = FakeProvider::start().await.expect("fake provider");
-    let shop = Shop::start(ShopOptions {
+    let shop = TestApp::start(TestAppOptions {
         reply_partition: 5,
         reply_timeout_ms: 1_000,
         payments_env: vec![
@@ -56,9 +56,11 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
             ("D2C_PAYMENT_TIMEOUT_MS", "60000".into()),
             ("D2C_PAYMENT_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
         ],
+        ..TestAppOptions::default()
     })
     .await
     .expect("shop");
+    let api = shop.shopper();
     // A 1 s reply timeout can be too short for a freshly started inventory:
     // setting stock is idempotent, so try again.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -70,7 +72,7 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
     provider.stall_next(1, STALL);
     let stalled_at = Instant::now();
     let body = order_body(&[("WH-1", 1)], "pm_card_visa");
-    let (status, placed) = shop.place("webhook-1", &body).await.expect("answers");
+    let (status, placed) = api.place_order("webhook-1", &body).await.expect("answers");
     assert_eq!(
         status, 202,
         "the charge hangs, so the checkout is pending: {placed}"
@@ -115,7 +117,7 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
     assert_eq!(status, 200, "{received}");
     assert_eq!(received, json!({"received": true}));
 
-    let confirmed = shop
+    let confirmed = api
         .wait_for_status(&order_id, &["confirmed"], Duration::from_secs(30))
         .await
         .expect("the webhook confirms the order");
@@ -135,19 +137,19 @@ async fn a_webhook_settles_a_payment_while_the_provider_call_hangs() {
     let (status, received) = post_webhook(&shop, &signature, &event).await;
     assert_eq!(status, 200, "{received}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let again = shop
+    let again = api
         .wait_for_status(&order_id, &["confirmed"], Duration::from_secs(5))
         .await
         .expect("still confirmed");
     assert_eq!(again["status"], "confirmed");
 
     let accepted = shop
-        .payments
+        .service("payments")
         .metric_where("d2c_payment_webhooks_total", "result=\"accepted\"")
         .await
         .expect("metrics");
     let refused = shop
-        .payments
+        .service("payments")
         .metric_where("d2c_payment_webhooks_total", "result=\"invalid_signature\"")
         .await
         .expect("metrics");

@@ -3,7 +3,7 @@
 //! `POST /orders` and for a cart checkout, and what the catalog does not
 //! sell is refused naming the line.
 
-use d2c_integration::storefront::{answer, eventually, one_variant_product, Storefront};
+use d2c_integration::app::{eventually, one_variant_product, Api, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -17,29 +17,27 @@ fn order(sku: &str, quantity: i64, shown: Option<i64>) -> Value {
     json!({"currency": "EUR", "payment_method": "pm_card_visa", "lines": [line]})
 }
 
-async fn stock_of(shop: &Storefront, sku: &str) -> Value {
-    let (_, stock) = answer(shop.anonymous.get(shop.url(&format!("/inventory/{sku}"))))
-        .await
-        .expect("answers");
+async fn stock_of(api: &Api, sku: &str) -> Value {
+    let (_, stock) = api.stock(sku).await.expect("answers");
     stock
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_priced_from_the_catalog_and_tampered_prices_never_confirm() {
-    let shop = Storefront::start(1, 15_000).await.expect("storefront");
+    let shop = TestApp::full(1, 15_000).await.expect("storefront");
     // Ordered the moment it exists: the orders view confirms a miss
     // against a caught-up catalog feed instead of refusing it.
-    shop.create_product(&one_variant_product("price-p1", "PRICE-1", 1_500))
-        .await
-        .expect("product");
-    shop.set_stock("PRICE-1", 10).await.expect("stock");
+    shop.sell(
+        &one_variant_product("price-p1", "PRICE-1", 1_500),
+        "PRICE-1",
+        10,
+    )
+    .await
+    .expect("product and stock");
     let ann = shop.customer("ann@example.com").await.expect("ann");
     let place = |key: &'static str, body: Value| {
-        answer(
-            ann.post(shop.url("/orders"))
-                .header("Idempotency-Key", key)
-                .json(&body),
-        )
+        let ann = &ann;
+        async move { ann.place_order(key, &body).await }
     };
 
     let (status, body) = place("free", order("PRICE-1", 2, Some(0)))
@@ -53,7 +51,7 @@ async fn orders_are_priced_from_the_catalog_and_tampered_prices_never_confirm() 
     );
     assert_eq!(body["error"]["current_price_minor"], 1_500, "{body}");
     assert_eq!(body["error"]["skus"], json!(["PRICE-1"]), "{body}");
-    let stock = stock_of(&shop, "PRICE-1").await;
+    let stock = stock_of(&ann, "PRICE-1").await;
     assert_eq!(
         (stock["reserved"].clone(), stock["sold"].clone()),
         (json!(0), json!(0)),
@@ -86,12 +84,11 @@ async fn orders_are_priced_from_the_catalog_and_tampered_prices_never_confirm() 
         "{body}"
     );
 
-    let (status, archived) = answer(
-        shop.admin
-            .post(shop.url("/admin/products/price-p1/archive")),
-    )
-    .await
-    .expect("answers");
+    let (status, archived) = shop
+        .admin()
+        .archive_product("price-p1")
+        .await
+        .expect("answers");
     assert_eq!(status, 200, "{archived}");
     let body = eventually(SETTLE, "an archived SKU is refused", || async {
         let (status, body) = place("archived", order("PRICE-1", 1, None)).await.ok()?;
@@ -104,28 +101,26 @@ async fn orders_are_priced_from_the_catalog_and_tampered_prices_never_confirm() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cart_whose_price_changed_is_refused_reopened_and_then_charged_the_new_price() {
-    let shop = Storefront::start(1, 15_000).await.expect("storefront");
-    shop.create_product(&one_variant_product("price-p2", "PRICE-2", 1_000))
-        .await
-        .expect("product");
-    shop.set_stock("PRICE-2", 10).await.expect("stock");
-    let ann = shop.customer("ann@example.com").await.expect("ann");
-    let (status, cart) = answer(
-        ann.post(shop.url("/carts"))
-            .header("Idempotency-Key", "cart-1")
-            .json(&json!({"currency": "EUR"})),
+    let shop = TestApp::full(1, 15_000).await.expect("storefront");
+    shop.sell(
+        &one_variant_product("price-p2", "PRICE-2", 1_000),
+        "PRICE-2",
+        10,
     )
     .await
-    .expect("answers");
-    assert_eq!(status, 201, "{cart}");
-    let cart_url = shop.url(&format!("/carts/{}", cart["cart_id"].as_str().expect("id")));
-    eventually(SETTLE, "PRICE-2 in the cart at 10.00", || async {
-        let (status, cart) = answer(
-            ann.put(format!("{cart_url}/lines/PRICE-2"))
-                .json(&json!({"quantity": 2})),
-        )
+    .expect("product and stock");
+    let ann = shop.customer("ann@example.com").await.expect("ann");
+    let (status, cart) = ann
+        .create_cart("cart-1", &json!({"currency": "EUR"}))
         .await
-        .ok()?;
+        .expect("answers");
+    assert_eq!(status, 201, "{cart}");
+    let cart_id = cart["cart_id"].as_str().expect("id").to_owned();
+    eventually(SETTLE, "PRICE-2 in the cart at 10.00", || async {
+        let (status, cart) = ann
+            .set_cart_line(&cart_id, "PRICE-2", &json!({"quantity": 2}))
+            .await
+            .ok()?;
         (status == 200 && cart["lines"][0]["unit_price_minor"] == 1_000).then_some(cart)
     })
     .await
@@ -136,28 +131,21 @@ async fn a_cart_whose_price_changed_is_refused_reopened_and_then_charged_the_new
         .as_object_mut()
         .expect("object")
         .remove("product_id");
-    let (status, updated) = answer(
-        shop.admin
-            .put(shop.url("/admin/products/price-p2"))
-            .json(&repriced),
-    )
-    .await
-    .expect("answers");
+    let (status, updated) = shop
+        .admin()
+        .update_product("price-p2", &repriced)
+        .await
+        .expect("answers");
     assert_eq!(status, 200, "{updated}");
 
-    let checkout = || {
-        answer(
-            ann.post(format!("{cart_url}/checkout"))
-                .header("Idempotency-Key", "checkout-1")
-                .json(&json!({"payment_method": "pm_card_visa"})),
-        )
-    };
+    let pay = json!({"payment_method": "pm_card_visa"});
+    let checkout = || ann.checkout_cart(&cart_id, "checkout-1", &pay);
     let (status, body) = checkout().await.expect("answers");
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "price_changed", "{body}");
     assert_eq!(body["error"]["current_price_minor"], 1_200, "{body}");
     let reopened = eventually(SETTLE, "the cart open again at the new price", || async {
-        let (status, cart) = answer(ann.get(&cart_url)).await.ok()?;
+        let (status, cart) = ann.cart(&cart_id).await.ok()?;
         (status == 200 && cart["status"] == "open").then_some(cart)
     })
     .await
@@ -171,6 +159,6 @@ async fn a_cart_whose_price_changed_is_refused_reopened_and_then_charged_the_new
     let (status, placed) = checkout().await.expect("answers");
     assert_eq!(status, 201, "{placed}");
     assert_eq!(placed["total_minor"], 2_400, "{placed}");
-    let stock = stock_of(&shop, "PRICE-2").await;
+    let stock = stock_of(&ann, "PRICE-2").await;
     assert_eq!(stock["sold"], 2, "{stock}");
 }

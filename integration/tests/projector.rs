@@ -3,10 +3,10 @@
 //! new consumer group) changes no row, and of two projectors on one database
 //! exactly one runs the maintenance jobs until it dies.
 
+use d2c_integration::app::{until, Answer, Api};
 use d2c_integration::harness::{test_partitions, Platform, Service};
 use d2c_integration::kafka::read_all;
 use d2c_integration::postgres::TestDatabase;
-use d2c_integration::storefront::until;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -44,48 +44,11 @@ fn product(name: &str, sku: &str) -> Value {
     })
 }
 
-struct Admin {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Admin {
-    async fn send(&self, request: reqwest::RequestBuilder) -> Value {
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn create(&self, key: &str, body: &Value) -> String {
-        let created = self
-            .send(
-                self.client
-                    .post(format!("{}/admin/products", self.base))
-                    .header("Idempotency-Key", key)
-                    .json(body),
-            )
-            .await;
-        created["product_id"].as_str().expect("id").to_owned()
-    }
-
-    async fn update(&self, id: &str, body: &Value) {
-        self.send(
-            self.client
-                .put(format!("{}/admin/products/{id}", self.base))
-                .json(body),
-        )
-        .await;
-    }
-
-    async fn archive(&self, id: &str) {
-        self.send(
-            self.client
-                .post(format!("{}/admin/products/{id}/archive", self.base)),
-        )
-        .await;
-    }
+/// Creates, updates or archives as an operator; each must succeed.
+fn must(answer: anyhow::Result<Answer>) -> Value {
+    let (status, body) = answer.expect("gateway answers");
+    assert!((200..300).contains(&status), "{status}: {body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,24 +68,31 @@ async fn catalog_events_are_archived_and_projected_and_a_replay_changes_nothing(
             panic!("services did not start: {error:#}");
         }
     };
-    let admin = Admin {
-        base: gateway.url(""),
-        client: d2c_integration::customer::admin_client(),
-    };
+    let admin = Api::new(d2c_integration::customer::admin_client(), gateway.url(""));
 
-    let shirt = admin
-        .create("shirt", &product("Linen shirt", "SHIRT-1"))
-        .await;
-    admin
-        .update(&shirt, &product("Washed linen shirt", "SHIRT-1"))
-        .await;
-    admin
-        .update(&shirt, &product("Washed linen shirt", "SHIRT-2"))
-        .await;
-    let towel = admin
-        .create("towel", &product("Linen towel", "TOWEL-1"))
-        .await;
-    admin.archive(&towel).await;
+    let created = must(
+        admin
+            .create_product_keyed("shirt", &product("Linen shirt", "SHIRT-1"))
+            .await,
+    );
+    let shirt = created["product_id"].as_str().expect("id").to_owned();
+    must(
+        admin
+            .update_product(&shirt, &product("Washed linen shirt", "SHIRT-1"))
+            .await,
+    );
+    must(
+        admin
+            .update_product(&shirt, &product("Washed linen shirt", "SHIRT-2"))
+            .await,
+    );
+    let created = must(
+        admin
+            .create_product_keyed("towel", &product("Linen towel", "TOWEL-1"))
+            .await,
+    );
+    let towel = created["product_id"].as_str().expect("id").to_owned();
+    must(admin.archive_product(&towel).await);
 
     let topic = platform.topic("catalog.events");
     let published = read_all(&platform.brokers, &topic, Duration::from_secs(10))

@@ -2,7 +2,7 @@
 //! the projector) and the gateways' local caches, kept coherent through
 //! catalog events.
 
-use d2c_integration::storefront::{answer, eventually, Storefront};
+use d2c_integration::app::{eventually, Api, TestApp};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -27,15 +27,21 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn search(shop: &Storefront, query: &str) -> (u16, Value) {
-    answer(shop.anonymous.get(shop.url(&format!("/products?{query}"))))
-        .await
-        .expect("answers")
+async fn search(api: &Api, query: &str) -> (u16, Value) {
+    api.products(&format!("?{query}")).await.expect("answers")
+}
+
+/// `POST /admin/products`, which must create it.
+async fn create(admin: &Api, product: &Value) -> Value {
+    let (status, created) = admin.create_product(product).await.expect("answers");
+    assert_eq!(status, 201, "{created}");
+    created
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_ranks_filters_and_pages_over_http() {
-    let shop = Storefront::start(1, 15_000).await.expect("storefront");
+    let shop = TestApp::full(1, 15_000).await.expect("storefront");
+    let (admin, anonymous) = (shop.admin(), shop.anonymous());
     let catalog = [
         product("rs-1", "Linen shirt", "Breezy and light", "shirts", 4_900),
         product(
@@ -50,21 +56,19 @@ async fn search_ranks_filters_and_pages_over_http() {
         product("rs-5", "Linen cap", "Shade", "accessories", 1_900),
     ];
     for body in &catalog {
-        shop.create_product(body).await.expect("created");
+        create(&admin, body).await;
     }
-    let (status, archived) = answer(shop.admin.post(shop.url("/admin/products/rs-5/archive")))
-        .await
-        .expect("answers");
+    let (status, archived) = admin.archive_product("rs-5").await.expect("answers");
     assert_eq!(status, 200, "{archived}");
 
     // Wait for the projector: the cap's archived version is projected (so is
     // everything before it), then four products are searchable.
     let all = eventually(SETTLE, "the read side has the catalog", || async {
         let sql = "SELECT count(*) FROM product_versions WHERE product_id = 'rs-5' AND archived";
-        if shop.database.count(sql).await != 1 {
+        if shop.database().count(sql).await != 1 {
             return None;
         }
-        let (status, page) = search(&shop, "limit=100").await;
+        let (status, page) = search(&anonymous, "limit=100").await;
         (status == 200 && page["total"] == 4).then_some(page)
     })
     .await
@@ -74,7 +78,7 @@ async fn search_ranks_filters_and_pages_over_http() {
         "archived products are not sold"
     );
 
-    let (status, linen) = search(&shop, "q=linen").await;
+    let (status, linen) = search(&anonymous, "q=linen").await;
     assert_eq!(status, 200, "{linen}");
     let found = ids(&linen);
     assert_eq!(found.len(), 3, "{linen}");
@@ -86,14 +90,14 @@ async fn search_ranks_filters_and_pages_over_http() {
     assert!(linen["items"][0]["rank"].as_f64() > linen["items"][2]["rank"].as_f64());
 
     // As you type: a prefix matches.
-    let (_, prefix) = search(&shop, "q=lin").await;
+    let (_, prefix) = search(&anonymous, "q=lin").await;
     assert_eq!(ids(&prefix).len(), 3, "{prefix}");
-    let (_, two_words) = search(&shop, "q=linen+tro").await;
+    let (_, two_words) = search(&anonymous, "q=linen+tro").await;
     assert_eq!(ids(&two_words), ["rs-3"], "{two_words}");
 
-    let (_, shirts) = search(&shop, "q=linen&category=shirts").await;
+    let (_, shirts) = search(&anonymous, "q=linen&category=shirts").await;
     assert_eq!(ids(&shirts).len(), 2, "{shirts}");
-    let (_, cheap) = search(&shop, "currency=EUR&max_price=5000").await;
+    let (_, cheap) = search(&anonymous, "currency=EUR&max_price=5000").await;
     let mut cheap_ids = ids(&cheap);
     cheap_ids.sort();
     assert_eq!(cheap_ids, ["rs-1", "rs-2"], "{cheap}");
@@ -101,7 +105,7 @@ async fn search_ranks_filters_and_pages_over_http() {
     // Pages: stable order, no item twice, the total on every page.
     let mut paged = Vec::new();
     for offset in [0, 2] {
-        let (_, page) = search(&shop, &format!("limit=2&offset={offset}")).await;
+        let (_, page) = search(&anonymous, &format!("limit=2&offset={offset}")).await;
         assert_eq!(page["total"], 4);
         paged.extend(ids(&page));
     }
@@ -109,7 +113,7 @@ async fn search_ranks_filters_and_pages_over_http() {
 
     // Hostile or malformed queries get answers, not errors.
     let (status, _) = search(
-        &shop,
+        &anonymous,
         "q=%27%29%3B+drop+table+events%3B+--+%26+%7C+%21+%3A*",
     )
     .await;
@@ -119,7 +123,7 @@ async fn search_ranks_filters_and_pages_over_http() {
         ("max_price=1", "currency"),
         ("sort=x", "sort"),
     ] {
-        let (status, body) = search(&shop, query).await;
+        let (status, body) = search(&anonymous, query).await;
         assert_eq!(
             (status, body["error"]["field"].clone()),
             (422, json!(field)),
@@ -130,16 +134,19 @@ async fn search_ranks_filters_and_pages_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_updated_through_one_gateway_is_served_new_by_the_other_within_a_second() {
-    let shop = Storefront::start(2, 15_000).await.expect("storefront");
+    let shop = TestApp::full(2, 15_000).await.expect("storefront");
     let (a, b) = (&shop.gateways[0], &shop.gateways[1]);
-    let created = shop
-        .create_product(&product("cc-1", "Field jacket", "Waxed", "jackets", 19_900))
-        .await
-        .expect("created");
+    let admin_on_a = shop.admin().on(a);
+    let anonymous_on_b = shop.anonymous().on(b);
+    let created = create(
+        &admin_on_a,
+        &product("cc-1", "Field jacket", "Waxed", "jackets", 19_900),
+    )
+    .await;
     assert_eq!(created["version"], 1);
 
     // B serves it, then serves it from its cache.
-    let read_b = || answer(shop.anonymous.get(b.url("/products/cc-1")));
+    let read_b = || anonymous_on_b.product("cc-1");
     let (status, first) = read_b().await.expect("answers");
     assert_eq!((status, &first["version"]), (200, &json!(1)));
     let hits = || b.metric_where("d2c_gateway_cache_requests_total", r#"result="hit""#);
@@ -161,7 +168,8 @@ async fn a_product_updated_through_one_gateway_is_served_new_by_the_other_within
     );
     update.as_object_mut().expect("object").remove("product_id");
     update["expected_version"] = json!(1);
-    let (status, updated) = answer(shop.admin.put(a.url("/admin/products/cc-1")).json(&update))
+    let (status, updated) = admin_on_a
+        .update_product("cc-1", &update)
         .await
         .expect("answers");
     assert_eq!((status, &updated["version"]), (200, &json!(2)), "{updated}");

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use d2c_integration::shop::{order_body, Shop, ShopOptions};
+use d2c_integration::app::{order_body, TestApp, TestAppOptions};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -193,25 +193,24 @@ fn render(trace: &[ReceivedSpan]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_every_service() {
     let (endpoint, received) = otlp_receiver().await;
-    let shop = Shop::start_with_env(
-        ShopOptions {
-            reply_partition: 6,
-            reply_timeout_ms: 10_000,
-            ..ShopOptions::default()
-        },
-        &[
+    let shop = TestApp::start(TestAppOptions {
+        reply_partition: 6,
+        reply_timeout_ms: 10_000,
+        env: vec![
             ("D2C_OTLP_ENDPOINT", endpoint),
             // Short, so the test does not wait out the default delay.
             ("D2C_OTLP_BATCH_MS", "100".into()),
         ],
-    )
+        ..TestAppOptions::default()
+    })
     .await
     .expect("shop");
     shop.stock_sku("TRACE-1", 5).await.expect("stock set");
 
+    // The raw request: the test reads the answer's headers.
     let response = shop
-        .client
-        .post(shop.url("/orders"))
+        .shopper()
+        .request(reqwest::Method::POST, "/orders")
         .header("Idempotency-Key", "trace-1")
         .json(&order_body(&[("TRACE-1", 2)], "pm_card_visa"))
         .send()

@@ -220,6 +220,7 @@ struct Counters {
     batch_messages: f64,
     transactions: f64,
     transaction_batches: f64,
+    transaction_seconds: f64,
 }
 
 async fn counters(processor: &Service) -> Result<Counters> {
@@ -228,6 +229,9 @@ async fn counters(processor: &Service) -> Result<Counters> {
         batch_messages: processor.metric("d2c_batch_messages_sum").await?,
         transactions: processor.metric("d2c_transaction_batches_count").await?,
         transaction_batches: processor.metric("d2c_transaction_batches_sum").await?,
+        transaction_seconds: processor
+            .metric("d2c_transaction_duration_seconds_sum")
+            .await?,
     })
 }
 
@@ -248,6 +252,7 @@ struct Report {
     cpu_ms_per_message: f64,
     messages_per_batch: f64,
     batches_per_transaction: f64,
+    transaction_ms: f64,
 }
 
 impl Phase<'_> {
@@ -307,6 +312,8 @@ impl Phase<'_> {
             cpu_ms_per_message: cpu * 1000.0 / measured_sent.max(1) as f64,
             messages_per_batch: delta(|c| c.batch_messages) / delta(|c| c.batches).max(1.0),
             batches_per_transaction: delta(|c| c.transaction_batches)
+                / delta(|c| c.transactions).max(1.0),
+            transaction_ms: delta(|c| c.transaction_seconds) * 1000.0
                 / delta(|c| c.transactions).max(1.0),
             latencies,
             lost,
@@ -395,7 +402,7 @@ async fn run_guarantee(args: &Args, guarantee: &str) -> Result<()> {
             eprintln!("hop-bench: {guarantee}, {keys} key(s), {rate}/s ...");
             let report = phase.run(args.warmup, args.duration).await?;
             println!(
-                "| {guarantee} | {keys} | {rate:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.1} | {} |",
+                "| {guarantee} | {keys} | {rate:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
                 report.achieved,
                 percentile(&report.latencies, 0.5),
                 percentile(&report.latencies, 0.99),
@@ -403,6 +410,7 @@ async fn run_guarantee(args: &Args, guarantee: &str) -> Result<()> {
                 report.cpu_ms_per_message,
                 report.messages_per_batch,
                 report.batches_per_transaction,
+                report.transaction_ms,
                 report.lost,
             );
         }
@@ -510,8 +518,8 @@ async fn main() -> Result<ExitCode> {
     let Some(args) = Args::parse()? else {
         return Ok(ExitCode::SUCCESS);
     };
-    println!("| guarantee | keys | offered/s | achieved/s | p50 ms | p99 ms | max ms | CPU ms/msg | msgs/batch | batches/txn | lost |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| guarantee | keys | offered/s | achieved/s | p50 ms | p99 ms | max ms | CPU ms/msg | msgs/batch | batches/txn | txn ms | lost |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for guarantee in &args.guarantees {
         run_guarantee(&args, guarantee).await?;
     }

@@ -301,6 +301,105 @@ pub(crate) enum Step {
     Stopped,
 }
 
+/// A provider request event, decoded by its type.
+enum ProviderRequest {
+    Charge(PaymentRequested),
+    Capture(CaptureRequested),
+    Void(VoidRequested),
+    Refund(RefundRequested),
+}
+
+impl ProviderRequest {
+    /// `None` for other event types and for a payload that does not decode
+    /// (logged: nothing can be done with it).
+    fn decode(message_type: &str, payload: &[u8]) -> Option<Self> {
+        let decoded = match message_type {
+            name if name == PaymentRequested::full_name() => {
+                PaymentRequested::decode(payload).map(Self::Charge)
+            }
+            name if name == CaptureRequested::full_name() => {
+                CaptureRequested::decode(payload).map(Self::Capture)
+            }
+            name if name == VoidRequested::full_name() => {
+                VoidRequested::decode(payload).map(Self::Void)
+            }
+            name if name == RefundRequested::full_name() => {
+                RefundRequested::decode(payload).map(Self::Refund)
+            }
+            _ => return None,
+        };
+        decoded
+            .inspect_err(|error| {
+                tracing::error!(%error, message_type, "Skipping an undecodable provider request");
+            })
+            .ok()
+    }
+
+    /// The operation's name (metrics, logs) and the outcome's kind.
+    fn operation(&self) -> (&'static str, Kind) {
+        match self {
+            Self::Charge(_) => ("charge", Kind::Charge),
+            Self::Capture(_) => ("capture", Kind::Capture),
+            Self::Void(_) => ("void", Kind::Void),
+            Self::Refund(_) => ("refund", Kind::Refund),
+        }
+    }
+
+    fn order_id(&self) -> &str {
+        match self {
+            Self::Charge(request) => &request.order_id,
+            Self::Capture(request) => &request.order_id,
+            Self::Void(request) => &request.order_id,
+            Self::Refund(request) => &request.order_id,
+        }
+    }
+
+    /// The refund an outcome names (empty for the other operations).
+    fn refund_id(&self) -> String {
+        match self {
+            Self::Refund(request) => request.refund_id.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// One provider call, with the request's own idempotency key.
+    fn call<'a>(
+        &self,
+        provider: &'a dyn PaymentProvider,
+    ) -> futures::future::BoxFuture<'a, Result<ProviderDecision, ProviderError>> {
+        match self {
+            Self::Charge(requested) => provider.charge(ChargeRequest {
+                order_id: requested.order_id.clone(),
+                customer_id: requested.customer_id.clone(),
+                amount_minor: requested.amount_minor,
+                currency: requested.currency.clone(),
+                payment_method: requested.payment_method.clone(),
+                idempotency_key: requested.idempotency_key.clone(),
+            }),
+            Self::Capture(requested) => provider.capture(CaptureRequest {
+                order_id: requested.order_id.clone(),
+                provider_ref: requested.provider_ref.clone(),
+                amount_minor: requested.amount_minor,
+                currency: requested.currency.clone(),
+                idempotency_key: requested.idempotency_key.clone(),
+            }),
+            Self::Void(requested) => provider.void(VoidRequest {
+                order_id: requested.order_id.clone(),
+                provider_ref: requested.provider_ref.clone(),
+                idempotency_key: requested.idempotency_key.clone(),
+            }),
+            Self::Refund(requested) => provider.refund(RefundRequest {
+                order_id: requested.order_id.clone(),
+                refund_id: requested.refund_id.clone(),
+                provider_ref: requested.provider_ref.clone(),
+                amount_minor: requested.amount_minor,
+                currency: requested.currency.clone(),
+                idempotency_key: requested.idempotency_key.clone(),
+            }),
+        }
+    }
+}
+
 /// Calls the provider for a request event, retrying transient failures.
 pub(crate) async fn outcome_for(
     provider: &dyn PaymentProvider,
@@ -309,89 +408,18 @@ pub(crate) async fn outcome_for(
     retry: RetryPolicy,
     stop: &mut watch::Receiver<bool>,
 ) -> Step {
-    if message_type == PaymentRequested::full_name() {
-        let Some(requested) = decode::<PaymentRequested>(message_type, payload) else {
-            return Step::Skip;
-        };
-        let order_id = requested.order_id.clone();
-        let request = ChargeRequest {
-            order_id: requested.order_id,
-            customer_id: requested.customer_id,
-            amount_minor: requested.amount_minor,
-            currency: requested.currency,
-            payment_method: requested.payment_method,
-            idempotency_key: requested.idempotency_key,
-        };
-        let called = with_retries("charge", &order_id, retry, stop, || {
-            provider.charge(request.clone())
-        })
-        .await;
-        match called {
-            None => Step::Stopped,
-            Some(Ok(decision)) => Step::Outcome(outcome(order_id, Kind::Charge, decision)),
-            Some(Err(error)) => Step::Outcome(outcome(
-                order_id,
-                Kind::Charge,
-                ProviderDecision::declined(String::new(), PROVIDER_REJECTED, error.to_string()),
-            )),
-        }
-    } else if message_type == RefundRequested::full_name() {
-        let Some(requested) = decode::<RefundRequested>(message_type, payload) else {
-            return Step::Skip;
-        };
-        let (order_id, refund_id) = (requested.order_id.clone(), requested.refund_id.clone());
-        let request = RefundRequest {
-            order_id: requested.order_id,
-            refund_id: requested.refund_id,
-            provider_ref: requested.provider_ref,
-            amount_minor: requested.amount_minor,
-            currency: requested.currency,
-            idempotency_key: requested.idempotency_key,
-        };
-        let called = with_retries("refund", &order_id, retry, stop, || {
-            provider.refund(request.clone())
-        })
-        .await;
-        decided(called, order_id, Kind::Refund, refund_id)
-    } else if message_type == CaptureRequested::full_name() {
-        let Some(requested) = decode::<CaptureRequested>(message_type, payload) else {
-            return Step::Skip;
-        };
-        let order_id = requested.order_id.clone();
-        let request = CaptureRequest {
-            order_id: requested.order_id,
-            provider_ref: requested.provider_ref,
-            amount_minor: requested.amount_minor,
-            currency: requested.currency,
-            idempotency_key: requested.idempotency_key,
-        };
-        let called = with_retries("capture", &order_id, retry, stop, || {
-            provider.capture(request.clone())
-        })
-        .await;
-        decided(called, order_id, Kind::Capture, String::new())
-    } else if message_type == VoidRequested::full_name() {
-        let Some(requested) = decode::<VoidRequested>(message_type, payload) else {
-            return Step::Skip;
-        };
-        let order_id = requested.order_id.clone();
-        let request = VoidRequest {
-            order_id: requested.order_id,
-            provider_ref: requested.provider_ref,
-            idempotency_key: requested.idempotency_key,
-        };
-        let called = with_retries("void", &order_id, retry, stop, || {
-            provider.void(request.clone())
-        })
-        .await;
-        decided(called, order_id, Kind::Void, String::new())
-    } else {
-        Step::Skip
-    }
+    let Some(request) = ProviderRequest::decode(message_type, payload) else {
+        return Step::Skip;
+    };
+    let (operation, kind) = request.operation();
+    let order_id = request.order_id().to_owned();
+    let called = with_retries(operation, &order_id, retry, stop, || request.call(provider)).await;
+    decided(called, order_id, kind, request.refund_id())
 }
 
-/// A capture's, void's or refund's call as an outcome: a permanent error
-/// is the provider's refusal, which the handler records for an operator.
+/// A call as an outcome: a permanent error is the provider's refusal (a
+/// declined charge; a capture, void or refund the handler records as
+/// failed for an operator).
 fn decided(
     called: Option<Result<ProviderDecision, ProviderError>>,
     order_id: String,
@@ -408,16 +436,6 @@ fn decided(
     let mut outcome = outcome(order_id, kind, decision);
     outcome.refund_id = refund_id;
     Step::Outcome(outcome)
-}
-
-fn decode<M: prost::Message + Default>(message_type: &str, payload: &[u8]) -> Option<M> {
-    match M::decode(payload) {
-        Ok(message) => Some(message),
-        Err(error) => {
-            tracing::error!(%error, message_type, "Skipping an undecodable provider request");
-            None
-        }
-    }
 }
 
 fn outcome(order_id: String, kind: Kind, decision: ProviderDecision) -> ProviderOutcome {

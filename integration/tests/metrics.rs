@@ -216,6 +216,17 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
         settled.push(order);
     }
 
+    // Each hop records its queue time (record timestamp → handling), the
+    // per-hop panel's source.
+    let queued = orders
+        .metric("d2c_message_queue_seconds_count")
+        .await
+        .expect("orders metrics");
+    assert!(
+        queued >= 2.0,
+        "two orders placed, {queued} queue times recorded"
+    );
+
     // Lag of every consumer group, on the process that consumes for it.
     let prefix = &platform.prefix;
     let groups = [

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub messages_produced: IntCounterVec,
     pub messages_handled: IntCounterVec,
     pub handler_duration: HistogramVec,
+    pub queue_duration: HistogramVec,
     pub batch_commit_duration: HistogramVec,
     pub dead_letters: IntCounterVec,
     pub duplicates_dropped: IntCounterVec,
@@ -105,6 +106,12 @@ impl Metrics {
                 &registry,
                 "d2c_messages_handled_total",
                 "Messages handled by the service's handler, by message type.",
+                &["message_type"],
+            ),
+            queue_duration: histogram(
+                &registry,
+                "d2c_message_queue_seconds",
+                "Time from a record's produce (its Kafka timestamp) to the start of its handling: this hop's broker and queue wait, by message type.",
                 &["message_type"],
             ),
             handler_duration: histogram(

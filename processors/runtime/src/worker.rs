@@ -377,6 +377,20 @@ async fn commit_in_steps(
     Outcome::Applied(last_offset)
 }
 
+/// This hop's wait: the record's Kafka timestamp (set by its producer) to
+/// now. Not the envelope's sent-at, which is the causal chain's start,
+/// kept the same on every hop so that handlers are deterministic.
+fn observe_queue_time(message: &OwnedMessage, message_type: &str) {
+    let Some(produced_ms) = message.timestamp().to_millis() else {
+        return;
+    };
+    let waited_ms = (d2c_platform::now_ms() - produced_ms).max(0);
+    METRICS
+        .queue_duration
+        .with_label_values(&[message_type])
+        .observe(waited_ms as f64 / 1000.0);
+}
+
 fn observe_phase(phase: &str, started: Instant) {
     METRICS
         .batch_commit_duration
@@ -445,6 +459,7 @@ fn plan_batch(
                 continue;
             }
         }
+        observe_queue_time(message, &envelope.message_type);
         let mut effects = Effects::new(&envelope);
         let started = Instant::now();
         let outcome = shared.handler.handle(&overlay, &incoming, &mut effects);

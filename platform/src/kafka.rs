@@ -251,6 +251,17 @@ pub fn assigned_consumer_config(
     config
 }
 
+/// On leaving a group: commits the offsets stored so far, synchronously.
+/// Nothing stored since the last commit is not an error; a failure is
+/// logged (the next owner then starts from the last committed offset).
+pub fn commit_final_offsets<C: ConsumerContext>(consumer: &impl Consumer<C>) {
+    match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        Ok(()) => {}
+        Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+        Err(error) => tracing::warn!(%error, "Final offset commit failed"),
+    }
+}
+
 /// The Kafka headers that carry `envelope`.
 pub fn envelope_headers(envelope: &Envelope) -> OwnedHeaders {
     envelope

@@ -1,5 +1,6 @@
-//! The process-wide metrics registry and the metrics every engine shares, in one place. Names follow Prometheus
-//! conventions (`_total` counters, `_seconds` histograms, base units).
+//! The process-wide metrics registry and the metrics every engine shares,
+//! in one place. Names follow Prometheus conventions (`_total` counters,
+//! `_seconds` histograms, base units).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,

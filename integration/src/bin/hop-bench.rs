@@ -29,7 +29,7 @@ use d2c_proto::Envelope;
 use hdrhistogram::Histogram;
 use prost::{Message as _, Name};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -344,24 +344,14 @@ fn adjust_stock(
         delta: 1,
         adjustment_id,
     };
-    let mut envelope = Envelope::new(AdjustStock::full_name(), uuid::Uuid::new_v4(), now_ms());
+    let mut envelope = Envelope::new(
+        AdjustStock::full_name(),
+        uuid::Uuid::new_v4(),
+        d2c_platform::now_ms(),
+    );
     envelope.correlation_id = correlation_id;
-    let headers = envelope
-        .headers()
-        .iter()
-        .fold(OwnedHeaders::new(), |all, (name, value)| {
-            all.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            })
-        });
+    let headers = d2c_platform::kafka::envelope_headers(&envelope);
     (command.encode_to_vec(), headers)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 fn percentile(latencies: &[Duration], quantile: f64) -> f64 {

@@ -49,7 +49,6 @@ pub struct PaymentsConfig {
 
 impl PaymentsConfig {
     pub fn from_env() -> Result<Self, RuntimeError> {
-        d2c_platform::config::reject_unknown_variables()?;
         Ok(Self {
             provider: var("D2C_PAYMENT_PROVIDER", ProviderKind::Sandbox)?,
             provider_url: var(

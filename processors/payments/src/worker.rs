@@ -241,16 +241,10 @@ async fn handle_record(
             return true;
         }
     };
-    let is_request = [
-        PaymentRequested::full_name(),
-        CaptureRequested::full_name(),
-        VoidRequested::full_name(),
-        RefundRequested::full_name(),
-    ]
-    .contains(&envelope.message_type);
-    if !is_request {
+    let payload = message.payload().unwrap_or_default();
+    let Some(request) = ProviderRequest::decode(&envelope.message_type, payload) else {
         return true;
-    }
+    };
     // The provider call is a hop of the order's trace: a child of the
     // event's span, and the parent of the outcome's handling.
     let span = tracing::info_span!(
@@ -268,18 +262,10 @@ async fn handle_record(
     if let Some(traceparent) = d2c_platform::tracing_context::traceparent_of(&span) {
         envelope.traceparent = Some(traceparent);
     }
-    let payload = message.payload().unwrap_or_default();
-    let outcome = match outcome_for(
-        shared.provider.as_ref(),
-        &envelope.message_type,
-        payload,
-        shared.retry,
-        stop,
-    )
-    .instrument(span.clone())
-    .await
+    let outcome = match call_provider(shared.provider.as_ref(), &request, shared.retry, stop)
+        .instrument(span.clone())
+        .await
     {
-        Step::Skip => return true,
         Step::Stopped => return false,
         Step::Outcome(outcome) => outcome,
     };
@@ -293,8 +279,6 @@ async fn handle_record(
 /// What to do with one event.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Step {
-    /// Not a provider request (or unreadable): move on.
-    Skip,
     /// Report this.
     Outcome(ProviderOutcome),
     /// Stopping interrupted the retries.
@@ -400,17 +384,13 @@ impl ProviderRequest {
     }
 }
 
-/// Calls the provider for a request event, retrying transient failures.
-pub(crate) async fn outcome_for(
+/// Calls the provider for a decoded request, retrying transient failures.
+async fn call_provider(
     provider: &dyn PaymentProvider,
-    message_type: &str,
-    payload: &[u8],
+    request: &ProviderRequest,
     retry: RetryPolicy,
     stop: &mut watch::Receiver<bool>,
 ) -> Step {
-    let Some(request) = ProviderRequest::decode(message_type, payload) else {
-        return Step::Skip;
-    };
     let (operation, kind) = request.operation();
     let order_id = request.order_id().to_owned();
     let called = with_retries(operation, &order_id, retry, stop, || request.call(provider)).await;
@@ -580,6 +560,18 @@ mod payments_worker_tests {
         .encode_to_vec()
     }
 
+    /// A request event decoded and called, as the worker does.
+    async fn outcome_for(
+        provider: &dyn PaymentProvider,
+        message_type: &str,
+        payload: &[u8],
+        retry: RetryPolicy,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Step {
+        let request = ProviderRequest::decode(message_type, payload).expect("a provider request");
+        call_provider(provider, &request, retry, stop).await
+    }
+
     fn fast() -> RetryPolicy {
         RetryPolicy {
             initial: Duration::from_millis(1),
@@ -701,16 +693,9 @@ mod payments_worker_tests {
             panic!("outcome expected")
         };
         assert_eq!((voided.kind, voided.approved), (Kind::Void as i32, true));
-        assert_eq!(
-            outcome_for(
-                &sandbox,
-                "d2c.payments.v1.PaymentAuthorized",
-                &[],
-                fast(),
-                &mut stop
-            )
-            .await,
-            Step::Skip
+        assert!(
+            ProviderRequest::decode("d2c.payments.v1.PaymentAuthorized", &[]).is_none(),
+            "other event types are not provider requests"
         );
         let visa = requested(TOKEN_VISA);
         assert!(matches!(

@@ -167,7 +167,6 @@ fn read_model_row(message_type: &str, payload: &[u8]) -> Result<Option<Row>, Str
 mod tests {
     use super::*;
     use d2c_proto::Envelope;
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::Timestamp;
 
     fn record(
@@ -178,16 +177,7 @@ mod tests {
         timestamp: Timestamp,
     ) -> OwnedMessage {
         let envelope = Envelope::new(message_type.into(), uuid_of(offset), 1_700_000_000_000);
-        let headers =
-            envelope
-                .headers()
-                .iter()
-                .fold(OwnedHeaders::new(), |headers, (name, value)| {
-                    headers.insert(Header {
-                        key: name,
-                        value: Some(value.as_bytes()),
-                    })
-                });
+        let headers = d2c_platform::kafka::envelope_headers(&envelope);
         OwnedMessage::new(
             Some(payload),
             Some(b"key-1".to_vec()),

@@ -16,7 +16,7 @@ use d2c_platform::lag::{enable_statistics, ConsumerLag};
 use d2c_platform::{shutdown_signal, telemetry};
 use d2c_state::{Store, StoreOptions};
 use d2c_topology::TopicNames;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -335,13 +335,7 @@ fn poll_loop(
     partitions.revoke_all();
     if at_least_once {
         store_offsets(consumer, input, &channels.stored_offsets);
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(error)
-                if error.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-            Err(error) => tracing::warn!(%error, "Final offset commit failed"),
-        }
+        d2c_platform::kafka::commit_final_offsets(consumer);
     }
     consumer.unsubscribe();
     Ok(())

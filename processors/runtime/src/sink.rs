@@ -18,9 +18,7 @@ use d2c_platform::kafka::group_consumer_config;
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
 use d2c_platform::metrics::METRICS;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
@@ -279,13 +277,7 @@ impl SinkEngine {
                 tracing::error!(%error, "A sink lane panicked");
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(error)
-                if error.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-            Err(error) => tracing::warn!(%error, "Final offset commit failed"),
-        }
+        d2c_platform::kafka::commit_final_offsets(self.consumer.as_ref());
         self.consumer.unsubscribe();
         tracing::info!("Sink stopped");
     }
@@ -359,7 +351,7 @@ impl<S: Sink> Lane<S> {
 }
 
 /// The highest offset of each (topic, partition) in a batch.
-pub fn last_offsets(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
+fn last_offsets(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
     let mut last = BTreeMap::new();
     for message in batch {
         let entry = last

@@ -1,6 +1,6 @@
 //! Drives the platform from outside, as a storefront and an operator would:
 //! real binaries, a real broker, HTTP on loopback. Shared by the integration
-//! tests and the load generator.
+//! tests, the load generator and the benchmark.
 
 pub mod app;
 pub mod cli;
@@ -10,5 +10,9 @@ pub mod fake_provider;
 pub mod faults;
 pub mod harness;
 pub mod kafka;
+pub mod load;
+pub mod plot;
 pub mod postgres;
+pub mod procstat;
 pub mod rng;
+pub mod workload;

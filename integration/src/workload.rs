@@ -1,0 +1,485 @@
+//! What storefronts do to the gateway, as load: the phases `loadgen` and
+//! `bench` run, each a function of the arrival's index (a seeded choice of
+//! customer, SKUs, query), so two runs send the same requests.
+//!
+//! Orders buy the first SKU of demo products `0..skus` at the catalog's
+//! price (the seeded demo catalog must be there).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::demo;
+use crate::load::{outcome_of, transport_error, Outcome};
+use crate::rng::SplitMix64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// `POST /orders`: stock reserved, payment authorized, order confirmed.
+    Checkout,
+    /// Open a cart, set its lines, check it out: one operation, timed whole.
+    CartCheckout,
+    /// `PUT /carts/{id}/lines/{sku}` on carts opened beforehand.
+    CartLine,
+    /// `GET /products?q=…`: one- and two-word (prefix) queries.
+    Search,
+    /// `GET /products/{id}`.
+    Product,
+    /// `GET /orders`: a customer's newest orders from the read side.
+    OrderList,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Checkout,
+        Phase::CartCheckout,
+        Phase::CartLine,
+        Phase::Search,
+        Phase::Product,
+        Phase::OrderList,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Checkout => "checkout",
+            Phase::CartCheckout => "cart-checkout",
+            Phase::CartLine => "cart-line",
+            Phase::Search => "search",
+            Phase::Product => "product",
+            Phase::OrderList => "order-list",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Phase> {
+        // `orders` is loadgen's older name for checkouts.
+        if name == "orders" {
+            return Ok(Phase::Checkout);
+        }
+        Phase::ALL
+            .into_iter()
+            .find(|phase| phase.name() == name)
+            .with_context(|| {
+                let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown phase {name:?}: one of {}", names.join(", "))
+            })
+    }
+
+    /// Whether the phase needs logged-in customers.
+    pub fn needs_customers(self) -> bool {
+        !matches!(self, Phase::Search | Phase::Product)
+    }
+
+    /// Whether the phase takes stock (and so wants it set first).
+    pub fn orders(self) -> bool {
+        matches!(self, Phase::Checkout | Phase::CartCheckout)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    /// Customers placing orders and owning carts, logged in first.
+    pub customers: u64,
+    /// Distinct SKUs ordered: the first SKU of demo products `0..skus`.
+    pub skus: u64,
+    /// Lines per order at most.
+    pub lines: u64,
+    /// Demo products read in the product phase.
+    pub products: u64,
+    pub payment_method: String,
+    /// Carts each customer keeps open for the cart-line phase.
+    pub carts_per_customer: u64,
+    pub timeout: Duration,
+    /// Sockets kept open to the gateway.
+    pub max_connections: usize,
+}
+
+/// Logged-in customers and an HTTP client: everything an arrival needs.
+pub struct Shoppers {
+    client: reqwest::Client,
+    options: Options,
+    tokens: Vec<String>,
+    carts: OnceLock<Vec<(usize, String)>>,
+}
+
+/// Words shoppers type: whole words and as-you-type prefixes of the demo
+/// catalog's vocabulary.
+const SEARCHES: &[&str] = &[
+    "linen",
+    "linen shirt",
+    "merino",
+    "merino sweater",
+    "wool",
+    "navy",
+    "navy chinos",
+    "leather",
+    "leather boots",
+    "rain jacket",
+    "canvas tote",
+    "cashmere scarf",
+    "sneak",
+    "cord",
+    "olive",
+    "backpack",
+    "relaxed",
+    "alpine parka",
+    "denim jeans",
+    "cotton tee",
+    "blank",
+    "mug",
+    "sand",
+    "heritage",
+    "waxed",
+    "slim",
+    "hood",
+    "trail",
+    "suede loafers",
+    "burgundy",
+];
+
+#[derive(Serialize)]
+struct OrderLine {
+    sku: String,
+    quantity: u64,
+    unit_price_minor: u64,
+}
+
+#[derive(Serialize)]
+struct PlaceOrder {
+    #[serde(skip)]
+    customer: usize,
+    currency: &'static str,
+    lines: Vec<OrderLine>,
+    payment_method: String,
+}
+
+impl Shoppers {
+    /// An HTTP client for `options`, then every customer the phases need
+    /// registered (or, when registered before, logged in).
+    pub async fn new(options: Options, phases: &[Phase]) -> Result<Arc<Shoppers>> {
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .tcp_nodelay(true)
+            // Every in-flight request may need its own connection; a smaller
+            // idle pool would close and reopen sockets under load and add
+            // handshake time to the measurement.
+            .pool_max_idle_per_host(options.max_connections)
+            .build()
+            .context("building the HTTP client")?;
+        let tokens = if phases.iter().any(|phase| phase.needs_customers()) {
+            log_in_customers(&client, &options).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Arc::new(Shoppers {
+            client,
+            options,
+            tokens,
+            carts: OnceLock::new(),
+        }))
+    }
+
+    /// Sets `units` on hand for every SKU the order phases may buy.
+    pub async fn set_stock(&self, units: u64) -> Result<()> {
+        let base = &self.options.url;
+        stream::iter(0..self.options.skus)
+            .map(|index| async move {
+                let (sku, _) = demo::first_offer(index);
+                let url = format!("{base}/admin/inventory/{sku}");
+                let response = self
+                    .client
+                    .put(&url)
+                    .bearer_auth(crate::cli::admin_token())
+                    .json(&serde_json::json!({ "on_hand": units }))
+                    .send()
+                    .await
+                    .with_context(|| format!("PUT {url}"))?;
+                if !response.status().is_success() {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    bail!("PUT {url}: {status} {body}");
+                }
+                Ok(())
+            })
+            .buffer_unordered(64)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Opens the carts the cart-line phase changes (once).
+    pub async fn open_carts(&self) -> Result<()> {
+        if self.carts.get().is_some() || self.tokens.is_empty() {
+            return Ok(());
+        }
+        let wanted = self.tokens.len() as u64 * self.options.carts_per_customer;
+        let carts: Vec<(usize, String)> = stream::iter(0..wanted)
+            .map(|index| async move {
+                let customer = (index % self.tokens.len() as u64) as usize;
+                let key = format!("bench-cart-{index}");
+                let cart_id = self
+                    .open_cart(customer, &key)
+                    .await
+                    .map_err(|kind| anyhow::anyhow!("opening cart {index}: {kind}"))?;
+                Ok::<_, anyhow::Error>((customer, cart_id))
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        // Another caller may have won the race; its carts are as good.
+        let _ = self.carts.set(carts);
+        Ok(())
+    }
+
+    /// Arrival `index` of `phase`.
+    pub async fn perform(self: Arc<Self>, phase: Phase, index: u64) -> Outcome {
+        match phase {
+            Phase::Checkout => self.checkout(index).await,
+            Phase::CartCheckout => self.cart_checkout(index).await,
+            Phase::CartLine => self.change_cart_line(index).await,
+            Phase::Search => self.search(index).await,
+            Phase::Product => self.read_product(index).await,
+            Phase::OrderList => self.list_orders(index).await,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.options.url)
+    }
+
+    fn token(&self, customer: usize) -> &str {
+        self.tokens.get(customer).map_or("", String::as_str)
+    }
+
+    fn order(&self, index: u64) -> PlaceOrder {
+        let mut rng = SplitMix64(index);
+        let customer = rng.range(0, (self.tokens.len() as u64).max(1) - 1) as usize;
+        let skus = self.distinct_skus(&mut rng);
+        PlaceOrder {
+            customer,
+            currency: "EUR",
+            lines: skus
+                .into_iter()
+                .map(|index| {
+                    let (sku, unit_price_minor) = demo::first_offer(index);
+                    OrderLine {
+                        sku,
+                        quantity: rng.range(1, 3),
+                        unit_price_minor,
+                    }
+                })
+                .collect(),
+            payment_method: self.options.payment_method.clone(),
+        }
+    }
+
+    /// Distinct SKUs per order: a gateway may reasonably reject or merge
+    /// duplicate lines, which would skew what is being measured.
+    fn distinct_skus(&self, rng: &mut SplitMix64) -> Vec<u64> {
+        let wanted = rng.range(1, self.options.lines.min(self.options.skus));
+        let mut skus: Vec<u64> = Vec::new();
+        while (skus.len() as u64) < wanted {
+            let sku = rng.range(0, self.options.skus - 1);
+            if !skus.contains(&sku) {
+                skus.push(sku);
+            }
+        }
+        skus
+    }
+
+    async fn checkout(&self, index: u64) -> Outcome {
+        let order = self.order(index);
+        let request = self
+            .client
+            .post(self.url("/orders"))
+            .bearer_auth(self.token(order.customer))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&order);
+        outcome_of(request.send().await).await
+    }
+
+    async fn cart_checkout(&self, index: u64) -> Outcome {
+        let order = self.order(index);
+        let key = uuid::Uuid::new_v4().to_string();
+        let cart_id = match self.open_cart(order.customer, &key).await {
+            Ok(cart_id) => cart_id,
+            Err(kind) => return Outcome::Error(format!("open_cart_{kind}")),
+        };
+        for line in &order.lines {
+            let outcome = self
+                .set_line(order.customer, &cart_id, &line.sku, line.quantity)
+                .await;
+            if outcome != Outcome::Done {
+                return step_failed("cart_line", outcome);
+            }
+        }
+        let request = self
+            .client
+            .post(self.url(&format!("/carts/{cart_id}/checkout")))
+            .bearer_auth(self.token(order.customer))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&serde_json::json!({ "payment_method": order.payment_method }));
+        outcome_of(request.send().await).await
+    }
+
+    async fn change_cart_line(&self, index: u64) -> Outcome {
+        let Some(carts) = self.carts.get().filter(|carts| !carts.is_empty()) else {
+            return Outcome::Error("no_carts".to_owned());
+        };
+        let mut rng = SplitMix64(index);
+        let (customer, cart_id) = &carts[(index % carts.len() as u64) as usize];
+        let (sku, _) = demo::first_offer(rng.range(0, self.options.skus - 1));
+        let quantity = rng.range(1, 5);
+        self.set_line(*customer, cart_id, &sku, quantity).await
+    }
+
+    async fn set_line(&self, customer: usize, cart_id: &str, sku: &str, quantity: u64) -> Outcome {
+        let request = self
+            .client
+            .put(self.url(&format!("/carts/{cart_id}/lines/{sku}")))
+            .bearer_auth(self.token(customer))
+            .json(&serde_json::json!({ "quantity": quantity }));
+        outcome_of(request.send().await).await
+    }
+
+    /// Opens a cart (idempotent per key) and returns its id, or the kind of
+    /// failure.
+    async fn open_cart(&self, customer: usize, key: &str) -> Result<String, String> {
+        let response = self
+            .client
+            .post(self.url("/carts"))
+            .bearer_auth(self.token(customer))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "currency": "EUR" }))
+            .send()
+            .await
+            .map_err(|e| transport_error(&e).to_owned())?;
+        let status = response.status().as_u16();
+        if status != 201 && status != 200 {
+            return Err(format!("http_{status}"));
+        }
+        let cart: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| transport_error(&e).to_owned())?;
+        cart["cart_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "no_cart_id".to_owned())
+    }
+
+    async fn search(&self, index: u64) -> Outcome {
+        let mut rng = SplitMix64(index);
+        let query = rng.pick(SEARCHES);
+        let offset = rng.range(0, 2) * 20;
+        let request = self
+            .client
+            .get(self.url("/products"))
+            .query(&[("q", (*query).to_owned()), ("offset", offset.to_string())]);
+        outcome_of(request.send().await).await
+    }
+
+    async fn read_product(&self, index: u64) -> Outcome {
+        let product = SplitMix64(index).range(0, self.options.products - 1);
+        let url = self.url(&format!("/products/{}", demo::product_id(product)));
+        outcome_of(self.client.get(url).send().await).await
+    }
+
+    async fn list_orders(&self, index: u64) -> Outcome {
+        let customer = SplitMix64(index).range(0, (self.tokens.len() as u64).max(1) - 1);
+        let request = self
+            .client
+            .get(self.url("/orders"))
+            .bearer_auth(self.token(customer as usize))
+            .query(&[("limit", "20")]);
+        outcome_of(request.send().await).await
+    }
+}
+
+/// A step before the last one of a flow failed or was refused: the flow
+/// did not happen, counted under the step's name.
+fn step_failed(step: &str, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Error(kind) => Outcome::Error(format!("{step}_{kind}")),
+        Outcome::Refused => Outcome::Error(format!("{step}_refused")),
+        Outcome::Accepted => Outcome::Error(format!("{step}_accepted")),
+        Outcome::Done => Outcome::Done,
+    }
+}
+
+/// Registers (or, when registered before, logs in) each load customer and
+/// returns their bearer tokens. A few at a time: password hashing is
+/// deliberately slow, and a burst of them would time out at the gateway.
+async fn log_in_customers(client: &reqwest::Client, options: &Options) -> Result<Vec<String>> {
+    let tokens: Vec<String> = stream::iter(0..options.customers)
+        .map(|index| log_in_customer(client, &options.url, index))
+        .buffered(4)
+        .try_collect()
+        .await?;
+    eprintln!("{} customers logged in", tokens.len());
+    Ok(tokens)
+}
+
+async fn log_in_customer(client: &reqwest::Client, url: &str, index: u64) -> Result<String> {
+    let email = format!("loadgen-{index}@example.com");
+    let password = "loadgen-password";
+    let register =
+        serde_json::json!({"email": email, "name": format!("Load {index}"), "password": password});
+    let registered = with_retries(|| client.post(format!("{url}/customers")).json(&register))
+        .await
+        .with_context(|| format!("registering {email}"))?;
+    if !(registered.status().is_success() || registered.status() == 409) {
+        bail!("registering {email}: {}", registered.status());
+    }
+    let credentials = serde_json::json!({"email": email, "password": password});
+    let login = with_retries(|| {
+        client
+            .post(format!("{url}/customers/login"))
+            .json(&credentials)
+    })
+    .await
+    .with_context(|| format!("logging in {email}"))?;
+    if !login.status().is_success() {
+        bail!("logging in {email}: {}", login.status());
+    }
+    let token: serde_json::Value = login.json().await?;
+    token["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("login answer without a token")
+}
+
+/// Sends until the answer is not a 503 (a service that did not answer in
+/// time, on a platform still warming up), five times at most.
+async fn with_retries(
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> reqwest::Result<reqwest::Response> {
+    let mut attempt = 0;
+    loop {
+        let response = request().send().await?;
+        attempt += 1;
+        if response.status() != 503 || attempt == 5 {
+            return Ok(response);
+        }
+        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_parse_by_name() {
+        for phase in Phase::ALL {
+            assert_eq!(Phase::parse(phase.name()).expect("known"), phase);
+        }
+        assert_eq!(Phase::parse("orders").expect("alias"), Phase::Checkout);
+        let error = Phase::parse("chekout").expect_err("unknown").to_string();
+        assert!(error.contains("cart-checkout"), "{error}");
+    }
+}

@@ -17,7 +17,7 @@ const USAGE: &str = "\
 usage: seed [options]
   --url URL            gateway base URL (env D2C_GATEWAY_URL, default http://127.0.0.1:8080)
   --products N         demo products (default 10000)
-  --concurrency N      requests in flight (default 32)
+  --concurrency N      products seeded at once (default 256)
   --wait-search S      seconds to wait for search to find every product (default 300; 0: don't wait)
   (env D2C_ADMIN_TOKEN: the admin credential; default the gateway's local one)";
 
@@ -35,7 +35,7 @@ fn parse_args() -> Result<Option<Args>> {
             .filter(|url| !url.is_empty())
             .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
         products: 10_000,
-        concurrency: 32,
+        concurrency: 256,
         wait_search: Duration::from_secs(300),
     };
     let mut flags = Flags::from_env(USAGE);
@@ -209,33 +209,29 @@ async fn main() -> Result<()> {
             args.products
         );
     } else {
+        // One job per product: the product, then the stock of its SKUs
+        // (inventory does not wait for the catalog), many products at once.
         let base = args.url.clone();
-        each("products", args.products, args.concurrency, |index| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                let body = demo::product(index);
-                let url = format!("{base}/admin/products");
-                send(
-                    || client.post(&url).json(&body),
-                    &format!("product {index}"),
-                )
-                .await
-            }
-        })
-        .await?;
-        let skus: Vec<(String, i64)> = (0..args.products).flat_map(demo::stock).collect();
-        let skus = Arc::new(skus);
         each(
-            "stock levels",
-            skus.len() as u64,
+            "products with stock",
+            args.products,
             args.concurrency,
             |index| {
-                let (client, base, skus) = (client.clone(), base.clone(), Arc::clone(&skus));
+                let (client, base) = (client.clone(), base.clone());
                 async move {
-                    let (sku, units) = &skus[index as usize];
-                    let url = format!("{base}/admin/inventory/{sku}");
-                    let body = serde_json::json!({ "on_hand": units });
-                    send(|| client.put(&url).json(&body), &format!("stock of {sku}")).await
+                    let body = demo::product(index);
+                    let url = format!("{base}/admin/products");
+                    send(
+                        || client.post(&url).json(&body),
+                        &format!("product {index}"),
+                    )
+                    .await?;
+                    for (sku, units) in demo::stock(index) {
+                        let url = format!("{base}/admin/inventory/{sku}");
+                        let body = serde_json::json!({ "on_hand": units });
+                        send(|| client.put(&url).json(&body), &format!("stock of {sku}")).await?;
+                    }
+                    Ok(())
                 }
             },
         )

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub partition_restores: IntCounterVec,
     pub transactions: IntCounterVec,
     pub transaction_duration: Histogram,
+    pub transaction_step_duration: HistogramVec,
     pub transaction_batches: Histogram,
     pub batch_messages: Histogram,
     pub consumer_lag: IntGaugeVec,
@@ -156,6 +157,12 @@ impl Metrics {
                 "d2c_transaction_duration_seconds",
                 "Time from begin to commit (or abort) of one Kafka transaction.",
                 LATENCY_BUCKETS,
+            ),
+            transaction_step_duration: histogram(
+                &registry,
+                "d2c_transaction_step_seconds",
+                "Time of each step of a Kafka transaction: produce (records enqueued and acknowledged), offsets (send_offsets_to_transaction), commit.",
+                &["step"],
             ),
             batch_messages: plain_histogram(
                 &registry,

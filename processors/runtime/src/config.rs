@@ -56,6 +56,14 @@ pub struct RuntimeConfig {
     /// a dead instance stay open (readers of the partitions it wrote wait
     /// that long at most).
     pub transaction_timeout: Duration,
+    /// D2C_TRANSACTION_PRODUCERS: transactional producers per instance under
+    /// `exactly_once`, each committing in turn. After a commit returns, the
+    /// coordinator is still writing its markers and the same producer's next
+    /// transaction is refused (CONCURRENT_TRANSACTIONS, retried after 20 ms
+    /// by librdkafka); a second producer starts its transaction meanwhile.
+    /// Keep the count stable across restarts: a producer id no longer used
+    /// leaves its open transaction to the transaction timeout.
+    pub transaction_producers: usize,
 }
 
 /// Kafka Streams' `processing.guarantee`, per service.
@@ -119,6 +127,7 @@ impl RuntimeConfig {
             guarantee: var("D2C_PROCESSING_GUARANTEE", ProcessingGuarantee::ExactlyOnce)?,
             transactional_id: var("D2C_TRANSACTIONAL_ID", String::new())?,
             transaction_timeout: Duration::from_millis(var("D2C_TRANSACTION_TIMEOUT_MS", 10_000)?),
+            transaction_producers: var("D2C_TRANSACTION_PRODUCERS", 2)?,
         }
         .with_default_transactional_id())
     }

@@ -202,10 +202,10 @@ async fn run_processor(
         )?,
     );
     let committer_stop = Arc::new(AtomicBool::new(false));
-    let committer = if exactly_once {
-        Some(start_committer(&shared, &consumer, commit_queue, &committer_stop).await?)
+    let committers = if exactly_once {
+        start_committers(&shared, &consumer, commit_queue, &committer_stop).await?
     } else {
-        None
+        Vec::new()
     };
     consumer.subscribe(&[&topics.input])?;
 
@@ -246,10 +246,10 @@ async fn run_processor(
         .map_err(|_| anyhow::anyhow!("poll thread panicked"))?;
     // Every worker has finished its in-flight batch by now.
     committer_stop.store(true, Ordering::Release);
-    if let Some(committer) = committer {
+    for committer in committers {
         tokio::task::spawn_blocking(move || committer.join())
             .await
-            .context("joining the committer")?
+            .context("joining a committer")?
             .map_err(|_| anyhow::anyhow!("committer thread panicked"))?;
     }
     producer
@@ -266,37 +266,52 @@ struct PollChannels {
     resume_requests: Receiver<(i32, Offset)>,
 }
 
-/// The transactional producer and the thread that commits batches with it.
-async fn start_committer(
+/// The transactional producers and the threads that commit batches with
+/// them, sharing one queue. The first keeps the configured transactional id
+/// (as before there were several); the others add `-<n>`.
+async fn start_committers(
     shared: &Arc<Shared>,
     consumer: &Arc<BaseConsumer<RebalanceContext>>,
     queue: Receiver<Pending>,
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let config = &shared.config;
-    let base = producer_config(&config.brokers, shared.service, config.linger);
-    let transactional_id = config.transactional_id.clone();
-    let timeout = config.transaction_timeout;
-    let producer = tokio::task::spawn_blocking(move || {
-        transactions::producer(base, &transactional_id, timeout)
-    })
-    .await
-    .context("starting the transactional producer")??;
-    let committer = Committer {
-        producer,
-        base: producer_config(&config.brokers, shared.service, config.linger),
-        transactional_id: config.transactional_id.clone(),
-        consumer: Arc::clone(consumer),
-        input_topic: shared.topics.input.clone(),
-        changelog_topic: shared.topics.changelog.clone(),
-        timeout,
-        runtime: shared.runtime.clone(),
-        fatal: Arc::clone(&shared.fatal),
-    };
-    let stop = Arc::clone(stop);
-    Ok(std::thread::Builder::new()
-        .name(format!("{}-commit", shared.service))
-        .spawn(move || committer.run(queue, &stop))?)
+    let queue = Arc::new(Mutex::new(queue));
+    let mut threads = Vec::new();
+    for index in 0..config.transaction_producers.max(1) {
+        let transactional_id = match index {
+            0 => config.transactional_id.clone(),
+            n => format!("{}-{n}", config.transactional_id),
+        };
+        let base = producer_config(&config.brokers, shared.service, config.linger);
+        let timeout = config.transaction_timeout;
+        let producer = {
+            let (base, transactional_id) = (base.clone(), transactional_id.clone());
+            tokio::task::spawn_blocking(move || {
+                transactions::producer(base, &transactional_id, timeout)
+            })
+            .await
+            .context("starting a transactional producer")??
+        };
+        let committer = Committer {
+            producer,
+            base,
+            transactional_id,
+            consumer: Arc::clone(consumer),
+            input_topic: shared.topics.input.clone(),
+            changelog_topic: shared.topics.changelog.clone(),
+            timeout,
+            runtime: shared.runtime.clone(),
+            fatal: Arc::clone(&shared.fatal),
+        };
+        let (queue, stop) = (Arc::clone(&queue), Arc::clone(stop));
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("{}-commit-{index}", shared.service))
+                .spawn(move || committer.run(&queue, &stop))?,
+        );
+    }
+    Ok(threads)
 }
 
 fn poll_loop(

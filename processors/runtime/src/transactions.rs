@@ -10,10 +10,14 @@
 //! (zombie fencing). The partition store is written only after the commit,
 //! so it is a cache of the changelog: behind it after a crash, never ahead.
 //!
-//! One transactional producer per instance (a producer has one transaction
-//! open at a time). Partition workers hand planned batches to one committer
-//! thread; every batch waiting when a transaction starts joins it, so under
-//! load one commit carries many batches of many partitions.
+//! A producer has one transaction open at a time, so an instance runs a few
+//! committer threads, each with its own transactional producer, taking
+//! planned batches from one queue: every batch waiting when a transaction
+//! starts joins it, so under load one commit carries many batches of many
+//! partitions, and while one producer's markers are being written another
+//! producer's transaction runs. A partition has at most one batch in
+//! flight (its worker waits for the commit), so its batches still commit in
+//! order, whichever producer carries them.
 
 use crate::partitions::RebalanceContext;
 use crate::worker::Record;
@@ -87,22 +91,28 @@ pub(crate) struct Committer {
 const MAX_BATCHES_PER_TRANSACTION: usize = 512;
 
 impl Committer {
-    /// Commits batches until `stop` is set and the queue is empty.
-    pub fn run(mut self, queue: Receiver<Pending>, stop: &AtomicBool) {
+    /// Commits batches until `stop` is set and the queue is empty. The
+    /// queue is shared with the instance's other committers; it is held only
+    /// while a round is taken from it, never during a transaction.
+    pub fn run(mut self, queue: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
         loop {
-            let first = match queue.recv_timeout(Duration::from_millis(100)) {
-                Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => return,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut round = vec![first];
-            while round.len() < MAX_BATCHES_PER_TRANSACTION {
-                match queue.try_recv() {
-                    Ok(next) => round.push(next),
-                    Err(_) => break,
+            let round = {
+                let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                let first = match queue.recv_timeout(Duration::from_millis(100)) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => return,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let mut round = vec![first];
+                while round.len() < MAX_BATCHES_PER_TRANSACTION {
+                    match queue.try_recv() {
+                        Ok(next) => round.push(next),
+                        Err(_) => break,
+                    }
                 }
-            }
+                round
+            };
             self.commit_round(round);
         }
     }
@@ -150,6 +160,7 @@ impl Committer {
         // polls while a delivery is outstanding (the background thread of
         // the FutureProducer takes the events), which made each commit
         // 100 ms long (measured). A failed record aborts instead.
+        let step = Instant::now();
         let changelog_offsets = match self
             .produce(round)
             .and_then(|deliveries| self.settle(deliveries, round.len()))
@@ -171,10 +182,15 @@ impl Committer {
                 return Err(error.to_string());
             }
         }
+        let step = observe_step("produce", step);
         let committed = self
             .producer
             .send_offsets_to_transaction(&offsets, &metadata, self.timeout)
-            .and_then(|()| self.commit_retrying());
+            .map(|()| observe_step("offsets", step))
+            .and_then(|step| {
+                self.commit_retrying()
+                    .map(|()| observe_step("commit", step))
+            });
         if let Err(error) = committed {
             let reason = failed("commit", error, broken);
             if !broken.get() {
@@ -295,6 +311,16 @@ impl Committer {
             }
         }
     }
+}
+
+/// Records the time since `since` as `step`'s duration; the start of the next.
+fn observe_step(step: &str, since: Instant) -> Instant {
+    let now = Instant::now();
+    METRICS
+        .transaction_step_duration
+        .with_label_values(&[step])
+        .observe((now - since).as_secs_f64());
+    now
 }
 
 /// Why a step failed; marks the producer broken when the error is fatal.

@@ -35,6 +35,8 @@ usage: bench [options]        (./dev bench starts the stack and passes the proce
   --rates PHASE=R1,R2    offered rates of a phase, per second (repeatable; defaults below)
   --duration S           measured seconds per rate (default 15)
   --warmup S             unmeasured seconds before each rate (default 3)
+  --settle S             unmeasured checkouts at 50/s before the first ordering phase, so a
+                         freshly started stack (JIT, caches, transactions) is not measured cold (default 30)
   --pause S              seconds between rates, for backlogs to drain (default 3)
   --customers N          shoppers, registered/logged in first (default 50)
   --skus N               distinct SKUs ordered (default 1000)
@@ -76,6 +78,7 @@ struct Args {
     name: String,
     label: String,
     seed_seconds: Option<f64>,
+    settle: Duration,
 }
 
 fn parse_args() -> Result<Option<Args>> {
@@ -107,6 +110,7 @@ fn parse_args() -> Result<Option<Args>> {
         name: String::new(),
         label: String::new(),
         seed_seconds: None,
+        settle: Duration::from_secs(30),
     };
     let seconds = |flag: &str, value: &str| -> Result<Duration> {
         let s: f64 = parse_num(flag, value)?;
@@ -148,6 +152,7 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "--duration" => args.duration = seconds(&flag, &value)?,
             "--warmup" => args.warmup = seconds(&flag, &value)?,
+            "--settle" => args.settle = seconds(&flag, &value)?,
             "--pause" => args.pause = seconds(&flag, &value)?,
             "--customers" => args.options.customers = parse_num(&flag, &value)?,
             "--skus" => args.options.skus = parse_num(&flag, &value)?,
@@ -354,6 +359,8 @@ struct Results {
     label: String,
     machine: BTreeMap<String, String>,
     seed_seconds: Option<f64>,
+    /// The unmeasured settling run: how the cold stack answered.
+    settle: Option<Report>,
     floor: Floor,
     steps: Vec<Step>,
 }
@@ -379,6 +386,38 @@ fn machine() -> BTreeMap<String, String> {
         .unwrap_or_else(|| "exactly_once".to_owned());
     machine.insert("processing_guarantee".to_owned(), guarantee);
     machine
+}
+
+/// Checkouts at a modest rate, not measured, before the first ordering
+/// phase: right after start and seeding the broker's JIT is cold and the
+/// stack's first checkouts waited seconds (measured: the first 10 s of a
+/// 100/s run answered 202), which is start-up, not steady state.
+async fn settle(args: &Args, shoppers: &Arc<Shoppers>) -> Result<Option<Report>> {
+    if args.settle.is_zero() || !args.phases.iter().any(|phase| phase.orders()) {
+        return Ok(None);
+    }
+    shoppers.set_stock(STOCK_PER_SKU).await?;
+    let schedule = Schedule {
+        rate: 50.0,
+        duration: args.settle,
+        warmup: Duration::ZERO,
+        max_in_flight: args.options.max_connections,
+        drain: args.options.timeout,
+        label: "bench [settle] checkout 50/s".to_owned(),
+    };
+    eprintln!(
+        "bench: settling the stack: checkouts at 50/s for {:?}, not measured",
+        args.settle
+    );
+    let report = load::run(&schedule, |i| {
+        Arc::clone(shoppers).perform(Phase::Checkout, i)
+    })
+    .await?;
+    eprintln!(
+        "bench: settled: p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202",
+        report.p50_ms, report.p99_ms, report.done, report.accepted
+    );
+    Ok(Some(report))
 }
 
 async fn run_step(
@@ -503,6 +542,12 @@ fn markdown(results: &Results) -> String {
     if let Some(seconds) = results.seed_seconds {
         text += &format!("Seeding the catalog took {seconds:.1} s.\n");
     }
+    if let Some(settle) = &results.settle {
+        text += &format!(
+            "Settling (unmeasured checkouts at {}/s for {:.0} s on the cold stack): p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202.\n",
+            settle.target_rate, settle.duration_s, settle.p50_ms, settle.p99_ms, settle.done, settle.accepted
+        );
+    }
     text += "\n## Floor (same run)\n\n";
     if let Some(kafka) = &results.floor.kafka_end_to_end {
         text += &format!("- Kafka EndToEndLatency (Java, acks=all, one at a time): {kafka:?}\n");
@@ -607,6 +652,7 @@ async fn main() -> Result<()> {
             rates.into_iter().map(move |rate| (phase, rate))
         })
         .collect();
+    let settle = settle(&args, &shoppers).await?;
     let mut steps = Vec::new();
     println!("{TABLE_HEADER}");
     for (index, &(phase, rate)) in plan.iter().enumerate() {
@@ -621,6 +667,7 @@ async fn main() -> Result<()> {
         label: args.label.clone(),
         machine: machine(),
         seed_seconds: args.seed_seconds,
+        settle,
         floor,
         steps,
     };

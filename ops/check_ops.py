@@ -5,16 +5,21 @@
     check_ops.py metrics METRICS.txt DASHBOARD.json ALERTS.yaml
     check_ops.py yaml DIR...            every *.yaml/*.yml outside templates/
     check_ops.py braces TEMPLATES_DIR   every {{ closed by }}
-    check_ops.py render CHART_DIR       helm lint + helm template (helm-python-sdk)
+    check_ops.py render CHART_DIR [OUT] helm lint + helm template (helm-python-sdk);
+                                        OUT: also write each rendering there
+    check_ops.py schemas OUT WHEEL VERSIONS [ZIP:DIR]...
+                                        JSON schemas for kubeconform (see below)
 
 Each prints what it checked and exits non-zero on the first kind of problem
 it finds (after listing every instance of it).
 """
 
+import importlib.util
 import json
 import pathlib
 import re
 import sys
+import zipfile
 
 # PromQL words that are not metric names.
 PROMQL_WORDS = {
@@ -303,7 +308,13 @@ EVERYTHING_ON = {
     "kafka": {"brokers": "b-1.msk:9096", "properties": {"security.protocol": "SASL_SSL",
                                                       "sasl.mechanisms": "SCRAM-SHA-512",
                                                       "sasl.username": "d2c"},
-              "secretProperties": {"sasl.password": "kafka-sasl-password"}},
+              "secretProperties": {"sasl.password": "kafka-sasl-password"},
+              "strimzi": {"clusterName": "shop-kafka", "namespace": "kafka",
+                          "topics": {"enabled": True},
+                          "cluster": {"enabled": True, "version": "4.1.0",
+                                      "nodePool": {"storage": {"class": "fast"},
+                                                   "resources": {"requests": {"memory": "4Gi"}}},
+                                      "config": {"num.network.threads": 8}}}},
     "env": {"RUST_LOG": "info"},
 }
 
@@ -445,11 +456,16 @@ def check_rendered(label, manifests, chart_dir, values):
     for name in expected:
         if not any(s.endswith("-" + name) for s in services):
             problems.append(f"no Service for {name}")
+    strimzi = values.get("kafka", {}).get("strimzi", {})
+    # With Strimzi's KafkaTopics the Job only verifies them, after they are applied.
+    hook, command = (("post-install", "verify") if strimzi.get("topics", {}).get("enabled")
+                     else ("pre-install", "apply"))
     jobs = [d for d in by_kind.get("Job", [])]
-    if len(jobs) != 1 or "pre-install" not in jobs[0]["metadata"].get("annotations", {}).get("helm.sh/hook", ""):
-        problems.append("no topology pre-install/pre-upgrade hook Job")
-    elif containers(jobs[0])[0]["command"] != ["topology"] or containers(jobs[0])[0]["args"][0] != "apply":
-        problems.append("the hook Job does not run `topology apply`")
+    if len(jobs) != 1 or hook not in jobs[0]["metadata"].get("annotations", {}).get("helm.sh/hook", ""):
+        problems.append(f"no topology {hook} hook Job")
+    elif containers(jobs[0])[0]["command"] != ["topology"] or containers(jobs[0])[0]["args"][0] != command:
+        problems.append(f"the hook Job does not run `topology {command}`")
+    problems += strimzi_problems(by_kind, values)
     kafka = values.get("kafka", {})
     for path, doc in docs:
         for container in containers(doc):
@@ -515,14 +531,87 @@ def check_rendered(label, manifests, chart_dir, values):
         if not by_kind.get("Ingress") or not by_kind.get("Secret"):
             problems.append("no Ingress or no Secret although enabled")
     else:
-        for kind in ("ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress", "Secret"):
+        for kind in ("ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress", "Secret",
+                     "KafkaTopic", "Kafka", "KafkaNodePool"):
             if by_kind.get(kind):
                 problems.append(f"a {kind} although it is off by default")
     kinds = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_kind.items()))
     return problems, f"{label}: {len(docs)} objects ({kinds})"
 
 
-def cmd_render(chart_dir):
+def strimzi_topics_module():
+    """ops/strimzi-topics.py, which renders files/topics.yaml from topology.toml."""
+    path = pathlib.Path(__file__).resolve().parent / "strimzi-topics.py"
+    spec = importlib.util.spec_from_file_location("strimzi_topics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def strimzi_problems(by_kind, values):
+    """The KafkaTopics are topology.toml's topics in the chosen profile, with
+    the prefix; the example cluster keeps acks=all writes going with a node down."""
+    strimzi = values.get("kafka", {}).get("strimzi", {})
+    cluster_name = strimzi.get("clusterName", "kafka")
+    namespace = strimzi.get("namespace") or None
+    problems = []
+    topics = by_kind.get("KafkaTopic", [])
+    if strimzi.get("topics", {}).get("enabled"):
+        module = strimzi_topics_module()
+        profile = values.get("topology", {}).get("profile", "production")
+        prefix = values.get("topicPrefix", "")
+        wanted = {prefix + t["name"]: t for t in module.resolve(module.load(module.TOPOLOGY), profile)}
+        rendered = {t["spec"].get("topicName"): t for t in topics}
+        if set(rendered) != set(wanted):
+            problems.append(f"KafkaTopics {sorted(set(rendered) ^ set(wanted))} differ from "
+                            f"topology.toml's profile {profile}")
+        for name in sorted(set(rendered) & set(wanted)):
+            spec, want = rendered[name]["spec"], wanted[name]
+            expected = {"topicName": name, "partitions": want["partitions"], "replicas": want["replicas"],
+                        "config": {k: str(v) for k, v in module.configs(want)}}
+            if spec != expected:
+                problems.append(f"KafkaTopic {name}: {spec} is not {expected}")
+            metadata = rendered[name]["metadata"]
+            if metadata.get("labels", {}).get("strimzi.io/cluster") != cluster_name:
+                problems.append(f"KafkaTopic {name}: not labelled strimzi.io/cluster={cluster_name}")
+            if metadata.get("namespace") != namespace:
+                problems.append(f"KafkaTopic {name}: namespace {metadata.get('namespace')}")
+            if metadata.get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+                problems.append(f"KafkaTopic {name}: helm uninstall would delete it")
+    if strimzi.get("cluster", {}).get("enabled"):
+        kafkas, pools = by_kind.get("Kafka", []), by_kind.get("KafkaNodePool", [])
+        if len(kafkas) != 1 or len(pools) != 1:
+            return problems + [f"{len(kafkas)} Kafka and {len(pools)} KafkaNodePool resources"]
+        kafka, pool = kafkas[0], pools[0]
+        config = kafka["spec"]["kafka"]["config"]
+        for key, value in {"min.insync.replicas": 2, "default.replication.factor": 3,
+                           "offsets.topic.replication.factor": 3,
+                           "transaction.state.log.replication.factor": 3,
+                           "transaction.state.log.min.isr": 2,
+                           "auto.create.topics.enable": False}.items():
+            if config.get(key) != value:
+                problems.append(f"Kafka {cluster_name}: {key} is {config.get(key)!r}, not {value!r}")
+        if kafka["metadata"]["name"] != cluster_name:
+            problems.append(f"the Kafka resource is {kafka['metadata']['name']}, not {cluster_name}")
+        if pool["metadata"].get("labels", {}).get("strimzi.io/cluster") != cluster_name:
+            problems.append("the KafkaNodePool does not belong to the Kafka resource")
+        if pool["spec"]["replicas"] != 3 or sorted(pool["spec"]["roles"]) != ["broker", "controller"]:
+            problems.append(f"KafkaNodePool: {pool['spec']['replicas']} nodes, roles {pool['spec']['roles']}")
+        if kafka["metadata"].get("annotations", {}).get("strimzi.io/kraft") != "enabled":
+            problems.append("the Kafka resource is not KRaft")
+    return problems
+
+
+def write_rendering(out_dir, label, manifests):
+    """Every rendered manifest in one multi-document file, for kubeconform."""
+    path = pathlib.Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", label) + ".yaml")
+    with open(path, "w", encoding="utf-8") as file:
+        for name, text in sorted(manifests.items()):
+            if not name.endswith("NOTES.txt") and text.strip():
+                file.write(f"---\n# Source: {name}\n{text.strip()}\n")
+
+
+def cmd_render(chart_dir, out_dir=None):
     import helm_python as helm
 
     problems = []
@@ -556,10 +645,14 @@ def cmd_render(chart_dir):
                 continue
             problems += [f"{label}: {p}" for p in found]
             print(summary)
+            if out_dir:
+                write_rendering(out_dir, label, manifests)
         # What must be refused.
         for label, values in (
             ("33 gateway replicas", {"gateway": {"replicas": 33}}),
             ("secrets.create without values", {"secrets": {"create": True}}),
+            ("Strimzi topics of a profile topology.toml lacks",
+             {"kafka": {"strimzi": {"topics": {"enabled": True}}}, "topology": {"profile": "staging"}}),
         ):
             try:
                 chart.render(values, name="d2c", namespace="shop", is_install=True)
@@ -570,9 +663,99 @@ def cmd_render(chart_dir):
         fail("\n".join(problems))
 
 
+# ------------------------------------------------------------------ schemas
+#
+# kubeconform validates against JSON schemas in files, in two layouts:
+#   OUT/kubernetes/v1.X.Y-local-strict/<kind>-<group>-<version>.json
+#       the Kubernetes API, from the kubernetes-validate wheel (PyPI), which
+#       ships them per Kubernetes release; their references to
+#       /api/_definitions.json are made relative, so they resolve offline.
+#   OUT/crds/<group>/<kind>_<version>.json
+#       custom resources, from the openAPIV3Schema of CRD YAML files inside
+#       Go module zips, made strict as kubeconform's openapi2jsonschema.py
+#       does: objects with properties allow no others unless the CRD says
+#       x-kubernetes-preserve-unknown-fields, nullable fields allow null,
+#       int-or-string fields take either.
+
+
+def strict_crd_schema(node):
+    if isinstance(node, list):
+        return [strict_crd_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: strict_crd_schema(value) for key, value in node.items()}
+    if node.get("x-kubernetes-int-or-string") or node.get("format") == "int-or-string":
+        keep = {k: v for k, v in node.items() if k in ("description", "pattern")}
+        return {**keep, "anyOf": [{"type": "string"}, {"type": "integer"}]}
+    if node.get("nullable") and isinstance(node.get("type"), str):
+        node["type"] = [node["type"], "null"]
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        node["additionalProperties"] = False
+    return node
+
+
+def crd_schemas(text):
+    """(group, kind, version, JSON schema) of every CRD version in a YAML text."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # YAML 1.1's `=` (an enum value in the Prometheus Operator's CRDs) is a string.
+    Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+    for doc in yaml.load_all(text, Loader=Loader):
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        for version in spec.get("versions", []):
+            schema = version.get("schema", {}).get("openAPIV3Schema")
+            if schema:
+                yield spec["group"], spec["names"]["kind"], version["name"], strict_crd_schema(schema)
+
+
+def cmd_schemas(out_dir, wheel, versions, *crd_sources):
+    out = pathlib.Path(out_dir)
+    counts = []
+    with zipfile.ZipFile(wheel) as archive:
+        for version in versions.split(","):
+            folder = f"v{version}-local-strict"
+            prefix = f"kubernetes_validate/kubernetes-json-schema/{folder}/"
+            members = [n for n in archive.namelist() if n.startswith(prefix) and n.endswith(".json")]
+            if not members:
+                fail(f"{wheel}: no schemas for Kubernetes {version}")
+            target = out / "kubernetes" / folder
+            target.mkdir(parents=True, exist_ok=True)
+            for member in members:
+                text = archive.read(member).decode("utf-8")
+                schema = json.loads(text.replace('"/api/_definitions.json#', '"_definitions.json#'))
+                schema.pop("$id", None)  # https://kubernetes.io/api/…: it would resolve online
+                (target / member[len(prefix):]).write_text(json.dumps(schema), encoding="utf-8")
+            counts.append(f"Kubernetes {version}: {len(members)} schemas")
+    for source in crd_sources:
+        zip_path, _, directory = source.rpartition(":")
+        found, module = [], None
+        with zipfile.ZipFile(zip_path) as archive:
+            for member in sorted(archive.namelist()):
+                # A module zip holds <module>@<version>/<path>.
+                module, inner = re.match(r"(?:(.+?@[^/]+)/)?(.*)", member).groups()
+                if not (inner.startswith(directory.rstrip("/") + "/") and inner.endswith((".yaml", ".yml"))):
+                    continue
+                for group, kind, version, schema in crd_schemas(archive.read(member).decode("utf-8")):
+                    target = out / "crds" / group
+                    target.mkdir(parents=True, exist_ok=True)
+                    (target / f"{kind.lower()}_{version}.json").write_text(json.dumps(schema),
+                                                                         encoding="utf-8")
+                    found.append(f"{kind} {group}/{version}")
+        if not found:
+            fail(f"{zip_path}: no CustomResourceDefinition under {directory}")
+        counts.append(f"{module or zip_path} {directory}: {len(found)} CRD versions")
+    print("; ".join(counts))
+
+
 def main(argv):
     commands = {"dashboard": cmd_dashboard, "metrics": cmd_metrics, "yaml": cmd_yaml,
-                "braces": cmd_braces, "render": cmd_render}
+                "braces": cmd_braces, "render": cmd_render, "schemas": cmd_schemas}
     if len(argv) < 2 or argv[1] not in commands:
         fail(__doc__)
     commands[argv[1]](*argv[2:])

@@ -64,6 +64,12 @@ pub struct RuntimeConfig {
     /// Keep the count stable across restarts: a producer id no longer used
     /// leaves its open transaction to the transaction timeout.
     pub transaction_producers: usize,
+    /// D2C_MEMBERSHIP_TIMEOUT_MS: an instance whose consumer has not been a
+    /// settled group member this long stops (exits non-zero, for its
+    /// supervisor to restart it); 0: never. librdkafka 2.12 can stay
+    /// waiting for a group coordinator whose broker died (librdkafka
+    /// issue 5511); a fresh client looks the coordinator up again.
+    pub membership_timeout: Duration,
 }
 
 /// Kafka Streams' `processing.guarantee`, per service.
@@ -128,6 +134,7 @@ impl RuntimeConfig {
             transactional_id: var("D2C_TRANSACTIONAL_ID", String::new())?,
             transaction_timeout: Duration::from_millis(var("D2C_TRANSACTION_TIMEOUT_MS", 10_000)?),
             transaction_producers: var("D2C_TRANSACTION_PRODUCERS", 2)?,
+            membership_timeout: Duration::from_millis(var("D2C_MEMBERSHIP_TIMEOUT_MS", 30_000)?),
         }
         .with_default_transactional_id())
     }

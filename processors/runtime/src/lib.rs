@@ -62,6 +62,8 @@ pub enum RuntimeError {
     Config(String),
     #[error("partition {0} was revoked")]
     Revoked(i32),
+    #[error("the consumer group membership is stuck: {0}")]
+    MembershipStuck(String),
 }
 
 impl From<d2c_platform::config::ConfigError> for RuntimeError {

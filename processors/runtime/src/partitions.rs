@@ -13,6 +13,7 @@
 use crate::restore::{self, Jobs};
 use crate::run::Shared;
 use crate::worker;
+use crate::RuntimeError;
 use d2c_platform::admin::Readiness;
 use d2c_platform::lag::ConsumerLag;
 use d2c_platform::metrics::METRICS;
@@ -25,6 +26,7 @@ use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -170,11 +172,60 @@ impl Partitions {
 pub(crate) struct RebalanceContext {
     pub partitions: Arc<Partitions>,
     pub lag: ConsumerLag,
+    pub membership: MembershipWatch,
 }
 
 impl ClientContext for RebalanceContext {
     fn stats(&self, statistics: Statistics) {
         self.lag.observe(&statistics);
+        if let Some(group) = &statistics.cgrp {
+            if let Some(stuck) = self.membership.observe(group, Instant::now()) {
+                self.partitions.shared.record_fatal(stuck);
+            }
+        }
+    }
+}
+
+/// Watches the consumer's group state in librdkafka's statistics: a
+/// consumer that is not a settled member (state `up`, join state `steady`)
+/// for longer than the limit is stuck, and the instance stops.
+pub(crate) struct MembershipWatch {
+    limit: Duration,
+    unsettled_since: Mutex<Option<Instant>>,
+}
+
+impl MembershipWatch {
+    /// `limit` zero: never stuck.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            unsettled_since: Mutex::new(None),
+        }
+    }
+
+    pub fn observe(
+        &self,
+        group: &rdkafka::statistics::ConsumerGroup,
+        now: Instant,
+    ) -> Option<RuntimeError> {
+        let settled = group.state == "up" && group.join_state == "steady";
+        let mut since = self
+            .unsettled_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if settled || self.limit.is_zero() {
+            *since = None;
+            return None;
+        }
+        let first = *since.get_or_insert(now);
+        (now.duration_since(first) >= self.limit).then(|| {
+            RuntimeError::MembershipStuck(format!(
+                "not a settled group member for {:?} (state {}, join state {})",
+                now.duration_since(first),
+                group.state,
+                group.join_state
+            ))
+        })
     }
 }
 
@@ -236,5 +287,56 @@ impl ConsumerContext for RebalanceContext {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MembershipWatch;
+    use rdkafka::statistics::ConsumerGroup;
+    use std::time::{Duration, Instant};
+
+    fn group(state: &str, join_state: &str) -> ConsumerGroup {
+        ConsumerGroup {
+            state: state.into(),
+            join_state: join_state.into(),
+            ..ConsumerGroup::default()
+        }
+    }
+
+    #[test]
+    fn a_consumer_unsettled_past_the_limit_is_stuck_and_settling_resets_the_clock() {
+        let watch = MembershipWatch::new(Duration::from_secs(30));
+        let start = Instant::now();
+        let waiting = group("wait-broker-transport", "init");
+        assert!(watch.observe(&waiting, start).is_none());
+        assert!(watch
+            .observe(&waiting, start + Duration::from_secs(29))
+            .is_none());
+        let stuck = watch.observe(&waiting, start + Duration::from_secs(30));
+        assert!(
+            stuck.is_some_and(|error| error.to_string().contains("wait-broker-transport")),
+            "stuck after the limit"
+        );
+        assert!(watch
+            .observe(&group("up", "steady"), start + Duration::from_secs(31))
+            .is_none());
+        assert!(
+            watch
+                .observe(&group("up", "wait-join"), start + Duration::from_secs(50))
+                .is_none(),
+            "the clock started again when it settled"
+        );
+    }
+
+    #[test]
+    fn a_zero_limit_never_calls_a_consumer_stuck() {
+        let watch = MembershipWatch::new(Duration::ZERO);
+        let start = Instant::now();
+        let waiting = group("query-coord", "init");
+        assert!(watch.observe(&waiting, start).is_none());
+        assert!(watch
+            .observe(&waiting, start + Duration::from_secs(3600))
+            .is_none());
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::config::ProcessingGuarantee;
 use crate::handler::Handler;
-use crate::partitions::{Partitions, RebalanceContext};
+use crate::partitions::{MembershipWatch, Partitions, RebalanceContext};
 use crate::transactions::{self, CommitQueue, Committer, Pending};
 use crate::{RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
@@ -198,12 +198,14 @@ async fn run_processor(
             RebalanceContext {
                 partitions: Arc::clone(&partitions),
                 lag: ConsumerLag::new(config.group_id.clone()),
+                membership: MembershipWatch::new(config.membership_timeout),
             },
         )?,
     );
     let committer_stop = Arc::new(AtomicBool::new(false));
+    let rejoin = Arc::new(AtomicBool::new(false));
     let committers = if exactly_once {
-        start_committers(&shared, &consumer, commit_queue, &committer_stop).await?
+        start_committers(&shared, &consumer, commit_queue, &committer_stop, &rejoin).await?
     } else {
         Vec::new()
     };
@@ -229,7 +231,7 @@ async fn run_processor(
                 stored_offsets,
                 resume_requests,
             };
-            let result = poll_loop(&consumer, &poll_partitions, &channels, &poll_stop);
+            let result = poll_loop(&consumer, &poll_partitions, &channels, &poll_stop, &rejoin);
             let _ = done_tx.send(());
             result
         })?;
@@ -274,6 +276,7 @@ async fn start_committers(
     consumer: &Arc<BaseConsumer<RebalanceContext>>,
     queue: Receiver<Pending>,
     stop: &Arc<AtomicBool>,
+    rejoin: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let config = &shared.config;
     let queue = Arc::new(Mutex::new(queue));
@@ -303,6 +306,7 @@ async fn start_committers(
             timeout,
             runtime: shared.runtime.clone(),
             fatal: Arc::clone(&shared.fatal),
+            rejoin: Arc::clone(rejoin),
         };
         let (queue, stop) = (Arc::clone(&queue), Arc::clone(stop));
         threads.push(
@@ -319,6 +323,7 @@ fn poll_loop(
     partitions: &Partitions,
     channels: &PollChannels,
     stop: &AtomicBool,
+    rejoin: &AtomicBool,
 ) -> Result<(), RuntimeError> {
     let input = partitions.input_topic();
     let at_least_once = partitions.shared.commits.is_none();
@@ -337,6 +342,9 @@ fn poll_loop(
             &mut waiting_resumes,
             at_least_once,
         );
+        if rejoin.swap(false, Ordering::AcqRel) {
+            rejoin_group(consumer, partitions)?;
+        }
         if let Some(error) = partitions
             .shared
             .fatal
@@ -353,6 +361,21 @@ fn poll_loop(
         d2c_platform::kafka::commit_final_offsets(consumer);
     }
     consumer.unsubscribe();
+    Ok(())
+}
+
+/// Leave the group and join it again under a new member id: every
+/// partition is revoked first (its worker stops; a pending batch is dropped,
+/// its transaction aborted), and the next assignment restores the stores
+/// from the changelog as after any rebalance.
+fn rejoin_group(
+    consumer: &BaseConsumer<RebalanceContext>,
+    partitions: &Partitions,
+) -> Result<(), RuntimeError> {
+    partitions.revoke_all();
+    consumer.unsubscribe();
+    consumer.subscribe(&[partitions.input_topic()])?;
+    tracing::info!("Rejoined the group");
     Ok(())
 }
 

@@ -85,6 +85,9 @@ pub(crate) struct Committer {
     pub timeout: Duration,
     pub runtime: tokio::runtime::Handle,
     pub fatal: Arc<Mutex<Option<RuntimeError>>>,
+    /// Set when the group coordinator no longer knows this member (the
+    /// offsets step says so); the poll thread then leaves and rejoins.
+    pub rejoin: Arc<AtomicBool>,
 }
 
 /// Most batches one transaction carries; more wait for the next one.
@@ -186,6 +189,7 @@ impl Committer {
         let committed = self
             .producer
             .send_offsets_to_transaction(&offsets, &metadata, self.timeout)
+            .inspect_err(|error| self.rejoin_if_forgotten(error))
             .map(|()| observe_step("offsets", step))
             .and_then(|step| {
                 self.commit_retrying()
@@ -199,6 +203,27 @@ impl Committer {
             return Err(reason);
         }
         Ok(changelog_offsets)
+    }
+
+    /// The coordinator refused our offsets because it does not know this
+    /// member or generation: seen after the group coordinator's broker was
+    /// killed right after this instance joined (the 3-broker fault test),
+    /// with librdkafka's consumer still believing it was a member. Retrying
+    /// cannot help, and the consumer would never find out by itself, so the
+    /// poll thread is asked to leave the group and join it again (its
+    /// partitions are revoked, so their batches stop being retried).
+    fn rejoin_if_forgotten(&self, error: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let forgotten = matches!(
+            error,
+            KafkaError::Transaction(inner) if matches!(
+                inner.code(),
+                Code::UnknownMemberId | Code::IllegalGeneration | Code::FencedInstanceId | Code::StaleMemberEpoch
+            )
+        );
+        if forgotten && !self.rejoin.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "The group coordinator does not know this member; rejoining the group");
+        }
     }
 
     /// A retriable commit failure (e.g. a timeout) may be tried again.

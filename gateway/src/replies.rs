@@ -95,8 +95,50 @@ impl Pending {
     }
 }
 
+/// Why the reply consumer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyConsumerError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(
+        "D2C_REPLY_PARTITION is {partition}, but {topic} has {partitions} partitions \
+         (0 to {last}): every gateway instance reads a reply partition of its own, so at most \
+         {partitions} gateways can run. Raise `partitions` of gateway.replies in \
+         topology/topology.toml and run `topology apply`, or run fewer gateways",
+        last = partitions - 1
+    )]
+    NoSuchPartition {
+        topic: String,
+        partition: i32,
+        partitions: i32,
+    },
+}
+
 /// The client id of the reply consumer, and its lag's `group` label.
 pub const REPLY_CONSUMER: &str = "gateway-replies";
+
+/// A reply partition beyond the topic's count is a sizing error, named as
+/// one (rather than a watermark lookup timing out).
+fn check_partition_exists(
+    consumer: &impl Consumer<LagContext>,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ReplyConsumerError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|found| found.name() == topic)
+        .map_or(0, |found| found.partitions().len() as i32);
+    if partitions > 0 && !(0..partitions).contains(&partition) {
+        return Err(ReplyConsumerError::NoSuchPartition {
+            topic: topic.to_owned(),
+            partition,
+            partitions,
+        });
+    }
+    Ok(())
+}
 
 /// Start reading this instance's reply partition from its current end.
 /// Returns once the partition is assigned, so no reply to a request sent
@@ -110,7 +152,7 @@ pub async fn start_reply_consumer(
     stats_interval: Duration,
     pending: Arc<Pending>,
     assigned: Arc<AtomicBool>,
-) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
+) -> Result<tokio::task::JoinHandle<()>, ReplyConsumerError> {
     GATEWAY_METRICS.reply_partition_assigned.set(0);
     let mut config = assigned_consumer_config(brokers, REPLY_CONSUMER, fetch_wait);
     let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
@@ -122,12 +164,14 @@ pub async fn start_reply_consumer(
     let lookup = Arc::clone(&consumer);
     let lookup_topic = topic.to_owned();
     let (_, high) = tokio::task::spawn_blocking(move || {
+        check_partition_exists(lookup.as_ref(), &lookup_topic, partition)?;
         d2c_platform::kafka::fetch_watermarks(
             lookup.as_ref(),
             &lookup_topic,
             partition,
             Duration::from_secs(30),
         )
+        .map_err(ReplyConsumerError::from)
     })
     .await
     .map_err(|_| rdkafka::error::KafkaError::Canceled)??;

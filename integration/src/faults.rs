@@ -3,8 +3,11 @@
 //! A whole platform on a broker of its own (so it can be restarted) and a
 //! database of its own, with the payment provider's protocol served on
 //! loopback. While orders arrive at a steady rate through two gateways, the
-//! run kills -9 and restarts processors, restarts the broker (its SQLite
-//! data survives), restarts Postgres and kills one gateway for good. The
+//! run kills -9 and restarts processors, restarts the broker (its data
+//! survives), restarts Postgres and kills one gateway for good. On a
+//! cluster of three brokers (topics at three replicas, two in sync) it
+//! kills -9 the broker that leads most of the platform's partitions instead,
+//! keeps it down for a fifth of the run while orders go on, then restarts it. The
 //! client does what a storefront behind a load balancer does: a request
 //! that fails (connection refused, timeout, 5xx) is retried with the same
 //! Idempotency-Key on the other gateway.
@@ -25,15 +28,15 @@
 use crate::app::{Api, SETTLED, TEST_PRICE_MINOR};
 use crate::customer;
 use crate::fake_provider::FakeProvider;
-use crate::harness::{KafkaNode, Platform, Service};
-use crate::kafka::read_all;
+use crate::harness::{cluster_brokers, KafkaNode, Platform, Service};
+use crate::kafka::{leaders_by_broker, read_all};
 use crate::postgres::TestDatabase;
 use anyhow::{bail, Context};
 use d2c_proto::orders::v1::OrderPlaced;
 use prost::{Message, Name};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -55,6 +58,26 @@ pub struct FaultConfig {
     /// How long a client keeps retrying one request before it counts as
     /// unanswered.
     pub request_deadline: Duration,
+    /// Kafka brokers: 1 (restarted mid-run) or 3 (the busiest leader killed
+    /// and restarted later).
+    pub brokers: usize,
+    /// What happens during the run.
+    pub plan: Plan,
+    /// For every service, e.g. `D2C_KAFKA__GROUP_PROTOCOL=consumer`.
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// The events of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Crashes: processors, the broker (or the busiest of three), Postgres,
+    /// a gateway.
+    Faults,
+    /// Growth and shrinkage, no crash but one: the orders service from 1 to
+    /// 2 to 4 instances and back to 2 (SIGTERM, as a scale-down does), the
+    /// gateway from 1 to 3, then kill -9 of one of the two orders instances
+    /// (failover to the other).
+    ScaleOut,
 }
 
 impl Default for FaultConfig {
@@ -64,6 +87,9 @@ impl Default for FaultConfig {
             rate: 8.0,
             restart_postgres: true,
             request_deadline: Duration::from_secs(90),
+            brokers: 1,
+            plan: Plan::Faults,
+            env: Vec::new(),
         }
     }
 }
@@ -84,12 +110,52 @@ pub struct Audit {
     pub placed_events: usize,
     pub archived_order_events: i64,
     pub faults: Vec<String>,
+    /// Processors that stopped by themselves and were restarted (as a
+    /// supervisor does).
+    pub restarts: Vec<String>,
+    /// Latency by stretch of the run (between two events), by the time each
+    /// request was scheduled: a partition that stops for a while shows as
+    /// the longest wait of the requests it held.
+    pub phases: Vec<PhaseStats>,
     pub violations: Vec<String>,
+}
+
+/// Requests scheduled within one stretch of the run.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseStats {
+    pub label: String,
+    pub from_secs: f64,
+    pub to_secs: f64,
+    pub requests: usize,
+    /// Requests per second that got their answer (any status) in the stretch.
+    pub answered_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Answered 202 (the gateway stopped waiting).
+    pub late: usize,
+}
+
+impl Audit {
+    /// The longest a request waited for its answer, over the whole run.
+    pub fn longest_wait_ms(&self) -> f64 {
+        self.phases
+            .iter()
+            .map(|phase| phase.max_ms)
+            .fold(0.0, f64::max)
+    }
 }
 
 impl std::fmt::Display for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "faults: {}", self.faults.join(", "))?;
+        if !self.restarts.is_empty() {
+            writeln!(
+                f,
+                "restarted after stopping by themselves: {}",
+                self.restarts.join(", ")
+            )?;
+        }
         writeln!(
             f,
             "requests: {} (statuses {:?}; {} needed a retry; {} unanswered)",
@@ -105,6 +171,25 @@ impl std::fmt::Display for Audit {
             "{SCARCE}: {} stocked, {} sold; provider charges: {}",
             self.scarce_stocked, self.scarce_sold, self.charges
         )?;
+        if !self.phases.is_empty() {
+            writeln!(f, "| stretch | from s | to s | requests | answered/s | p50 ms | p99 ms | max ms | 202 |")?;
+            writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
+            for phase in &self.phases {
+                writeln!(
+                    f,
+                    "| {} | {:.1} | {:.1} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
+                    phase.label,
+                    phase.from_secs,
+                    phase.to_secs,
+                    phase.requests,
+                    phase.answered_rate,
+                    phase.p50_ms,
+                    phase.p99_ms,
+                    phase.max_ms,
+                    phase.late
+                )?;
+            }
+        }
         if self.violations.is_empty() {
             write!(f, "violations: none")
         } else {
@@ -127,27 +212,54 @@ struct Outcome {
     body: Value,
     attempts: usize,
     scarce: bool,
+    /// When it was due, from the start of the run.
+    scheduled: Duration,
+    /// From then to its answer (or to giving up).
+    waited: Duration,
 }
 
 struct Stack {
     platform: Platform,
-    broker: KafkaNode,
+    brokers: Vec<KafkaNode>,
     database: TestDatabase,
     provider: FakeProvider,
     processors: BTreeMap<&'static str, Service>,
     payments_env: Vec<(&'static str, String)>,
     _projector: Service,
     gateways: Vec<Option<Service>>,
+    /// Where the clients send, as gateways come and go.
+    gateway_urls: Arc<RwLock<Vec<String>>>,
+    /// Orders instances beyond the first (scale-out), by name.
+    extra_orders: Vec<(String, Service)>,
+    /// Processors that exited by themselves and were restarted.
+    restarts: Vec<String>,
+    /// The read side's database, for gateways started later.
+    db: Vec<(&'static str, String)>,
     _work: tempfile::TempDir,
 }
 
 impl Stack {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(config: &FaultConfig) -> anyhow::Result<Self> {
+        let broker_count = config.brokers;
         let work = tempfile::Builder::new().prefix("d2c-faults-").tempdir()?;
-        let broker = KafkaNode::start(&work.path().join("broker")).await?;
-        let platform = Platform::on_broker(SERVICES, broker.brokers()).await?;
+        let (brokers, platform) = if broker_count > 1 {
+            let brokers =
+                KafkaNode::start_cluster(&work.path().join("brokers"), broker_count).await?;
+            let platform = Platform::on_brokers_with_profile(
+                SERVICES,
+                cluster_brokers(&brokers),
+                "test-cluster",
+            )
+            .await?;
+            (brokers, platform)
+        } else {
+            let broker = KafkaNode::start(&work.path().join("broker")).await?;
+            let platform = Platform::on_broker(SERVICES, broker.brokers()).await?;
+            (vec![broker], platform)
+        };
         let database = TestDatabase::create().await?;
         let provider = FakeProvider::start().await?;
+        let platform = platform.with_env(&config.env);
         let payments_env = vec![
             ("D2C_PAYMENT_PROVIDER", "http".to_owned()),
             ("D2C_PAYMENT_PROVIDER_URL", provider.url()),
@@ -170,21 +282,39 @@ impl Stack {
         let projector = platform.projector("projector", &db).await?;
         projector.wait_ready(Duration::from_secs(60)).await?;
         let mut gateways = Vec::new();
-        for index in 0..2 {
+        let first_gateways = if config.plan == Plan::ScaleOut { 1 } else { 2 };
+        // Scale-out measures how long requests wait: a gateway that answered
+        // 202 after 3 s would cut every longer wait short.
+        let reply_timeout_ms = if config.plan == Plan::ScaleOut {
+            60_000
+        } else {
+            3_000
+        };
+        for index in 0..first_gateways {
             let gateway = platform
-                .gateway_ready_with(&format!("gateway-{index}"), index, 3_000, &db)
+                .gateway_ready_with(&format!("gateway-{index}"), index, reply_timeout_ms, &db)
                 .await?;
             gateways.push(Some(gateway));
         }
         Ok(Self {
             platform,
-            broker,
+            brokers,
             database,
             provider,
             processors,
             payments_env,
             _projector: projector,
+            gateway_urls: Arc::new(RwLock::new(
+                gateways
+                    .iter()
+                    .flatten()
+                    .map(|gateway| gateway.url(""))
+                    .collect(),
+            )),
             gateways,
+            extra_orders: Vec::new(),
+            restarts: Vec::new(),
+            db: db.to_vec(),
             _work: work,
         })
     }
@@ -196,6 +326,22 @@ impl Stack {
             .next()
             .map(|gateway| gateway.url(""))
             .context("no gateway left")
+    }
+
+    /// The broker (index into `brokers`) leading most of the platform's
+    /// partitions, and how many it leads.
+    fn busiest_broker(&self) -> anyhow::Result<(usize, usize)> {
+        let counts = leaders_by_broker(&self.platform.brokers, &self.platform.prefix)?;
+        let (leader, led) = counts
+            .into_iter()
+            .max_by_key(|(_, led)| *led)
+            .context("no partition has a leader")?;
+        let index = self
+            .brokers
+            .iter()
+            .position(|node| node.node_id() == leader)
+            .with_context(|| format!("leader {leader} is none of the test's brokers"))?;
+        Ok((index, led))
     }
 
     async fn restart_processor(&mut self, service: &'static str) -> anyhow::Result<()> {
@@ -254,10 +400,12 @@ fn order_body(index: usize) -> (Value, bool) {
 /// Sends one order until some gateway answers it, alternating gateways.
 async fn send_until_answered(
     clients: &[reqwest::Client],
-    gateways: &[String],
+    gateways: &RwLock<Vec<String>>,
     index: usize,
     deadline: Duration,
+    scheduled: (Instant, Duration),
 ) -> Outcome {
+    let (started, due) = scheduled;
     let customer = format!("fault-customer-{}", index % CUSTOMERS);
     let client = &clients[index % CUSTOMERS];
     let key = format!("fault-{index}");
@@ -265,7 +413,10 @@ async fn send_until_answered(
     let give_up = Instant::now() + deadline;
     let mut attempts = 0;
     loop {
-        let gateway = &gateways[(index + attempts) % gateways.len()];
+        let gateway = {
+            let gateways = gateways.read().unwrap_or_else(PoisonError::into_inner);
+            gateways[(index + attempts) % gateways.len()].clone()
+        };
         attempts += 1;
         let sent = client
             .post(format!("{gateway}/orders"))
@@ -285,6 +436,8 @@ async fn send_until_answered(
                     body,
                     attempts,
                     scarce,
+                    scheduled: due,
+                    waited: started.elapsed().saturating_sub(due),
                 };
             }
         }
@@ -296,16 +449,30 @@ async fn send_until_answered(
                 body: Value::Null,
                 attempts,
                 scarce,
+                scheduled: due,
+                waited: started.elapsed().saturating_sub(due),
             };
         }
         tokio::time::sleep(Duration::from_millis(250 * attempts.min(8) as u64)).await;
     }
 }
 
+/// For tests: [`run`], its audit printed, and a panic (with the audit) when
+/// the run could not be done, found a violation, or did not send every
+/// request it was meant to.
+pub async fn run_clean(config: FaultConfig) -> Audit {
+    let expected = (config.duration.as_secs_f64() * config.rate).ceil() as usize;
+    let audit = run(config).await.expect("the run ran");
+    eprintln!("{audit}");
+    assert!(audit.violations.is_empty(), "{audit}");
+    assert_eq!(audit.requests, expected, "{audit}");
+    audit
+}
+
 /// Runs the faults and the audit; `Ok` carries the audit whatever it found
 /// (its `violations` say), `Err` means the run itself could not be done.
 pub async fn run(config: FaultConfig) -> anyhow::Result<Audit> {
-    let mut stack = Stack::start().await?;
+    let mut stack = Stack::start(&config).await?;
     let result = run_on(&mut stack, &config).await;
     if result.is_err()
         || result
@@ -330,14 +497,7 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
             .map(|index| customer::client(&format!("fault-customer-{index}")))
             .collect(),
     );
-    let gateways: Arc<Vec<String>> = Arc::new(
-        stack
-            .gateways
-            .iter()
-            .flatten()
-            .map(|gateway| gateway.url(""))
-            .collect(),
-    );
+    let gateways: Arc<RwLock<Vec<String>>> = Arc::clone(&stack.gateway_urls);
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let started = Instant::now();
     let driver = {
@@ -350,15 +510,17 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
         tokio::spawn(async move {
             let mut tasks = Vec::with_capacity(total);
             for index in 0..total {
-                tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate))
-                    .await;
+                let due = Duration::from_secs_f64(index as f64 / rate);
+                tokio::time::sleep_until(started + due).await;
                 let (clients, gateways, outcomes) = (
                     Arc::clone(&clients),
                     Arc::clone(&gateways),
                     Arc::clone(&outcomes),
                 );
                 tasks.push(tokio::spawn(async move {
-                    let outcome = send_until_answered(&clients, &gateways, index, deadline).await;
+                    let outcome =
+                        send_until_answered(&clients, &gateways, index, deadline, (started, due))
+                            .await;
                     outcomes
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -370,12 +532,30 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
     };
 
     let mut audit = Audit::default();
-    inject_faults(stack, config, started, &mut audit.faults).await?;
-    driver.await.context("the order driver panicked")?;
+    let mut marks = Vec::new();
+    match config.plan {
+        Plan::Faults => inject_faults(stack, config, started, &mut audit.faults).await?,
+        Plan::ScaleOut => scale(stack, config, started, &mut audit.faults, &mut marks).await?,
+    }
+    let mut driver = driver;
+    loop {
+        tokio::select! {
+            finished = &mut driver => {
+                finished.context("the order driver panicked")?;
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => stack.restart_exited().await?,
+        }
+    }
+    stack.restart_exited().await?;
+    audit.restarts = stack.restarts.clone();
     let outcomes = outcomes
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    if config.plan == Plan::ScaleOut {
+        audit.phases = phase_stats(&outcomes, &marks, config.duration);
+    }
     audit.scarce_stocked = scarce_stock;
     audit_run(stack, &outcomes, &mut audit).await?;
     Ok(audit)
@@ -392,36 +572,213 @@ async fn inject_faults(
     let mut note =
         |what: &str| log.push(format!("{what} at {:.1}s", started.elapsed().as_secs_f64()));
 
-    tokio::time::sleep_until(at(0.12)).await;
+    stack.supervise_until(at(0.12)).await?;
     stack.restart_processor("inventory").await?;
     note("kill -9 + restart inventory");
 
-    tokio::time::sleep_until(at(0.25)).await;
+    stack.supervise_until(at(0.25)).await?;
     stack.restart_processor("payments").await?;
     note("kill -9 + restart payments");
 
-    tokio::time::sleep_until(at(0.40)).await;
-    stack.broker.kill().await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.broker.restart().await?;
-    note("kill -9 + restart the broker");
+    if stack.brokers.len() > 1 {
+        stack.supervise_until(at(0.35)).await?;
+        let (index, led) = stack.busiest_broker()?;
+        stack.brokers[index].kill().await?;
+        note(&format!(
+            "kill -9 broker {} (leader of {led} partitions)",
+            stack.brokers[index].node_id()
+        ));
+        stack.supervise_until(at(0.55)).await?;
+        stack.brokers[index].restart().await?;
+        note(&format!(
+            "restart broker {}",
+            stack.brokers[index].node_id()
+        ));
+    } else {
+        stack.supervise_until(at(0.40)).await?;
+        stack.brokers[0].kill().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stack.brokers[0].restart().await?;
+        note("kill -9 + restart the broker");
+    }
 
     if config.restart_postgres {
-        tokio::time::sleep_until(at(0.55)).await;
+        stack.supervise_until(at(0.55)).await?;
         restart_postgres().await?;
         note("restart Postgres");
     }
 
-    tokio::time::sleep_until(at(0.70)).await;
+    stack.supervise_until(at(0.70)).await?;
     if let Some(mut gateway) = stack.gateways.get_mut(1).and_then(Option::take) {
         gateway.kill9().await?;
     }
     note("kill -9 gateway-1 (for good)");
 
-    tokio::time::sleep_until(at(0.85)).await;
+    stack.supervise_until(at(0.85)).await?;
     stack.restart_processor("orders").await?;
     note("kill -9 + restart orders");
     Ok(())
+}
+
+/// The scale-out plan: (seconds into the run, what the stack looks like
+/// from then on) marks the stretches the latency is reported by.
+async fn scale(
+    stack: &mut Stack,
+    config: &FaultConfig,
+    started: Instant,
+    log: &mut Vec<String>,
+    marks: &mut Vec<(f64, String)>,
+) -> anyhow::Result<()> {
+    let at = |fraction: f64| started + config.duration.mul_f64(fraction);
+    let mut mark = |what: &str, stack_now: &str| {
+        let secs = started.elapsed().as_secs_f64();
+        log.push(format!("{what} at {secs:.1}s"));
+        marks.push((secs, stack_now.to_owned()));
+    };
+    mark("start", "orders x1, gateway x1");
+
+    stack.supervise_until(at(0.12)).await?;
+    stack.add_orders("orders-2").await?;
+    mark("orders 1 -> 2", "orders x2, gateway x1");
+
+    stack.supervise_until(at(0.24)).await?;
+    stack.add_orders("orders-3").await?;
+    stack.add_orders("orders-4").await?;
+    mark("orders 2 -> 4", "orders x4, gateway x1");
+
+    stack.supervise_until(at(0.36)).await?;
+    stack.add_gateway().await?;
+    stack.add_gateway().await?;
+    mark("gateway 1 -> 3", "orders x4, gateway x3");
+
+    stack.supervise_until(at(0.52)).await?;
+    stack.remove_orders().await?;
+    stack.remove_orders().await?;
+    mark("orders 4 -> 2 (SIGTERM)", "orders x2, gateway x3");
+
+    stack.supervise_until(at(0.70)).await?;
+    stack.kill_orders().await?;
+    mark(
+        "kill -9 one of 2 orders (failover)",
+        "orders x1 after failover, gateway x3",
+    );
+    Ok(())
+}
+
+impl Stack {
+    /// Restarts every processor that has exited, as Kubernetes restarts a
+    /// pod whose process ended (an instance stops itself when it cannot go
+    /// on, e.g. a group membership stuck past D2C_MEMBERSHIP_TIMEOUT_MS),
+    /// until `deadline`.
+    async fn supervise_until(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            self.restart_exited().await?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(deadline.min(now + Duration::from_millis(500))).await;
+        }
+    }
+
+    async fn restart_exited(&mut self) -> anyhow::Result<()> {
+        let exited: Vec<&'static str> = self
+            .processors
+            .iter_mut()
+            .filter_map(|(service, running)| running.has_exited().then_some(*service))
+            .collect();
+        for service in exited {
+            self.restarts.push(service.to_owned());
+            self.restart_processor(service).await?;
+        }
+        let mut index = 0;
+        while index < self.extra_orders.len() {
+            if self.extra_orders[index].1.has_exited() {
+                let name = self.extra_orders[index].0.clone();
+                self.restarts.push(name.clone());
+                let service = self.platform.processor_ready("orders", &name, &[]).await?;
+                self.extra_orders[index].1 = service;
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+
+    async fn add_orders(&mut self, name: &str) -> anyhow::Result<()> {
+        let service = self.platform.processor_ready("orders", name, &[]).await?;
+        self.extra_orders.push((name.to_owned(), service));
+        Ok(())
+    }
+
+    /// The newest extra orders instance, stopped as a scale-down stops it.
+    async fn remove_orders(&mut self) -> anyhow::Result<()> {
+        if let Some((_, mut service)) = self.extra_orders.pop() {
+            service.terminate().await?;
+        }
+        Ok(())
+    }
+
+    /// The first orders instance, killed -9: its partitions fail over to
+    /// the extra one left.
+    async fn kill_orders(&mut self) -> anyhow::Result<()> {
+        if let Some(mut service) = self.processors.remove("orders") {
+            service.kill9().await?;
+        }
+        Ok(())
+    }
+
+    async fn add_gateway(&mut self) -> anyhow::Result<()> {
+        let index = self.gateways.len();
+        let gateway = self
+            .platform
+            .gateway_ready_with(&format!("gateway-{index}"), index as i32, 60_000, &self.db)
+            .await?;
+        self.gateway_urls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(gateway.url(""));
+        self.gateways.push(Some(gateway));
+        Ok(())
+    }
+}
+
+/// Latency of the requests scheduled in each stretch between two marks.
+fn phase_stats(outcomes: &[Outcome], marks: &[(f64, String)], run: Duration) -> Vec<PhaseStats> {
+    let mut phases = Vec::new();
+    for (index, (from, label)) in marks.iter().enumerate() {
+        let to = marks
+            .get(index + 1)
+            .map_or(run.as_secs_f64(), |(next, _)| *next);
+        let in_stretch: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|outcome| (*from..to).contains(&outcome.scheduled.as_secs_f64()))
+            .collect();
+        let mut waits: Vec<f64> = in_stretch
+            .iter()
+            .map(|outcome| outcome.waited.as_secs_f64() * 1000.0)
+            .collect();
+        waits.sort_by(f64::total_cmp);
+        let answered = in_stretch.iter().filter(|o| o.status.is_some()).count();
+        let late = in_stretch.iter().filter(|o| o.status == Some(202)).count();
+        let quantile = |q: f64| {
+            waits
+                .get(((waits.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        phases.push(PhaseStats {
+            label: label.clone(),
+            from_secs: *from,
+            to_secs: to,
+            requests: waits.len(),
+            answered_rate: answered as f64 / (to - from).max(0.001),
+            p50_ms: quantile(0.50),
+            p99_ms: quantile(0.99),
+            max_ms: waits.last().copied().unwrap_or(0.0),
+            late,
+        });
+    }
+    phases
 }
 
 async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> anyhow::Result<()> {

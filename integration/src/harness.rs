@@ -82,6 +82,16 @@ impl Platform {
     /// [`Platform::new`] on the broker at `brokers` (e.g. a test's own
     /// [`KafkaNode`]).
     pub async fn on_broker(services: &[&str], brokers: String) -> anyhow::Result<Self> {
+        Self::on_brokers_with_profile(services, brokers, &test_profile()).await
+    }
+
+    /// [`Platform::on_broker`] with the topology's `profile` (e.g.
+    /// `test-cluster`: three replicas, two in sync).
+    pub async fn on_brokers_with_profile(
+        services: &[&str],
+        brokers: String,
+        profile: &str,
+    ) -> anyhow::Result<Self> {
         let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let output = Command::new(binary("topology")?)
             .args([
@@ -93,7 +103,7 @@ impl Platform {
                 "--only",
                 &services.join(","),
                 "--profile",
-                &test_profile(),
+                profile,
             ])
             .output()
             .await
@@ -366,6 +376,11 @@ impl Service {
             .context("waiting for the process")
     }
 
+    /// Whether the process has ended (by itself or killed), without waiting.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The process id, for signals the harness has no method for.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -433,12 +448,21 @@ impl Service {
 /// A Kafka node of one test's own (started by `kafka/broker`, as `./dev`
 /// starts its brokers), with its data in a directory of its own, so the test
 /// can kill and restart it (its data survives) without disturbing any other
-/// test.
+/// test. A node may be one of a cluster ([`KafkaNode::start_cluster`]).
 pub struct KafkaNode {
     pub port: u16,
     controller_port: u16,
     pub dir: PathBuf,
+    /// In a cluster: this node's id, the quorum and the cluster id.
+    member: Option<ClusterMember>,
     child: Option<Child>,
+}
+
+#[derive(Clone)]
+struct ClusterMember {
+    node_id: usize,
+    voters: String,
+    cluster_id: String,
 }
 
 /// The script that installs, formats and runs a local Kafka node.
@@ -452,6 +476,15 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The bootstrap list of a set of nodes.
+pub fn cluster_brokers(nodes: &[KafkaNode]) -> String {
+    nodes
+        .iter()
+        .map(KafkaNode::brokers)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl KafkaNode {
     /// Starts a node on free loopback ports with its data in `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
@@ -460,14 +493,60 @@ impl KafkaNode {
             port: free_port()?,
             controller_port: free_port()?,
             dir: dir.to_owned(),
+            member: None,
             child: None,
         };
         node.restart().await?;
         Ok(node)
     }
 
+    /// Starts `count` nodes, each broker and controller, as one cluster
+    /// (a static controller quorum of all of them), in `dir/node-<id>`.
+    pub async fn start_cluster(dir: &Path, count: usize) -> anyhow::Result<Vec<Self>> {
+        let cluster_id = kafka_tool_output(&["kafka.tools.StorageTool", "random-uuid"]).await?;
+        let mut nodes = Vec::with_capacity(count);
+        for node_id in 1..=count {
+            let node_dir = dir.join(format!("node-{node_id}"));
+            std::fs::create_dir_all(&node_dir)?;
+            nodes.push(Self {
+                port: free_port()?,
+                controller_port: free_port()?,
+                dir: node_dir,
+                member: None,
+                child: None,
+            });
+        }
+        let voters = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| format!("{}@127.0.0.1:{}", index + 1, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (index, node) in nodes.iter_mut().enumerate() {
+            node.member = Some(ClusterMember {
+                node_id: index + 1,
+                voters: voters.clone(),
+                cluster_id: cluster_id.clone(),
+            });
+            node.spawn()?;
+        }
+        // A node answers only once a quorum of controllers is up, so all are
+        // spawned before any is waited for.
+        for node in &nodes {
+            node.wait_answering().await?;
+        }
+        Ok(nodes)
+    }
+
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// This node's id in its cluster (1 for a lone node).
+    pub fn node_id(&self) -> i32 {
+        self.member
+            .as_ref()
+            .map_or(1, |member| member.node_id as i32)
     }
 
     /// SIGKILL to the JVM, no chance to flush: what a crashed broker machine
@@ -484,22 +563,39 @@ impl KafkaNode {
     /// a Metadata request.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
+        self.spawn()?;
+        self.wait_answering().await
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("broker.log"))?;
         // `kafka/broker run` execs the JVM, so the child is the broker itself.
-        let child = Command::new(kafka_script())
+        let mut command = Command::new(kafka_script());
+        command
             .arg("run")
             .arg(&self.dir)
             .arg(self.port.to_string())
             .arg(self.controller_port.to_string())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Some(member) = &self.member {
+            command
+                .env("D2C_KAFKA_NODE_ID", member.node_id.to_string())
+                .env("D2C_KAFKA_VOTERS", &member.voters)
+                .env("D2C_KAFKA_CLUSTER_ID", &member.cluster_id);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", kafka_script().display()))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_answering(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let health = Command::new(binary("topology")?)
@@ -525,4 +621,22 @@ impl KafkaNode {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// What a Kafka tool class printed (trimmed), e.g. a fresh cluster id.
+async fn kafka_tool_output(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(kafka_script())
+        .arg("tool")
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {} tool", kafka_script().display()))?;
+    if !output.status.success() {
+        bail!(
+            "kafka/broker tool {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }

@@ -164,3 +164,29 @@ pub fn read_all(brokers: &str, topic: &str, within: Duration) -> anyhow::Result<
     }
     Ok(records)
 }
+
+/// How many partitions of the topics starting with `prefix` each broker
+/// (by node id) leads, from the cluster's metadata.
+pub fn leaders_by_broker(
+    brokers: &str,
+    prefix: &str,
+) -> anyhow::Result<std::collections::BTreeMap<i32, usize>> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a metadata client")?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("fetching metadata")?;
+    let mut counts = std::collections::BTreeMap::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|topic| topic.name().starts_with(prefix))
+    {
+        for partition in topic.partitions() {
+            *counts.entry(partition.leader()).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}

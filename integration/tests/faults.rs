@@ -5,21 +5,17 @@
 //! it lives alone in its test binary (cargo runs test binaries one at a
 //! time).
 
-use d2c_integration::faults::{run, FaultConfig};
+use d2c_integration::faults::{run_clean, FaultConfig};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_duplicate_oversell_and_double_charge_nothing() {
-    let audit = run(FaultConfig {
+    let audit = run_clean(FaultConfig {
         duration: Duration::from_secs(36),
         rate: 6.0,
         ..FaultConfig::default()
     })
-    .await
-    .expect("the fault run ran");
-    eprintln!("{audit}");
-    assert!(audit.violations.is_empty(), "{audit}");
-    assert_eq!(audit.requests, 216);
+    .await;
     assert!(audit.confirmed > 0 && audit.rejected > 0, "{audit}");
     assert!(audit.retried_requests > 0, "the faults were felt: {audit}");
 }

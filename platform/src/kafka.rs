@@ -220,11 +220,18 @@ pub fn group_consumer_config(
     let mut config = consumer_config(brokers, client_id, fetch_wait);
     config
         .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.offset.reset", "earliest");
+    if config.get("group.protocol") == Some("consumer") {
+        // KIP-848: the broker assigns (incrementally) and owns the session
+        // and heartbeat settings (group.consumer.* in its config);
+        // librdkafka refuses these three properties under this protocol.
+        return config;
+    }
+    config
         // Incremental rebalances: a joining or leaving member moves only the
         // partitions that must move; the others keep being handled.
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "true")
-        .set("auto.offset.reset", "earliest")
         .set(
             "session.timeout.ms",
             session_timeout.as_millis().to_string(),

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use d2c_integration::cli::{parse_num, Flag, Flags};
-use d2c_integration::faults::{run, FaultConfig};
+use d2c_integration::faults::{run, FaultConfig, Plan};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +13,12 @@ const USAGE: &str = "\
 usage: faultrun [options]   (binaries from target/debug or D2C_BIN_DIR; Postgres via D2C_DATABASE_URL)
   --duration S          seconds of orders, faults spread over them (default 40)
   --rate N              orders per second (default 8)
-  --restart-postgres B  restart the local Postgres cluster mid-run: true or false (default true)";
+  --restart-postgres B  restart the local Postgres cluster mid-run: true or false (default true)
+  --brokers N           1: one broker, restarted mid-run (default); 3: a cluster of three,
+                        the busiest leader killed -9 and restarted later
+  --plan P              faults (default) or scale-out: orders 1 -> 2 -> 4 -> 2 instances,
+                        gateway 1 -> 3, kill -9 of one orders instance; latency by stretch
+  --group-protocol P    classic (default) or consumer (KIP-848) for every service";
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
@@ -28,6 +33,21 @@ async fn main() -> Result<ExitCode> {
             "--duration" => config.duration = Duration::from_secs(parse_num(&name, &value)?),
             "--rate" => config.rate = parse_num(&name, &value)?,
             "--restart-postgres" => config.restart_postgres = parse_num(&name, &value)?,
+            "--brokers" => config.brokers = parse_num(&name, &value)?,
+            "--plan" => {
+                config.plan = match value.as_str() {
+                    "faults" => Plan::Faults,
+                    "scale-out" => Plan::ScaleOut,
+                    other => bail!("--plan: faults or scale-out, not {other:?}"),
+                }
+            }
+            "--group-protocol" => match value.as_str() {
+                "classic" => {}
+                "consumer" => config
+                    .env
+                    .push(("D2C_KAFKA__GROUP_PROTOCOL", "consumer".to_owned())),
+                other => bail!("--group-protocol: classic or consumer, not {other:?}"),
+            },
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }

@@ -18,7 +18,7 @@ usage: faultrun [options]   (binaries from target/debug or D2C_BIN_DIR; Postgres
                         the busiest leader killed -9 and restarted later
   --plan P              faults (default) or scale-out: orders 1 -> 2 -> 4 -> 2 instances,
                         gateway 1 -> 3, kill -9 of one orders instance; latency by stretch
-  --group-protocol P    classic (default) or consumer (KIP-848) for every service";
+  --group-protocol P    consumer (KIP-848, the services' default) or classic (cooperative-sticky)";
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
@@ -42,10 +42,7 @@ async fn main() -> Result<ExitCode> {
                 }
             }
             "--group-protocol" => match value.as_str() {
-                "classic" => {}
-                "consumer" => config
-                    .env
-                    .push(("D2C_KAFKA__GROUP_PROTOCOL", "consumer".to_owned())),
+                "classic" | "consumer" => config.env.push(("D2C_KAFKA__GROUP_PROTOCOL", value)),
                 other => bail!("--group-protocol: classic or consumer, not {other:?}"),
             },
             other => bail!("unknown argument {other:?}\n{USAGE}"),

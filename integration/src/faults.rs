@@ -219,20 +219,19 @@ struct Outcome {
 }
 
 struct Stack {
-    platform: Platform,
+    platform: Arc<Platform>,
     brokers: Vec<KafkaNode>,
     database: TestDatabase,
     provider: FakeProvider,
-    processors: BTreeMap<&'static str, Service>,
-    payments_env: Vec<(&'static str, String)>,
+    /// Every processor instance, by instance name, supervised.
+    processors: Arc<Supervised>,
+    supervisor: tokio::task::JoinHandle<()>,
     _projector: Service,
     gateways: Vec<Option<Service>>,
     /// Where the clients send, as gateways come and go.
     gateway_urls: Arc<RwLock<Vec<String>>>,
-    /// Orders instances beyond the first (scale-out), by name.
-    extra_orders: Vec<(String, Service)>,
-    /// Processors that exited by themselves and were restarted.
-    restarts: Vec<String>,
+    /// Orders instances beyond the first (scale-out), newest last.
+    extra_orders: Vec<String>,
     /// The read side's database, for gateways started later.
     db: Vec<(&'static str, String)>,
     _work: tempfile::TempDir,
@@ -267,18 +266,17 @@ impl Stack {
             ("D2C_PAYMENT_RETRY_MAX_MS", "1000".to_owned()),
         ];
         let db = [("D2C_DATABASE_URL", database.url.clone())];
-        let mut processors = BTreeMap::new();
+        let platform = Arc::new(platform);
+        let processors = Arc::new(Supervised {
+            platform: Arc::clone(&platform),
+            payments_env,
+            running: tokio::sync::Mutex::new(BTreeMap::new()),
+            restarts: Mutex::new(Vec::new()),
+        });
         for service in ["orders", "inventory", "payments", "catalog"] {
-            let env: &[(&str, String)] = if service == "payments" {
-                &payments_env
-            } else {
-                &[]
-            };
-            processors.insert(
-                service,
-                platform.processor_ready(service, service, env).await?,
-            );
+            processors.start(service, service).await?;
         }
+        let supervisor = tokio::spawn(Arc::clone(&processors).supervise());
         let projector = platform.projector("projector", &db).await?;
         projector.wait_ready(Duration::from_secs(60)).await?;
         let mut gateways = Vec::new();
@@ -302,7 +300,7 @@ impl Stack {
             database,
             provider,
             processors,
-            payments_env,
+            supervisor,
             _projector: projector,
             gateway_urls: Arc::new(RwLock::new(
                 gateways
@@ -313,7 +311,6 @@ impl Stack {
             )),
             gateways,
             extra_orders: Vec::new(),
-            restarts: Vec::new(),
             db: db.to_vec(),
             _work: work,
         })
@@ -345,17 +342,92 @@ impl Stack {
     }
 
     async fn restart_processor(&mut self, service: &'static str) -> anyhow::Result<()> {
-        if let Some(mut running) = self.processors.remove(service) {
-            running.kill9().await?;
-        }
+        self.processors.kill(service).await?;
+        self.processors.start(service, service).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+/// The processor instances of a run, restarted when one exits by itself,
+/// as Kubernetes restarts a pod whose process ended (an instance stops
+/// itself when it cannot go on: a group membership stuck past
+/// D2C_MEMBERSHIP_TIMEOUT_MS, a transaction wedged in the client).
+struct Supervised {
+    platform: Arc<Platform>,
+    payments_env: Vec<(&'static str, String)>,
+    /// Instance name -> (service, process).
+    running: tokio::sync::Mutex<BTreeMap<String, (&'static str, Service)>>,
+    /// Instances that exited by themselves and were started again.
+    restarts: Mutex<Vec<String>>,
+}
+
+impl Supervised {
+    async fn start(&self, service: &'static str, name: &str) -> anyhow::Result<()> {
         let env: &[(&str, String)] = if service == "payments" {
             &self.payments_env
         } else {
             &[]
         };
-        let restarted = self.platform.processor_ready(service, service, env).await?;
-        self.processors.insert(service, restarted);
+        let started = self.platform.processor_ready(service, name, env).await?;
+        self.running
+            .lock()
+            .await
+            .insert(name.to_owned(), (service, started));
         Ok(())
+    }
+
+    /// kill -9, and no restart: the instance is gone until started again.
+    async fn kill(&self, name: &str) -> anyhow::Result<()> {
+        let removed = self.running.lock().await.remove(name);
+        if let Some((_, mut process)) = removed {
+            process.kill9().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, as a scale-down stops an instance; no restart.
+    async fn terminate(&self, name: &str) -> anyhow::Result<()> {
+        let removed = self.running.lock().await.remove(name);
+        if let Some((_, mut process)) = removed {
+            process.terminate().await?;
+        }
+        Ok(())
+    }
+
+    async fn supervise(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let exited: Vec<(String, &'static str)> = self
+                .running
+                .lock()
+                .await
+                .iter_mut()
+                .filter_map(|(name, (service, process))| {
+                    process.has_exited().then(|| (name.clone(), *service))
+                })
+                .collect();
+            for (name, service) in exited {
+                self.restarts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(name.clone());
+                if let Err(error) = self.start(service, &name).await {
+                    eprintln!("supervisor: restarting {name} failed: {error:#}");
+                }
+            }
+        }
+    }
+
+    fn restarts(&self) -> Vec<String> {
+        self.restarts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -537,18 +609,7 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
         Plan::Faults => inject_faults(stack, config, started, &mut audit.faults).await?,
         Plan::ScaleOut => scale(stack, config, started, &mut audit.faults, &mut marks).await?,
     }
-    let mut driver = driver;
-    loop {
-        tokio::select! {
-            finished = &mut driver => {
-                finished.context("the order driver panicked")?;
-                break;
-            }
-            () = tokio::time::sleep(Duration::from_millis(500)) => stack.restart_exited().await?,
-        }
-    }
-    stack.restart_exited().await?;
-    audit.restarts = stack.restarts.clone();
+    driver.await.context("the order driver panicked")?;
     let outcomes = outcomes
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -558,6 +619,7 @@ async fn run_on(stack: &mut Stack, config: &FaultConfig) -> anyhow::Result<Audit
     }
     audit.scarce_stocked = scarce_stock;
     audit_run(stack, &outcomes, &mut audit).await?;
+    audit.restarts = stack.processors.restarts();
     Ok(audit)
 }
 
@@ -572,30 +634,30 @@ async fn inject_faults(
     let mut note =
         |what: &str| log.push(format!("{what} at {:.1}s", started.elapsed().as_secs_f64()));
 
-    stack.supervise_until(at(0.12)).await?;
+    tokio::time::sleep_until(at(0.12)).await;
     stack.restart_processor("inventory").await?;
     note("kill -9 + restart inventory");
 
-    stack.supervise_until(at(0.25)).await?;
+    tokio::time::sleep_until(at(0.25)).await;
     stack.restart_processor("payments").await?;
     note("kill -9 + restart payments");
 
     if stack.brokers.len() > 1 {
-        stack.supervise_until(at(0.35)).await?;
+        tokio::time::sleep_until(at(0.35)).await;
         let (index, led) = stack.busiest_broker()?;
         stack.brokers[index].kill().await?;
         note(&format!(
             "kill -9 broker {} (leader of {led} partitions)",
             stack.brokers[index].node_id()
         ));
-        stack.supervise_until(at(0.55)).await?;
+        tokio::time::sleep_until(at(0.55)).await;
         stack.brokers[index].restart().await?;
         note(&format!(
             "restart broker {}",
             stack.brokers[index].node_id()
         ));
     } else {
-        stack.supervise_until(at(0.40)).await?;
+        tokio::time::sleep_until(at(0.40)).await;
         stack.brokers[0].kill().await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         stack.brokers[0].restart().await?;
@@ -603,18 +665,18 @@ async fn inject_faults(
     }
 
     if config.restart_postgres {
-        stack.supervise_until(at(0.55)).await?;
+        tokio::time::sleep_until(at(0.55)).await;
         restart_postgres().await?;
         note("restart Postgres");
     }
 
-    stack.supervise_until(at(0.70)).await?;
+    tokio::time::sleep_until(at(0.70)).await;
     if let Some(mut gateway) = stack.gateways.get_mut(1).and_then(Option::take) {
         gateway.kill9().await?;
     }
     note("kill -9 gateway-1 (for good)");
 
-    stack.supervise_until(at(0.85)).await?;
+    tokio::time::sleep_until(at(0.85)).await;
     stack.restart_processor("orders").await?;
     note("kill -9 + restart orders");
     Ok(())
@@ -637,26 +699,26 @@ async fn scale(
     };
     mark("start", "orders x1, gateway x1");
 
-    stack.supervise_until(at(0.12)).await?;
+    tokio::time::sleep_until(at(0.12)).await;
     stack.add_orders("orders-2").await?;
     mark("orders 1 -> 2", "orders x2, gateway x1");
 
-    stack.supervise_until(at(0.24)).await?;
+    tokio::time::sleep_until(at(0.24)).await;
     stack.add_orders("orders-3").await?;
     stack.add_orders("orders-4").await?;
     mark("orders 2 -> 4", "orders x4, gateway x1");
 
-    stack.supervise_until(at(0.36)).await?;
+    tokio::time::sleep_until(at(0.36)).await;
     stack.add_gateway().await?;
     stack.add_gateway().await?;
     mark("gateway 1 -> 3", "orders x4, gateway x3");
 
-    stack.supervise_until(at(0.52)).await?;
+    tokio::time::sleep_until(at(0.52)).await;
     stack.remove_orders().await?;
     stack.remove_orders().await?;
     mark("orders 4 -> 2 (SIGTERM)", "orders x2, gateway x3");
 
-    stack.supervise_until(at(0.70)).await?;
+    tokio::time::sleep_until(at(0.70)).await;
     stack.kill_orders().await?;
     mark(
         "kill -9 one of 2 orders (failover)",
@@ -666,65 +728,24 @@ async fn scale(
 }
 
 impl Stack {
-    /// Restarts every processor that has exited, as Kubernetes restarts a
-    /// pod whose process ended (an instance stops itself when it cannot go
-    /// on, e.g. a group membership stuck past D2C_MEMBERSHIP_TIMEOUT_MS),
-    /// until `deadline`.
-    async fn supervise_until(&mut self, deadline: Instant) -> anyhow::Result<()> {
-        loop {
-            self.restart_exited().await?;
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep_until(deadline.min(now + Duration::from_millis(500))).await;
-        }
-    }
-
-    async fn restart_exited(&mut self) -> anyhow::Result<()> {
-        let exited: Vec<&'static str> = self
-            .processors
-            .iter_mut()
-            .filter_map(|(service, running)| running.has_exited().then_some(*service))
-            .collect();
-        for service in exited {
-            self.restarts.push(service.to_owned());
-            self.restart_processor(service).await?;
-        }
-        let mut index = 0;
-        while index < self.extra_orders.len() {
-            if self.extra_orders[index].1.has_exited() {
-                let name = self.extra_orders[index].0.clone();
-                self.restarts.push(name.clone());
-                let service = self.platform.processor_ready("orders", &name, &[]).await?;
-                self.extra_orders[index].1 = service;
-            }
-            index += 1;
-        }
-        Ok(())
-    }
-
     async fn add_orders(&mut self, name: &str) -> anyhow::Result<()> {
-        let service = self.platform.processor_ready("orders", name, &[]).await?;
-        self.extra_orders.push((name.to_owned(), service));
+        self.processors.start("orders", name).await?;
+        self.extra_orders.push(name.to_owned());
         Ok(())
     }
 
     /// The newest extra orders instance, stopped as a scale-down stops it.
     async fn remove_orders(&mut self) -> anyhow::Result<()> {
-        if let Some((_, mut service)) = self.extra_orders.pop() {
-            service.terminate().await?;
+        if let Some(name) = self.extra_orders.pop() {
+            self.processors.terminate(&name).await?;
         }
         Ok(())
     }
 
-    /// The first orders instance, killed -9: its partitions fail over to
-    /// the extra one left.
+    /// The first orders instance, killed -9 for good: its partitions fail
+    /// over to the extra one left.
     async fn kill_orders(&mut self) -> anyhow::Result<()> {
-        if let Some(mut service) = self.processors.remove("orders") {
-            service.kill9().await?;
-        }
-        Ok(())
+        self.processors.kill("orders").await
     }
 
     async fn add_gateway(&mut self) -> anyhow::Result<()> {
@@ -869,6 +890,20 @@ async fn settle_orders(
     settled
 }
 
+/// A SKU's stock as inventory reports it, asking again while the answer is
+/// 503 (an instance restarting after it stopped itself), as a client told
+/// "retry shortly" does, for up to 90 s.
+async fn stock_once_answered(anyone: &Api, sku: &str) -> anyhow::Result<Value> {
+    let give_up = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, stock) = anyone.stock(sku).await?;
+        if status != 503 || Instant::now() > give_up {
+            return Ok(stock);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn check_stock(
     base: &str,
     settled: &BTreeMap<String, (Value, bool)>,
@@ -886,7 +921,7 @@ async fn check_stock(
         (SCARCE, confirmed(true), audit.scarce_stocked),
         (PLENTY, confirmed(false), 1_000_000),
     ] {
-        let (_, stock) = anyone.stock(sku).await?;
+        let stock = stock_once_answered(&anyone, sku).await?;
         let number = |field: &str| stock[field].as_i64().unwrap_or(i64::MIN);
         if sku == SCARCE {
             audit.scarce_sold = number("sold");

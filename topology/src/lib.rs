@@ -499,7 +499,7 @@ mod tests {
         let file = TopologyFile::embedded().expect("parses");
         assert_eq!(
             file.profiles().collect::<Vec<_>>(),
-            vec!["local", "production", "test"]
+            vec!["local", "production", "test", "test-cluster"]
         );
         let production = file.resolve(Some("production")).expect("resolves");
         let defaults = file.resolve(None).expect("resolves");
@@ -523,6 +523,15 @@ mod tests {
             .topics()
             .iter()
             .all(|topic| topic.replication_factor == 1 && topic.min_insync_replicas == 1));
+
+        let cluster = file.resolve(Some("test-cluster")).expect("resolves");
+        for (cluster, test) in cluster.topics().iter().zip(test.topics()) {
+            assert_eq!(cluster.partitions, test.partitions, "{}", cluster.name);
+            assert_eq!(
+                (cluster.replication_factor, cluster.min_insync_replicas),
+                (3, 2)
+            );
+        }
     }
 
     #[test]

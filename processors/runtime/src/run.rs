@@ -6,7 +6,7 @@
 use crate::config::ProcessingGuarantee;
 use crate::handler::Handler;
 use crate::partitions::{MembershipWatch, Partitions, RebalanceContext};
-use crate::transactions::{self, CommitQueue, Committer, Pending};
+use crate::transactions::{self, CommitQueue, Committer, Pending, TransactionClock};
 use crate::{RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
 use axum::Router;
@@ -204,8 +204,17 @@ async fn run_processor(
     );
     let committer_stop = Arc::new(AtomicBool::new(false));
     let rejoin = Arc::new(AtomicBool::new(false));
+    let clock = Arc::new(TransactionClock::new(config.transaction_producers.max(1)));
     let committers = if exactly_once {
-        start_committers(&shared, &consumer, commit_queue, &committer_stop, &rejoin).await?
+        start_committers(
+            &shared,
+            &consumer,
+            commit_queue,
+            &committer_stop,
+            &rejoin,
+            &clock,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -231,7 +240,15 @@ async fn run_processor(
                 stored_offsets,
                 resume_requests,
             };
-            let result = poll_loop(&consumer, &poll_partitions, &channels, &poll_stop, &rejoin);
+            let watch = Watch {
+                stop: &poll_stop,
+                rejoin: &rejoin,
+                clock: &clock,
+                // The broker aborts a transaction after its timeout; one
+                // still running at three times that is wedged in the client.
+                stuck_after: poll_partitions.shared.config.transaction_timeout * 3,
+            };
+            let result = poll_loop(&consumer, &poll_partitions, &channels, &watch);
             let _ = done_tx.send(());
             result
         })?;
@@ -277,6 +294,7 @@ async fn start_committers(
     queue: Receiver<Pending>,
     stop: &Arc<AtomicBool>,
     rejoin: &Arc<AtomicBool>,
+    clock: &Arc<TransactionClock>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let config = &shared.config;
     let queue = Arc::new(Mutex::new(queue));
@@ -307,6 +325,8 @@ async fn start_committers(
             runtime: shared.runtime.clone(),
             fatal: Arc::clone(&shared.fatal),
             rejoin: Arc::clone(rejoin),
+            clock: Arc::clone(clock),
+            index,
         };
         let (queue, stop) = (Arc::clone(&queue), Arc::clone(stop));
         threads.push(
@@ -318,13 +338,21 @@ async fn start_committers(
     Ok(threads)
 }
 
+/// What the poll thread watches besides the consumer.
+struct Watch<'a> {
+    stop: &'a AtomicBool,
+    rejoin: &'a AtomicBool,
+    clock: &'a TransactionClock,
+    stuck_after: Duration,
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<RebalanceContext>,
     partitions: &Partitions,
     channels: &PollChannels,
-    stop: &AtomicBool,
-    rejoin: &AtomicBool,
+    watch: &Watch,
 ) -> Result<(), RuntimeError> {
+    let Watch { stop, rejoin, .. } = *watch;
     let input = partitions.input_topic();
     let at_least_once = partitions.shared.commits.is_none();
     let mut waiting_resumes = Vec::new();
@@ -345,6 +373,7 @@ fn poll_loop(
         if rejoin.swap(false, Ordering::AcqRel) {
             rejoin_group(consumer, partitions)?;
         }
+        exit_if_wedged(watch);
         if let Some(error) = partitions
             .shared
             .fatal
@@ -362,6 +391,25 @@ fn poll_loop(
     }
     consumer.unsubscribe();
     Ok(())
+}
+
+/// A transaction running far past its timeout is wedged inside librdkafka
+/// (issue 5511: `send_offsets_to_transaction` waits forever for a group
+/// coordinator whose broker died). Its committer thread cannot be joined and
+/// the workers waiting on it cannot finish their batch, so no orderly stop
+/// is possible: the process exits at once, non-zero, for its supervisor to
+/// start a fresh one (nothing of the open transaction is ever read; the new
+/// instance fences it).
+fn exit_if_wedged(watch: &Watch) {
+    let running = watch.clock.longest_running();
+    if running >= watch.stuck_after {
+        tracing::error!(
+            running_ms = running.as_millis() as u64,
+            "A transaction has been running far past its timeout; exiting for a fresh start"
+        );
+        d2c_platform::telemetry::flush();
+        std::process::exit(70);
+    }
 }
 
 /// Leave the group and join it again under a new member id: every

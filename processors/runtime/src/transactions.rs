@@ -28,7 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +74,50 @@ pub(crate) fn producer(
 }
 
 /// The committer thread's inputs.
+/// When each committer's current transaction began (milliseconds since
+/// `epoch`, plus one; 0 while idle), for the poll thread to notice a
+/// transaction that never ends.
+pub(crate) struct TransactionClock {
+    epoch: Instant,
+    started: Vec<AtomicU64>,
+}
+
+impl TransactionClock {
+    pub fn new(committers: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            started: (0..committers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn begin(&self, committer: usize) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        if let Some(slot) = self.started.get(committer) {
+            slot.store(now, Ordering::Release);
+        }
+    }
+
+    fn end(&self, committer: usize) {
+        if let Some(slot) = self.started.get(committer) {
+            slot.store(0, Ordering::Release);
+        }
+    }
+
+    /// The longest any committer has been inside its current transaction.
+    pub fn longest_running(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let oldest = self
+            .started
+            .iter()
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|started| *started > 0)
+            .min();
+        oldest.map_or(Duration::ZERO, |started| {
+            Duration::from_millis(now.saturating_sub(started))
+        })
+    }
+}
+
 pub(crate) struct Committer {
     pub producer: FutureProducer,
     /// What a new producer is made from after this one is fenced.
@@ -88,6 +132,9 @@ pub(crate) struct Committer {
     /// Set when the group coordinator no longer knows this member (the
     /// offsets step says so); the poll thread then leaves and rejoins.
     pub rejoin: Arc<AtomicBool>,
+    pub clock: Arc<TransactionClock>,
+    /// This committer's slot in `clock`.
+    pub index: usize,
 }
 
 /// Most batches one transaction carries; more wait for the next one.
@@ -122,11 +169,13 @@ impl Committer {
 
     fn commit_round(&mut self, round: Vec<Pending>) {
         let started = Instant::now();
+        self.clock.begin(self.index);
         let broken = Cell::new(false);
         let outcome = self.transact(&round, &broken);
         if broken.get() {
             self.replace_producer();
         }
+        self.clock.end(self.index);
         METRICS
             .transaction_duration
             .observe(started.elapsed().as_secs_f64());
@@ -361,4 +410,24 @@ struct Delivery {
     topic: String,
     changelog: bool,
     future: rdkafka::producer::DeliveryFuture,
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::TransactionClock;
+    use std::time::Duration;
+
+    #[test]
+    fn the_clock_reports_the_oldest_running_transaction_and_forgets_ended_ones() {
+        let clock = TransactionClock::new(2);
+        assert_eq!(clock.longest_running(), Duration::ZERO);
+        clock.begin(0);
+        std::thread::sleep(Duration::from_millis(30));
+        clock.begin(1);
+        assert!(clock.longest_running() >= Duration::from_millis(30));
+        clock.end(0);
+        assert!(clock.longest_running() < Duration::from_millis(30));
+        clock.end(1);
+        assert_eq!(clock.longest_running(), Duration::ZERO);
+    }
 }

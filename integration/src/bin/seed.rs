@@ -74,11 +74,17 @@ fn client() -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// How long one item is retried: a freshly started three-broker cluster
+/// answered its first commands only after about a minute (measured with
+/// `./dev up --brokers 3` on 2 cores), longer than twelve tries lasted.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(180);
+
 /// Sends `request` until it succeeds, retrying what may pass (503, 202,
-/// connection errors) a bounded number of times.
+/// connection errors) for up to [`GIVE_UP_AFTER`].
 async fn send(request: impl Fn() -> reqwest::RequestBuilder, what: &str) -> Result<()> {
     let mut delay = Duration::from_millis(200);
-    for _ in 0..12 {
+    let give_up = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    while tokio::time::Instant::now() < give_up {
         match request().send().await {
             Ok(response) if response.status().is_success() && response.status() != 202 => {
                 return Ok(())
@@ -95,7 +101,7 @@ async fn send(request: impl Fn() -> reqwest::RequestBuilder, what: &str) -> Resu
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-    bail!("{what}: no success after 12 attempts")
+    bail!("{what}: no success within {GIVE_UP_AFTER:?}")
 }
 
 /// Runs `work` for every index with bounded concurrency, printing progress.

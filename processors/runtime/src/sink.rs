@@ -25,7 +25,7 @@ use rdkafka::statistics::Statistics;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -118,11 +118,85 @@ pub struct SinkContext {
     assignments: Arc<Assignments>,
     lag: ConsumerLag,
     report_assigned: bool,
+    offsets: OffsetWatch,
 }
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
         self.lag.observe(&statistics);
+        if let Some(stuck) = self.offsets.observe(&statistics, Instant::now()) {
+            // The consumer cannot be repaired from here (the client keeps
+            // asking a coordinator it will not find again) and nothing is
+            // in flight for these partitions: a fresh process resumes from
+            // the committed offsets.
+            tracing::error!(%stuck, "A partition's starting offset never arrived; exiting for a fresh start");
+            d2c_platform::telemetry::flush();
+            std::process::exit(70);
+        }
+    }
+}
+
+/// How long an assigned partition may wait for its starting offset (the
+/// group's committed one). Seen on a freshly started three-broker cluster:
+/// the projector had 240 partitions assigned and fetched nothing for
+/// minutes, and a restart fetched at once; most likely librdkafka's offset
+/// query waiting on a coordinator it does not look up again (issue 5511).
+const OFFSET_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Watches the partitions' fetch state in librdkafka's statistics.
+pub(crate) struct OffsetWatch {
+    limit: Duration,
+    waiting_since: Mutex<HashMap<(String, i32), Instant>>,
+}
+
+impl OffsetWatch {
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            waiting_since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A description of the partitions waiting for their offset past the
+    /// limit, if any.
+    pub fn observe(&self, statistics: &Statistics, now: Instant) -> Option<String> {
+        let mut since = self
+            .waiting_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waiting: Vec<(String, i32)> = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, stats)| {
+                stats
+                    .partitions
+                    .values()
+                    .filter(|partition| {
+                        partition.partition >= 0
+                            && matches!(
+                                partition.fetch_state.as_str(),
+                                "offset-query" | "offset-wait"
+                            )
+                    })
+                    .map(move |partition| (topic.clone(), partition.partition))
+            })
+            .collect();
+        since.retain(|key, _| waiting.contains(key));
+        let mut stuck = Vec::new();
+        for key in waiting {
+            let first = *since.entry(key.clone()).or_insert(now);
+            if now.duration_since(first) >= self.limit {
+                stuck.push(format!("{}[{}]", key.0, key.1));
+            }
+        }
+        (!stuck.is_empty()).then(|| {
+            format!(
+                "{} partition(s) waiting for their offset for {:?} or more: {}",
+                stuck.len(),
+                self.limit,
+                stuck.join(", ")
+            )
+        })
     }
 }
 
@@ -198,6 +272,7 @@ impl SinkEngine {
                     assignments: Arc::clone(&assignments),
                     lag: ConsumerLag::new(settings.group_id.clone()),
                     report_assigned: settings.report_assigned,
+                    offsets: OffsetWatch::new(OFFSET_WAIT_LIMIT),
                 },
             )?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
@@ -389,5 +464,58 @@ mod tests {
         ];
         let last: Vec<_> = last_offsets(&batch).into_iter().collect();
         assert_eq!(last, [(("a", 0), 7), (("a", 1), 9), (("b", 0), 2)]);
+    }
+}
+
+#[cfg(test)]
+mod offset_watch_tests {
+    use super::OffsetWatch;
+    use rdkafka::statistics::{Partition, Statistics, Topic};
+    use std::time::{Duration, Instant};
+
+    fn statistics(fetch_state: &str) -> Statistics {
+        let partition = Partition {
+            partition: 3,
+            fetch_state: fetch_state.into(),
+            ..Partition::default()
+        };
+        let topic = Topic {
+            topic: "catalog.events".into(),
+            partitions: [(3, partition)].into_iter().collect(),
+            ..Topic::default()
+        };
+        Statistics {
+            topics: [("catalog.events".to_owned(), topic)].into_iter().collect(),
+            ..Statistics::default()
+        }
+    }
+
+    #[test]
+    fn a_partition_waiting_for_its_offset_past_the_limit_is_named() {
+        let watch = OffsetWatch::new(Duration::from_secs(60));
+        let start = Instant::now();
+        let waiting = statistics("offset-query");
+        assert!(watch.observe(&waiting, start).is_none());
+        assert!(watch
+            .observe(&waiting, start + Duration::from_secs(59))
+            .is_none());
+        let stuck = watch.observe(&waiting, start + Duration::from_secs(60));
+        assert!(
+            stuck.is_some_and(|text| text.contains("catalog.events[3]")),
+            "named once past the limit"
+        );
+    }
+
+    #[test]
+    fn fetching_resets_the_wait() {
+        let watch = OffsetWatch::new(Duration::from_secs(60));
+        let start = Instant::now();
+        assert!(watch.observe(&statistics("offset-wait"), start).is_none());
+        assert!(watch
+            .observe(&statistics("active"), start + Duration::from_secs(30))
+            .is_none());
+        assert!(watch
+            .observe(&statistics("offset-wait"), start + Duration::from_secs(80))
+            .is_none());
     }
 }

@@ -30,6 +30,7 @@ mod restore;
 pub mod router;
 mod run;
 pub mod sink;
+mod stuck;
 pub mod testing;
 mod ticks;
 mod transactions;

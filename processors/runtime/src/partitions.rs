@@ -12,6 +12,7 @@
 
 use crate::restore::{self, Jobs};
 use crate::run::Shared;
+use crate::stuck::Waiting;
 use crate::worker;
 use crate::RuntimeError;
 use d2c_platform::admin::Readiness;
@@ -190,16 +191,14 @@ impl ClientContext for RebalanceContext {
 /// consumer that is not a settled member (state `up`, join state `steady`)
 /// for longer than the limit is stuck, and the instance stops.
 pub(crate) struct MembershipWatch {
-    limit: Duration,
-    unsettled_since: Mutex<Option<Instant>>,
+    unsettled: Waiting<()>,
 }
 
 impl MembershipWatch {
     /// `limit` zero: never stuck.
     pub fn new(limit: Duration) -> Self {
         Self {
-            limit,
-            unsettled_since: Mutex::new(None),
+            unsettled: Waiting::new(limit),
         }
     }
 
@@ -209,21 +208,11 @@ impl MembershipWatch {
         now: Instant,
     ) -> Option<RuntimeError> {
         let settled = group.state == "up" && group.join_state == "steady";
-        let mut since = self
-            .unsettled_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if settled || self.limit.is_zero() {
-            *since = None;
-            return None;
-        }
-        let first = *since.get_or_insert(now);
-        (now.duration_since(first) >= self.limit).then(|| {
+        let stuck = self.unsettled.past_limit((!settled).then_some(()), now);
+        stuck.first().map(|((), waited)| {
             RuntimeError::MembershipStuck(format!(
-                "not a settled group member for {:?} (state {}, join state {})",
-                now.duration_since(first),
-                group.state,
-                group.join_state
+                "not a settled group member for {waited:?} (state {}, join state {})",
+                group.state, group.join_state
             ))
         })
     }

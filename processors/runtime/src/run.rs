@@ -394,21 +394,16 @@ fn poll_loop(
 }
 
 /// A transaction running far past its timeout is wedged inside librdkafka
-/// (issue 5511: `send_offsets_to_transaction` waits forever for a group
-/// coordinator whose broker died). Its committer thread cannot be joined and
-/// the workers waiting on it cannot finish their batch, so no orderly stop
-/// is possible: the process exits at once, non-zero, for its supervisor to
-/// start a fresh one (nothing of the open transaction is ever read; the new
-/// instance fences it).
+/// (`send_offsets_to_transaction` waiting forever for a group coordinator
+/// whose broker died): its committer thread cannot be joined and the
+/// workers waiting on it cannot finish their batch, so no orderly stop is
+/// possible.
 fn exit_if_wedged(watch: &Watch) {
     let running = watch.clock.longest_running();
     if running >= watch.stuck_after {
-        tracing::error!(
-            running_ms = running.as_millis() as u64,
-            "A transaction has been running far past its timeout; exiting for a fresh start"
-        );
-        d2c_platform::telemetry::flush();
-        std::process::exit(70);
+        crate::stuck::exit_for_fresh_start(&format!(
+            "a transaction has been running for {running:?}, far past its timeout"
+        ));
     }
 }
 

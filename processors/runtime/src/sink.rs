@@ -13,6 +13,7 @@
 //! the sink gives it up), starts no other, and the stored offsets are
 //! committed synchronously before the group is left.
 
+use crate::stuck::Waiting;
 use crate::RuntimeError;
 use d2c_platform::kafka::group_consumer_config;
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
@@ -125,13 +126,9 @@ impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
         self.lag.observe(&statistics);
         if let Some(stuck) = self.offsets.observe(&statistics, Instant::now()) {
-            // The consumer cannot be repaired from here (the client keeps
-            // asking a coordinator it will not find again) and nothing is
-            // in flight for these partitions: a fresh process resumes from
-            // the committed offsets.
-            tracing::error!(%stuck, "A partition's starting offset never arrived; exiting for a fresh start");
-            d2c_platform::telemetry::flush();
-            std::process::exit(70);
+            // Nothing is in flight for these partitions: a fresh process
+            // resumes from the committed offsets.
+            crate::stuck::exit_for_fresh_start(&stuck);
         }
     }
 }
@@ -145,55 +142,43 @@ const OFFSET_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Watches the partitions' fetch state in librdkafka's statistics.
 pub(crate) struct OffsetWatch {
-    limit: Duration,
-    waiting_since: Mutex<HashMap<(String, i32), Instant>>,
+    waiting: Waiting<(String, i32)>,
 }
 
 impl OffsetWatch {
     pub fn new(limit: Duration) -> Self {
         Self {
-            limit,
-            waiting_since: Mutex::new(HashMap::new()),
+            waiting: Waiting::new(limit),
         }
     }
 
     /// A description of the partitions waiting for their offset past the
     /// limit, if any.
     pub fn observe(&self, statistics: &Statistics, now: Instant) -> Option<String> {
-        let mut since = self
-            .waiting_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let waiting: Vec<(String, i32)> = statistics
-            .topics
-            .iter()
-            .flat_map(|(topic, stats)| {
-                stats
-                    .partitions
-                    .values()
-                    .filter(|partition| {
-                        partition.partition >= 0
-                            && matches!(
-                                partition.fetch_state.as_str(),
-                                "offset-query" | "offset-wait"
-                            )
-                    })
-                    .map(move |partition| (topic.clone(), partition.partition))
-            })
+        let waiting = statistics.topics.iter().flat_map(|(topic, stats)| {
+            stats
+                .partitions
+                .values()
+                .filter(|partition| {
+                    partition.partition >= 0
+                        && matches!(
+                            partition.fetch_state.as_str(),
+                            "offset-query" | "offset-wait"
+                        )
+                })
+                .map(move |partition| (topic.clone(), partition.partition))
+        });
+        let stuck: Vec<String> = self
+            .waiting
+            .past_limit(waiting, now)
+            .into_iter()
+            .map(|((topic, partition), _)| format!("{topic}[{partition}]"))
             .collect();
-        since.retain(|key, _| waiting.contains(key));
-        let mut stuck = Vec::new();
-        for key in waiting {
-            let first = *since.entry(key.clone()).or_insert(now);
-            if now.duration_since(first) >= self.limit {
-                stuck.push(format!("{}[{}]", key.0, key.1));
-            }
-        }
         (!stuck.is_empty()).then(|| {
             format!(
                 "{} partition(s) waiting for their offset for {:?} or more: {}",
                 stuck.len(),
-                self.limit,
+                self.waiting.limit(),
                 stuck.join(", ")
             )
         })

@@ -73,7 +73,6 @@ pub(crate) fn producer(
     Ok(producer)
 }
 
-/// The committer thread's inputs.
 /// When each committer's current transaction began (milliseconds since
 /// `epoch`, plus one; 0 while idle), for the poll thread to notice a
 /// transaction that never ends.
@@ -118,6 +117,7 @@ impl TransactionClock {
     }
 }
 
+/// The committer thread's inputs.
 pub(crate) struct Committer {
     pub producer: FutureProducer,
     /// What a new producer is made from after this one is fenced.

@@ -234,16 +234,17 @@ struct Stack {
     extra_orders: Vec<String>,
     /// The read side's database, for gateways started later.
     db: Vec<(&'static str, String)>,
+    /// How long the gateways wait for a reply before answering 202.
+    reply_timeout_ms: u64,
     _work: tempfile::TempDir,
 }
 
 impl Stack {
     async fn start(config: &FaultConfig) -> anyhow::Result<Self> {
-        let broker_count = config.brokers;
         let work = tempfile::Builder::new().prefix("d2c-faults-").tempdir()?;
-        let (brokers, platform) = if broker_count > 1 {
+        let (brokers, platform) = if config.brokers > 1 {
             let brokers =
-                KafkaNode::start_cluster(&work.path().join("brokers"), broker_count).await?;
+                KafkaNode::start_cluster(&work.path().join("brokers"), config.brokers).await?;
             let platform = Platform::on_brokers_with_profile(
                 SERVICES,
                 cluster_brokers(&brokers),
@@ -312,6 +313,7 @@ impl Stack {
             gateways,
             extra_orders: Vec::new(),
             db: db.to_vec(),
+            reply_timeout_ms,
             _work: work,
         })
     }
@@ -381,10 +383,15 @@ impl Supervised {
         Ok(())
     }
 
+    /// No longer supervised: the caller stops it.
+    async fn take(&self, name: &str) -> Option<Service> {
+        let removed = self.running.lock().await.remove(name);
+        removed.map(|(_, process)| process)
+    }
+
     /// kill -9, and no restart: the instance is gone until started again.
     async fn kill(&self, name: &str) -> anyhow::Result<()> {
-        let removed = self.running.lock().await.remove(name);
-        if let Some((_, mut process)) = removed {
+        if let Some(mut process) = self.take(name).await {
             process.kill9().await?;
         }
         Ok(())
@@ -392,8 +399,7 @@ impl Supervised {
 
     /// SIGTERM, as a scale-down stops an instance; no restart.
     async fn terminate(&self, name: &str) -> anyhow::Result<()> {
-        let removed = self.running.lock().await.remove(name);
-        if let Some((_, mut process)) = removed {
+        if let Some(mut process) = self.take(name).await {
             process.terminate().await?;
         }
         Ok(())
@@ -484,7 +490,7 @@ async fn send_until_answered(
     let (body, scarce) = order_body(index);
     let give_up = Instant::now() + deadline;
     let mut attempts = 0;
-    loop {
+    let answer = loop {
         let gateway = {
             let gateways = gateways.read().unwrap_or_else(PoisonError::into_inner);
             gateways[(index + attempts) % gateways.len()].clone()
@@ -500,32 +506,24 @@ async fn send_until_answered(
         if let Ok(response) = sent {
             let status = response.status().as_u16();
             if status < 500 {
-                let body = response.json().await.unwrap_or(Value::Null);
-                return Outcome {
-                    customer,
-                    key,
-                    status: Some(status),
-                    body,
-                    attempts,
-                    scarce,
-                    scheduled: due,
-                    waited: started.elapsed().saturating_sub(due),
-                };
+                break Some((status, response.json().await.unwrap_or(Value::Null)));
             }
         }
         if Instant::now() > give_up {
-            return Outcome {
-                customer,
-                key,
-                status: None,
-                body: Value::Null,
-                attempts,
-                scarce,
-                scheduled: due,
-                waited: started.elapsed().saturating_sub(due),
-            };
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(250 * attempts.min(8) as u64)).await;
+    };
+    let (status, body) = answer.map_or((None, Value::Null), |(status, body)| (Some(status), body));
+    Outcome {
+        customer,
+        key,
+        status,
+        body,
+        attempts,
+        scarce,
+        scheduled: due,
+        waited: started.elapsed().saturating_sub(due),
     }
 }
 
@@ -752,7 +750,12 @@ impl Stack {
         let index = self.gateways.len();
         let gateway = self
             .platform
-            .gateway_ready_with(&format!("gateway-{index}"), index as i32, 60_000, &self.db)
+            .gateway_ready_with(
+                &format!("gateway-{index}"),
+                index as i32,
+                self.reply_timeout_ms,
+                &self.db,
+            )
             .await?;
         self.gateway_urls
             .write()

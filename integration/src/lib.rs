@@ -15,4 +15,5 @@ pub mod plot;
 pub mod postgres;
 pub mod procstat;
 pub mod rng;
+pub mod stock;
 pub mod workload;

@@ -3,8 +3,8 @@
 //! `_seconds` histograms, base units).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -23,6 +23,9 @@ pub struct Metrics {
     pub duplicates_dropped: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub partition_restores: IntCounterVec,
+    pub partition_open_duration: HistogramVec,
+    pub standby_partitions: IntGauge,
+    pub standby_records: IntCounter,
     pub transactions: IntCounterVec,
     pub transaction_duration: Histogram,
     pub transaction_step_duration: HistogramVec,
@@ -38,58 +41,64 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
+/// Registers a metric built by `made`; a malformed or duplicate metric is
+/// a programming error, found by any test that touches `METRICS`.
+fn register<M>(registry: &Registry, name: &str, made: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = made.unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
     registry
-        .register(Box::new(counter.clone()))
+        .register(Box::new(metric.clone()))
         .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
-    counter
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        name,
+        IntCounterVec::new(Opts::new(name, help), labels),
+    )
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let histogram = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        labels,
-    )
-    .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
-    registry
-        .register(Box::new(histogram.clone()))
-        .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
-    histogram
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    register(registry, name, HistogramVec::new(opts, labels))
 }
 
 fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .unwrap_or_else(|error| panic!("metric {name} is malformed: {error}"));
-    registry
-        .register(Box::new(histogram.clone()))
-        .unwrap_or_else(|error| panic!("metric {name} registered twice: {error}"));
-    histogram
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, name, Histogram::with_opts(opts))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, name, IntGauge::new(name, help))
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, name, IntCounter::new(name, help))
 }
 
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let assigned_partitions = IntGauge::new(
+        let assigned_partitions = gauge(
+            &registry,
             "d2c_assigned_partitions",
             "Input partitions this instance owns now.",
-        )
-        .unwrap_or_else(|error| panic!("metric malformed: {error}"));
-        registry
-            .register(Box::new(assigned_partitions.clone()))
-            .unwrap_or_else(|error| panic!("metric registered twice: {error}"));
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                CONSUMER_LAG,
-                "Messages between the high watermark and the consumer's stored (else committed) offset, by consumer group (or client id), topic and partition.",
+        );
+        let consumer_lag = register(
+            &registry,
+            CONSUMER_LAG,
+            IntGaugeVec::new(
+                Opts::new(
+                    CONSUMER_LAG,
+                    "Messages between the high watermark and the consumer's stored (else committed) offset, by consumer group (or client id), topic and partition.",
+                ),
+                &["group", "topic", "partition"],
             ),
-            &["group", "topic", "partition"],
-        )
-        .unwrap_or_else(|error| panic!("metric {CONSUMER_LAG} is malformed: {error}"));
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .unwrap_or_else(|error| panic!("metric {CONSUMER_LAG} registered twice: {error}"));
+        );
         Self {
             consumer_lag,
             messages_consumed: counter(
@@ -145,6 +154,22 @@ impl Metrics {
                 "d2c_partition_restores_total",
                 "Partition stores restored from the changelog, by outcome.",
                 &["outcome"],
+            ),
+            partition_open_duration: histogram(
+                &registry,
+                "d2c_partition_open_seconds",
+                "Time from taking a partition over to its store being current, by where the store came from: local (this instance's disk: its own earlier copy or a warm standby, caught up with the changelog's tail) or restore (the whole changelog).",
+                &["from"],
+            ),
+            standby_partitions: gauge(
+                &registry,
+                "d2c_standby_partitions",
+                "Partitions this instance keeps a warm standby store of (D2C_STANDBY=all): every partition of its service it does not own.",
+            ),
+            standby_records: plain_counter(
+                &registry,
+                "d2c_standby_records_applied_total",
+                "Changelog records applied to warm standby stores.",
             ),
             transactions: counter(
                 &registry,

@@ -152,6 +152,34 @@ impl PartitionStore {
         ])
     }
 
+    /// An empty store that will follow the changelog from `next` (a warm
+    /// standby's): nothing before `next` is owed to it, so it counts as
+    /// restored, with its checkpoint there.
+    pub fn begin_at(&self, next: i64) -> Result<(), StateError> {
+        self.write(&[
+            Entry {
+                key: Table::Meta.key(RESTORED),
+                value: Some(vec![1]),
+            },
+            crate::changelog_checkpoint_entry(next),
+        ])
+    }
+
+    /// One whole changelog group (entries up to and including the
+    /// applied-offset record), applied with the checkpoint after it in one
+    /// write. A group appended by another owner makes this store's outbox
+    /// moot (that owner handled the batch again), so the outbox goes too.
+    pub fn apply_changelog_group(&self, group: &[Entry], next: i64) -> Result<(), StateError> {
+        let mut entries = Vec::with_capacity(group.len() + 2);
+        entries.extend_from_slice(group);
+        entries.push(Entry {
+            key: Table::Meta.key(CHANGELOG_OUTBOX),
+            value: None,
+        });
+        entries.push(crate::changelog_checkpoint_entry(next));
+        self.write(&entries)
+    }
+
     pub fn mark_restored(&self) -> Result<(), StateError> {
         self.write(&[Entry {
             key: Table::Meta.key(RESTORED),
@@ -248,6 +276,37 @@ mod tests {
             Some(b"order".to_vec())
         );
         assert!(store.partition(8).is_none());
+    }
+
+    #[test]
+    fn a_followed_group_lands_with_its_checkpoint_and_clears_the_outbox() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let partition = store.create_partition(2).expect("partition");
+        partition.begin_at(5).expect("begin");
+        assert!(partition.is_restored().expect("read"));
+        assert_eq!(partition.changelog_next().expect("read"), Some(5));
+        partition
+            .write(&[crate::changelog_outbox_entry(&[])])
+            .expect("outbox");
+        let group = [
+            Entry {
+                key: Table::Stock.key(b"sku-1"),
+                value: Some(b"7".to_vec()),
+            },
+            Entry {
+                key: applied_offset_key(),
+                value: Some(encode_offset(12)),
+            },
+        ];
+        partition.apply_changelog_group(&group, 9).expect("apply");
+        assert_eq!(partition.changelog_next().expect("read"), Some(9));
+        assert_eq!(partition.applied_offset().expect("read"), Some(12));
+        assert_eq!(
+            partition.get(Table::Stock, b"sku-1").expect("read"),
+            Some(b"7".to_vec())
+        );
+        assert!(partition.changelog_outbox().expect("read").is_none());
     }
 
     #[test]

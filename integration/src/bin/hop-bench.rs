@@ -24,14 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use d2c_integration::cli::{parse_num, Flag, Flags};
 use d2c_integration::harness::{Platform, Service};
-use d2c_proto::inventory::v1::AdjustStock;
-use d2c_proto::Envelope;
+use d2c_integration::stock::{read_stock_events, send_adjustment, settled};
 use hdrhistogram::Histogram;
-use prost::{Message as _, Name};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
 
 const USAGE: &str = "\
 usage: hop-bench [options]   (env D2C_KAFKA_BROKERS, D2C_BIN_DIR)
@@ -151,46 +146,6 @@ impl Clock {
         let lost = std::mem::take(&mut *self.due.lock().unwrap_or_else(PoisonError::into_inner));
         (latencies, lost.len())
     }
-}
-
-/// Reads `topic` (read_committed, every partition from its end) until
-/// `stop`, reporting each event's correlation id to the clock.
-fn read_events(
-    brokers: &str,
-    topic: &str,
-    clock: Arc<Clock>,
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
-    let consumer: BaseConsumer = d2c_platform::kafka::client_config(brokers, "hop-bench-reader")
-        .set("group.id", format!("hop-bench-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        assignment.add_partition_offset(topic, partition.id(), Offset::End)?;
-    }
-    consumer.assign(&assignment)?;
-    Ok(std::thread::spawn(move || {
-        while !stop.load(Ordering::Acquire) {
-            let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
-                continue;
-            };
-            let now = Instant::now();
-            let correlation = message.headers().and_then(|headers| {
-                let pairs: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .filter_map(|h| h.value.map(|v| (h.key, v)))
-                    .collect();
-                Envelope::from_headers(pairs).ok()?.correlation_id
-            });
-            if let Some(id) = correlation {
-                clock.arrived(&id, now);
-            }
-        }
-    }))
 }
 
 /// A point in time of one process: CPU seconds used so far.
@@ -322,36 +277,8 @@ impl Phase<'_> {
 
     fn send(&self, topic: &str, n: u64, id: String) -> Result<rdkafka::producer::DeliveryFuture> {
         let sku = format!("HOP-{}", n as usize % self.keys);
-        let (payload, headers) = adjust_stock(&sku, id.clone(), Some(id));
-        let record = FutureRecord::to(topic)
-            .key(&sku)
-            .payload(&payload)
-            .headers(headers);
-        self.producer
-            .send_result(record)
-            .map_err(|(error, _)| anyhow::anyhow!("enqueue failed: {error}"))
+        send_adjustment(self.producer, topic, None, &sku, 1, id.clone(), Some(id))
     }
-}
-
-/// An `AdjustStock` command's body and envelope headers.
-fn adjust_stock(
-    sku: &str,
-    adjustment_id: String,
-    correlation_id: Option<String>,
-) -> (Vec<u8>, OwnedHeaders) {
-    let command = AdjustStock {
-        sku: sku.to_owned(),
-        delta: 1,
-        adjustment_id,
-    };
-    let mut envelope = Envelope::new(
-        AdjustStock::full_name(),
-        uuid::Uuid::new_v4(),
-        d2c_platform::now_ms(),
-    );
-    envelope.correlation_id = correlation_id;
-    let headers = d2c_platform::kafka::envelope_headers(&envelope);
-    (command.encode_to_vec(), headers)
 }
 
 fn percentile(latencies: &[Duration], quantile: f64) -> f64 {
@@ -372,10 +299,15 @@ async fn run_guarantee(args: &Args, guarantee: &str) -> Result<()> {
             .create()?;
     let clock = Arc::new(Clock::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = read_events(
+    let arrivals = Arc::clone(&clock);
+    let reader = read_stock_events(
         &platform.brokers,
         &platform.topic("inventory.events"),
-        Arc::clone(&clock),
+        move |event| {
+            if let Some(id) = event.correlation_id {
+                arrivals.arrived(&id, event.at);
+            }
+        },
         Arc::clone(&stop),
     )?;
     for &keys in &args.keys {
@@ -432,15 +364,15 @@ async fn measure_restore(guarantee: &str, entries: u64) -> Result<()> {
     let mut deliveries = Vec::new();
     for n in 0..messages {
         let sku = format!("RESTORE-{n}");
-        let (payload, headers) = adjust_stock(&sku, format!("fill-{n}"), None);
-        let record = FutureRecord::to(&topic)
-            .partition(0)
-            .key(&sku)
-            .payload(&payload)
-            .headers(headers);
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| anyhow::anyhow!("enqueue failed: {error}"))?;
+        let delivery = send_adjustment(
+            &producer,
+            &topic,
+            Some(0),
+            &sku,
+            1,
+            format!("fill-{n}"),
+            None,
+        )?;
         deliveries.push(delivery);
         if deliveries.len() >= 5000 {
             for delivery in deliveries.drain(..) {
@@ -470,19 +402,6 @@ async fn measure_restore(guarantee: &str, entries: u64) -> Result<()> {
         ready.as_millis()
     );
     Ok(())
-}
-
-fn settled(
-    delivery: Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-) -> Result<()> {
-    match delivery {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => bail!("produce failed: {error}"),
-        Err(_) => bail!("the producer went away"),
-    }
 }
 
 /// (entries, elapsed ms) of partition 0's restore, from JSON log lines.

@@ -70,6 +70,11 @@ pub struct RuntimeConfig {
     /// waiting for a group coordinator whose broker died (librdkafka
     /// issue 5511); a fresh client looks the coordinator up again.
     pub membership_timeout: Duration,
+    /// D2C_STANDBY: `none` (default) or `all`: keep a warm copy of every
+    /// partition store of the service this instance does not own, by
+    /// following their changelogs, so a takeover applies a short tail
+    /// instead of restoring the whole store (see `standby`).
+    pub standby: crate::standby::StandbyMode,
 }
 
 /// Kafka Streams' `processing.guarantee`, per service.
@@ -135,6 +140,7 @@ impl RuntimeConfig {
             transaction_timeout: Duration::from_millis(var("D2C_TRANSACTION_TIMEOUT_MS", 10_000)?),
             transaction_producers: var("D2C_TRANSACTION_PRODUCERS", 2)?,
             membership_timeout: Duration::from_millis(var("D2C_MEMBERSHIP_TIMEOUT_MS", 30_000)?),
+            standby: var("D2C_STANDBY", crate::standby::StandbyMode::None)?,
         }
         .with_default_transactional_id())
     }

@@ -30,6 +30,7 @@ mod restore;
 pub mod router;
 mod run;
 pub mod sink;
+mod standby;
 mod stuck;
 pub mod testing;
 mod ticks;
@@ -39,6 +40,7 @@ mod worker;
 pub use config::RuntimeConfig;
 pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
 pub use run::{run, run_built, run_with_routes, BuildHandler, ProcessorSpec};
+pub use standby::StandbyMode;
 
 /// Errors of the runtime. Kafka errors carry where they happened.
 #[derive(Debug, thiserror::Error)]

@@ -129,6 +129,9 @@ impl Partitions {
                 tracing::error!(%error, partition, "Partition worker ended abnormally");
             }
             tracing::info!(partition, "Partition revoked");
+            if let Some(standby) = &self.shared.standby {
+                standby.follow(partition);
+            }
         }
         METRICS.assigned_partitions.set(self.workers().len() as i64);
     }

@@ -65,6 +65,9 @@ pub(crate) fn open_all(shared: &Shared, jobs: Jobs) {
         Ok(reader) => reader,
         Err(error) => return shared.record_fatal(error),
     };
+    if let Some(standby) = &shared.standby {
+        standby.release(jobs.iter().map(|(partition, ..)| *partition).collect());
+    }
     for (partition, revoked, handover) in jobs {
         if revoked.load(Ordering::Acquire) {
             continue;
@@ -100,6 +103,7 @@ fn open_partition(
 
     if let Some(store) = shared.store.partition(partition) {
         if let Some(store) = catch_up(shared, consumer, store, low, high, revoked)? {
+            opened(partition, started, "local");
             return Ok(store);
         }
         tracing::warn!(
@@ -128,7 +132,26 @@ fn open_partition(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Partition store restored from the changelog"
     );
+    opened(partition, started, "restore");
     Ok(store)
+}
+
+/// Records how long `partition`'s store took to become current and from
+/// what: `local` (a store on this instance's disk, its own from an earlier
+/// ownership or a warm standby's, caught up) or `restore` (rebuilt from the
+/// whole changelog).
+fn opened(partition: i32, started: Instant, from: &str) {
+    let elapsed = started.elapsed();
+    METRICS
+        .partition_open_duration
+        .with_label_values(&[from])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        partition,
+        from,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "Partition store opened"
+    );
 }
 
 /// A local store brought up to the changelog's end, or `None` when it must
@@ -141,29 +164,21 @@ fn catch_up(
     high: i64,
     revoked: &AtomicBool,
 ) -> Result<Option<PartitionStore>, RuntimeError> {
-    if !store.is_restored()? {
-        return Ok(None);
-    }
     let exactly_once = shared.commits.is_some();
-    let outbox = store.changelog_outbox()?;
-    if exactly_once && outbox.is_some() {
-        // Committed locally by an at-least-once life and maybe never
-        // appended: only the changelog is trusted under exactly-once.
+    let Some(next) = resumable_checkpoint(&store, low, high, exactly_once)? else {
         return Ok(None);
-    }
-    let next = store.changelog_next()?.unwrap_or(0);
-    // Under exactly-once the checkpoint is just after this instance's last
-    // changelog record; a single record after it can only be the commit
-    // marker of that record's transaction.
+    };
+    let outbox = store.changelog_outbox()?;
+    // Under exactly-once the checkpoint is just after the last changelog
+    // record this store has (its own, or a standby's whole group); a single
+    // record after it can only be the commit marker of that record's
+    // transaction.
     let current = high == next || (exactly_once && high == next + 1);
     if current {
         if let Some(entries) = outbox {
             resend_outbox(shared, &store, entries)?;
         }
         return Ok(Some(store));
-    }
-    if next < low || next > high {
-        return Ok(None);
     }
     let applied = apply_changelog(shared, consumer, &store, next, high, revoked)?;
     match outbox {
@@ -177,9 +192,28 @@ fn catch_up(
     tracing::info!(
         partition = store.partition(),
         groups = applied.groups,
+        entries = applied.entries,
         "Caught up with the changelog"
     );
     Ok(Some(store))
+}
+
+/// Where reading the changelog `[low, high)` may resume for `store`, or
+/// `None` when the store must be rebuilt: a restore that never finished, an
+/// outbox of an at-least-once life under exactly-once (committed locally
+/// and maybe never appended: only the changelog is trusted there), or a
+/// checkpoint outside the changelog.
+pub(crate) fn resumable_checkpoint(
+    store: &PartitionStore,
+    low: i64,
+    high: i64,
+    exactly_once: bool,
+) -> Result<Option<i64>, RuntimeError> {
+    if !store.is_restored()? || (exactly_once && store.changelog_outbox()?.is_some()) {
+        return Ok(None);
+    }
+    let next = store.changelog_next()?.unwrap_or(0);
+    Ok((low..=high).contains(&next).then_some(next))
 }
 
 fn restore_error(shared: &Shared, partition: i32, reason: impl Into<String>) -> RuntimeError {

@@ -6,6 +6,7 @@
 use crate::config::ProcessingGuarantee;
 use crate::handler::Handler;
 use crate::partitions::{MembershipWatch, Partitions, RebalanceContext};
+use crate::standby::{FollowerSetup, Standby, StandbyMode};
 use crate::transactions::{self, CommitQueue, Committer, Pending, TransactionClock};
 use crate::{RuntimeConfig, RuntimeError};
 use anyhow::Context as _;
@@ -57,8 +58,11 @@ pub(crate) struct Shared {
     /// (partition, offset) of partitions whose store is current, for the
     /// poll thread to seek to and resume.
     pub resumes: Sender<(i32, Offset)>,
-    /// Held while stores are restored: one assignment at a time.
-    pub restoring: Mutex<()>,
+    /// Held while stores are restored: one assignment at a time (and no
+    /// standby store set up meanwhile).
+    pub restoring: Arc<Mutex<()>>,
+    /// The warm standby follower (`D2C_STANDBY=all`).
+    pub standby: Option<Standby>,
     /// Assigned partitions whose store is not current yet; the instance is
     /// ready once none is left.
     pub opening: AtomicUsize,
@@ -164,6 +168,20 @@ async fn run_processor(
     let (resumes, resume_requests) = std::sync::mpsc::channel();
     let (commits, commit_queue) = std::sync::mpsc::channel();
     let exactly_once = config.guarantee == ProcessingGuarantee::ExactlyOnce;
+    let restoring = Arc::new(Mutex::new(()));
+    let standby = match config.standby {
+        StandbyMode::None => None,
+        StandbyMode::All => Some(Standby::start(FollowerSetup {
+            brokers: config.brokers.clone(),
+            client_id: format!("{}-standby", config.group_id),
+            changelog: topics.changelog.clone(),
+            store: store.clone(),
+            exactly_once,
+            fetch_wait: config.fetch_wait,
+            stats_interval: config.stats_interval,
+            restoring: Arc::clone(&restoring),
+        })?),
+    };
     let shared = Arc::new(Shared {
         service: spec.service,
         config: config.clone(),
@@ -175,7 +193,8 @@ async fn run_processor(
         offsets,
         commits: exactly_once.then_some(commits),
         resumes,
-        restoring: Mutex::new(()),
+        restoring,
+        standby,
         opening: AtomicUsize::new(0),
         readiness: Arc::clone(&readiness),
         fatal: Arc::new(Mutex::new(None)),
@@ -264,6 +283,9 @@ async fn run_processor(
         .context("joining the poll thread")?
         .map_err(|_| anyhow::anyhow!("poll thread panicked"))?;
     // Every worker has finished its in-flight batch by now.
+    if let Some(standby) = &shared.standby {
+        standby.stop();
+    }
     committer_stop.store(true, Ordering::Release);
     for committer in committers {
         tokio::task::spawn_blocking(move || committer.join())

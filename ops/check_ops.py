@@ -299,7 +299,7 @@ EVERYTHING_ON = {
     "gateway": {"replicas": 32, "replyPartitionFrom": "hostname", "preStopSleepSeconds": 5,
                 "ingress": {"enabled": True, "className": "nginx", "paymentsWebhook": True,
                             "tls": [{"secretName": "shop-tls", "hosts": ["shop.example.com"]}]}},
-    "processors": {"orders": {"state": {"persistent": True, "storageClass": "fast"},
+    "processors": {"orders": {"state": {"persistent": True, "storageClass": "fast"}, "standby": "all",
                               "autoscaling": {"maxReplicas": 12, "lagPerReplica": 5000},
                               "env": {"D2C_RESTORE_TIMEOUT_MS": 600000}},
                    "payments": {"provider": "http", "providerUrl": "https://api.stripe.com"},
@@ -651,6 +651,7 @@ def cmd_render(chart_dir, out_dir=None):
         for label, values in (
             ("33 gateway replicas", {"gateway": {"replicas": 33}}),
             ("secrets.create without values", {"secrets": {"create": True}}),
+            ("a standby count", {"processors": {"inventory": {"standby": "1"}}}),
             ("Strimzi topics of a profile topology.toml lacks",
              {"kafka": {"strimzi": {"topics": {"enabled": True}}}, "topology": {"profile": "staging"}}),
         ):

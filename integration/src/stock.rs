@@ -3,6 +3,7 @@
 //! inventory hop without the gateway, for the benchmarks that time it
 //! (`hop-bench`, `failover-bench`) and the tests that check its state.
 
+use crate::harness::{Platform, Service};
 use anyhow::{bail, Result};
 use d2c_proto::inventory::v1::{AdjustStock, StockChanged};
 use d2c_proto::Envelope;
@@ -141,4 +142,48 @@ pub fn read_stock_events(
             });
         }
     }))
+}
+
+/// Sends `messages` adjustments of new SKUs (`FILL-<n>`, each three store
+/// entries: stock level, adjustment, handled message id) to `platform`'s
+/// inventory, all to `partition` when given, and waits (10 minutes at
+/// most) until `processor` has handled them all.
+pub async fn fill(
+    platform: &Platform,
+    processor: &Service,
+    partition: Option<i32>,
+    messages: u64,
+) -> Result<()> {
+    let producer: FutureProducer =
+        d2c_platform::kafka::client_config(&platform.brokers, "stock-fill")
+            .set("linger.ms", "5")
+            .create()?;
+    let topic = platform.topic("inventory.messages");
+    let mut deliveries = Vec::new();
+    for n in 0..messages {
+        let sku = format!("FILL-{n}");
+        let adjustment = format!("fill-{n}");
+        deliveries.push(send_adjustment(
+            &producer, &topic, partition, &sku, 1, adjustment, None,
+        )?);
+        if deliveries.len() >= 5000 {
+            for delivery in deliveries.drain(..) {
+                settled(delivery.await)?;
+            }
+        }
+    }
+    for delivery in deliveries {
+        settled(delivery.await)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while processor.metric("d2c_messages_handled_total").await? < messages as f64 {
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not handle {messages} messages within 10 minutes",
+                processor.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }

@@ -97,6 +97,12 @@ spec:
               value: /var/lib/d2c/state
             - name: D2C_SYNC_WRITES
               value: {{ $p.syncWrites | default false | toString | quote }}
+            {{- $standby := $p.standby | default "none" | toString }}
+            {{- if not (has $standby (list "none" "all")) }}
+            {{- fail (printf "processors.%s.standby is %q: use none or all" $name $standby) }}
+            {{- end }}
+            - name: D2C_STANDBY
+              value: {{ $standby | quote }}
             {{- end }}
             {{- if eq $name "payments" }}
             {{- $http := eq (lower (toString $p.provider)) "http" }}

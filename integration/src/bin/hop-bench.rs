@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use d2c_integration::cli::{parse_num, Flag, Flags};
 use d2c_integration::harness::{Platform, Service};
-use d2c_integration::stock::{read_stock_events, send_adjustment, settled};
+use d2c_integration::stock::{fill, read_stock_events, send_adjustment};
 use hdrhistogram::Histogram;
 use rdkafka::producer::FutureProducer;
 
@@ -354,42 +354,9 @@ async fn measure_restore(guarantee: &str, entries: u64) -> Result<()> {
     let mut filler = platform
         .processor_ready("inventory", "filler", &env)
         .await?;
-    let producer: FutureProducer =
-        d2c_platform::kafka::client_config(&platform.brokers, "hop-bench")
-            .set("linger.ms", "5")
-            .create()?;
-    let topic = platform.topic("inventory.messages");
     let messages = entries.div_ceil(3);
     eprintln!("hop-bench: {guarantee}: filling one partition with {messages} adjustments ...");
-    let mut deliveries = Vec::new();
-    for n in 0..messages {
-        let sku = format!("RESTORE-{n}");
-        let delivery = send_adjustment(
-            &producer,
-            &topic,
-            Some(0),
-            &sku,
-            1,
-            format!("fill-{n}"),
-            None,
-        )?;
-        deliveries.push(delivery);
-        if deliveries.len() >= 5000 {
-            for delivery in deliveries.drain(..) {
-                settled(delivery.await)?;
-            }
-        }
-    }
-    for delivery in deliveries {
-        settled(delivery.await)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while filler.metric("d2c_messages_handled_total").await? < messages as f64 {
-        if Instant::now() > deadline {
-            bail!("the filler did not handle {messages} messages within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    fill(&platform, &filler, Some(0), messages).await?;
     filler.terminate().await?;
     let started = Instant::now();
     let fresh = platform.processor_ready("inventory", "fresh", &env).await?;

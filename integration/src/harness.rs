@@ -581,6 +581,9 @@ impl KafkaNode {
             .arg(self.controller_port.to_string())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
+            // No metrics endpoint: its default port (broker port + 1000)
+            // is not reserved for a node on a random free port.
+            .env("D2C_KAFKA_METRICS_PORT", "0")
             .kill_on_drop(true);
         if let Some(member) = &self.member {
             command

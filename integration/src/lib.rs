@@ -3,6 +3,8 @@
 //! tests, the load generator and the benchmark.
 
 pub mod app;
+pub mod brokerwork;
+pub mod ceiling;
 pub mod cli;
 pub mod customer;
 pub mod demo;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub transaction_duration: Histogram,
     pub transaction_step_duration: HistogramVec,
     pub transaction_batches: Histogram,
+    pub transaction_partitions: Histogram,
     pub batch_messages: Histogram,
     pub consumer_lag: IntGaugeVec,
 }
@@ -199,6 +200,12 @@ impl Metrics {
                 &registry,
                 "d2c_transaction_batches",
                 "Partition batches carried by one Kafka transaction.",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+            transaction_partitions: plain_histogram(
+                &registry,
+                "d2c_transaction_partitions",
+                "Topic partitions one committed Kafka transaction wrote (records and the consumer offsets): the broker appends a commit marker to each.",
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
             assigned_partitions,

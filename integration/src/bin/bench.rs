@@ -6,6 +6,13 @@
 //! prints a table per phase and writes `<out>/<name>.json`, `<name>.md` and
 //! a latency-by-percentile plot per phase (`<name>-<phase>.png`).
 //!
+//! Where the broker's CPU goes: per step, the broker's requests per
+//! operation by API, records per `Produce`, consumer fetches per record and
+//! the transactions our processors committed (`brokerwork`, from the
+//! broker's JMX exporter and the processors' `/metrics`); and once per run,
+//! the Kafka-only ceiling on this box (`ProducerPerformance`, with and
+//! without transactions), so the limit is a measured number.
+//!
 //! A benchmark, never a test: nothing here passes or fails on a number.
 
 use std::collections::BTreeMap;
@@ -15,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use d2c_integration::brokerwork::{self, Counters, Work};
+use d2c_integration::ceiling::{self, Ceiling};
 use d2c_integration::cli::{parse_num, Flag, Flags};
 use d2c_integration::load::{self, round_to, Report, Schedule};
 use d2c_integration::plot::{self, Curve};
@@ -30,7 +39,12 @@ usage: bench [options]        (./dev bench starts the stack and passes the proce
   --brokers LIST         Kafka (env D2C_KAFKA_BROKERS, default 127.0.0.1:29092)
   --run-dir DIR          the stack's run dir: pids/*.pid and broker/broker.pid are sampled
   --postgres-pid-file F  Postgres's postmaster.pid (its backends are counted too)
-  --kafka-tool PATH      kafka/broker, to run Kafka's EndToEndLatency (floor skipped without it)
+  --kafka-tool PATH      kafka/broker, to run Kafka's EndToEndLatency and ProducerPerformance
+                         (floor and ceiling skipped without it)
+  --broker-metrics URL   the broker's Prometheus metrics (JMX exporter): requests per operation
+  --processor-metrics LIST  comma-separated /metrics URLs of the processors: transactions per
+                         operation, batches and partitions per transaction
+  --ceiling S            seconds of each Kafka-only ceiling run (default 10; 0 skips the ceiling)
   --phases LIST          comma-separated, in order (default checkout,cart-checkout,cart-line,search,product,order-list)
   --rates PHASE=R1,R2    offered rates of a phase, per second (repeatable; defaults below)
   --duration S           measured seconds per rate (default 15)
@@ -51,6 +65,10 @@ search 500,2000; product 1000,5000; order-list 200,1000";
 /// Units set on hand per SKU before each ordering rate, so no rate runs out.
 const STOCK_PER_SKU: u64 = 1_000_000;
 const FLOOR_TOPIC: &str = "bench.floor";
+/// Kafka-only ceiling runs produce here: as many partitions as the local
+/// profile's smallest topics would spread a producer's records over.
+const CEILING_TOPIC: &str = "bench.ceiling";
+const CEILING_PARTITIONS: i32 = 8;
 
 fn default_rates(phase: Phase) -> Vec<f64> {
     match phase {
@@ -69,6 +87,9 @@ struct Args {
     run_dir: Option<PathBuf>,
     postgres_pid_file: Option<PathBuf>,
     kafka_tool: Option<PathBuf>,
+    broker_metrics: Option<String>,
+    processor_metrics: Vec<String>,
+    ceiling: Duration,
     phases: Vec<Phase>,
     rates: BTreeMap<&'static str, Vec<f64>>,
     duration: Duration,
@@ -101,6 +122,9 @@ fn parse_args() -> Result<Option<Args>> {
         run_dir: None,
         postgres_pid_file: None,
         kafka_tool: None,
+        broker_metrics: None,
+        processor_metrics: Vec::new(),
+        ceiling: Duration::from_secs(10),
         phases: Phase::ALL.to_vec(),
         rates: BTreeMap::new(),
         duration: Duration::from_secs(15),
@@ -131,6 +155,16 @@ fn parse_args() -> Result<Option<Args>> {
             "--run-dir" => args.run_dir = Some(value.into()),
             "--postgres-pid-file" => args.postgres_pid_file = Some(value.into()),
             "--kafka-tool" => args.kafka_tool = Some(value.into()),
+            "--broker-metrics" => args.broker_metrics = Some(value),
+            "--processor-metrics" => {
+                args.processor_metrics = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|url| !url.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "--ceiling" => args.ceiling = seconds(&flag, &value)?,
             "--phases" => {
                 args.phases = value
                     .split(',')
@@ -238,16 +272,16 @@ struct Floor {
     rust_client_round_trip: Option<serde_json::Value>,
 }
 
-async fn create_floor_topic(brokers: &str) -> Result<()> {
+async fn create_topic(brokers: &str, name: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .context("creating the Kafka admin client")?;
-    let topic = NewTopic::new(FLOOR_TOPIC, 1, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics([&topic], &AdminOptions::new())
         .await
-        .context("creating the floor topic")?;
+        .with_context(|| format!("creating {name}"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -348,6 +382,11 @@ struct Step {
     cpu_ms_per_op: f64,
     /// Cores each process kept busy over the step.
     cores_by_process: BTreeMap<String, f64>,
+    /// CPU milliseconds of each process per answered operation.
+    cpu_ms_per_op_by_process: BTreeMap<String, f64>,
+    /// The broker's requests, records and our transactions per operation
+    /// (with --broker-metrics).
+    broker_work: Option<Work>,
     rss_mib_by_process: BTreeMap<String, f64>,
     /// The load generator's own cores (not in `cpu_ms_per_op`).
     bench_cores: f64,
@@ -362,6 +401,8 @@ struct Results {
     /// The unmeasured settling run: how the cold stack answered.
     settle: Option<Report>,
     floor: Floor,
+    /// Kafka alone on this box (ProducerPerformance), same run.
+    ceiling: Vec<Ceiling>,
     steps: Vec<Step>,
 }
 
@@ -414,16 +455,42 @@ async fn settle(args: &Args, shoppers: &Arc<Shoppers>) -> Result<Option<Report>>
     })
     .await?;
     eprintln!(
-        "bench: settled: p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202",
+        "bench: settled: p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed)",
         report.p50_ms, report.p99_ms, report.done, report.accepted
     );
     Ok(Some(report))
 }
 
+/// Scrapes the broker's and the processors' counters around a step.
+struct Scraper {
+    client: reqwest::Client,
+    broker: Option<String>,
+    processors: Vec<String>,
+}
+
+impl Scraper {
+    fn new(args: &Args) -> Result<Self> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("creating the metrics client")?,
+            broker: args.broker_metrics.clone(),
+            processors: args.processor_metrics.clone(),
+        })
+    }
+
+    async fn counters(&self) -> Option<(Counters, Counters)> {
+        let broker = brokerwork::scrape(&self.client, self.broker.as_deref()?).await?;
+        let processors = brokerwork::scrape_all(&self.client, &self.processors).await;
+        Some((broker, processors))
+    }
+}
+
 async fn run_step(
     args: &Args,
     shoppers: &Arc<Shoppers>,
-    processes: &[Process],
+    (processes, scraper): (&[Process], &Scraper),
     phase: Phase,
     rate: f64,
     position: &str,
@@ -448,6 +515,7 @@ async fn run_step(
         args.duration,
         args.warmup
     );
+    let counters_before = scraper.counters().await;
     let before = sample(processes);
     let bench_before = procstat::tree_usage(std::process::id()).unwrap_or_default();
     let started = std::time::Instant::now();
@@ -455,24 +523,41 @@ async fn run_step(
     let wall_s = started.elapsed().as_secs_f64();
     let after = sample(processes);
     let bench_after = procstat::tree_usage(std::process::id()).unwrap_or_default();
+    let counters_after = scraper.counters().await;
+    let operations = report.completed + report.warmup_ok;
+    let broker_work = counters_before.zip(counters_after).map(
+        |((broker_before, processors_before), (broker_after, processors_after))| {
+            Work::per_operation(
+                &broker_after.since(&broker_before),
+                &processors_after.since(&processors_before),
+                operations,
+            )
+        },
+    );
 
     let mut cores_by_process = BTreeMap::new();
+    let mut cpu_ms_per_op_by_process = BTreeMap::new();
     let mut rss_mib_by_process = BTreeMap::new();
     let mut cpu_s = 0.0;
     for ((process, before), after) in processes.iter().zip(&before).zip(&after) {
         let spent = (after.cpu_s - before.cpu_s).max(0.0);
         cpu_s += spent;
         cores_by_process.insert(process.name.clone(), round_to(spent / wall_s, 2));
+        cpu_ms_per_op_by_process.insert(
+            process.name.clone(),
+            round_to(1000.0 * spent / operations.max(1) as f64, 2),
+        );
         rss_mib_by_process.insert(
             process.name.clone(),
             round_to(after.rss_bytes as f64 / 1_048_576.0, 1),
         );
     }
-    let operations = report.completed + report.warmup_ok;
     Ok(Step {
         phase: phase.name(),
         cpu_ms_per_op: round_to(1000.0 * cpu_s / operations.max(1) as f64, 3),
         cores_by_process,
+        cpu_ms_per_op_by_process,
+        broker_work,
         rss_mib_by_process,
         bench_cores: round_to((bench_after.cpu_s - bench_before.cpu_s) / wall_s, 2),
         report,
@@ -524,6 +609,25 @@ fn table_row(step: &Step) -> String {
     )
 }
 
+const BROKER_HEADER: &str = "| phase | offered/s | broker requests/op | by API, per op | records/op | records/Produce | Fetch/record | transactions/op | batches/transaction | partitions/transaction | broker CPU ms/op | broker CPU µs/request |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+fn broker_row(phase: &str, rate: f64, work: &Work) -> String {
+    let figure = |value: Option<f64>| value.map_or("–".to_owned(), |v| format!("{v}"));
+    format!(
+        "| {phase} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        work.requests_total_per_op,
+        work.requests_text(),
+        work.records_per_op,
+        figure(work.records_per_produce),
+        figure(work.fetches_per_record),
+        work.transactions_per_op,
+        figure(work.batches_per_transaction),
+        figure(work.partitions_per_transaction),
+        figure(work.broker_cpu_ms_per_op),
+        figure(work.broker_cpu_us_per_request),
+    )
+}
+
 fn markdown(results: &Results) -> String {
     let mut text = format!(
         "# Benchmark {} ({})\n\nMachine: {} cores, {} GiB; processing guarantee {}.\n",
@@ -544,7 +648,7 @@ fn markdown(results: &Results) -> String {
     }
     if let Some(settle) = &results.settle {
         text += &format!(
-            "Settling (unmeasured checkouts at {}/s for {:.0} s on the cold stack): p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202.\n",
+            "Settling (unmeasured checkouts at {}/s for {:.0} s on the cold stack): p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed).\n",
             settle.target_rate, settle.duration_s, settle.p50_ms, settle.p99_ms, settle.done, settle.accepted
         );
     }
@@ -555,12 +659,39 @@ fn markdown(results: &Results) -> String {
     if let Some(rust) = &results.floor.rust_client_round_trip {
         text += &format!("- our client's round trip (broker-rtt): {rust}\n");
     }
+    if !results.ceiling.is_empty() {
+        text += "\n## Kafka alone on this box (ProducerPerformance, 100-byte records, acks=all; same run)\n\n";
+        text += ceiling::TABLE_HEADER;
+        text.push('\n');
+        for row in &results.ceiling {
+            text += &ceiling::table_row(row);
+            text.push('\n');
+        }
+    }
     text += "\n## Phases\n\n";
     text += TABLE_HEADER;
     text.push('\n');
     for step in &results.steps {
         text += &table_row(step);
         text.push('\n');
+    }
+    if results.steps.iter().any(|step| step.broker_work.is_some()) {
+        text += "\n## The broker's work per operation\n\n";
+        text += BROKER_HEADER;
+        text.push('\n');
+        for step in &results.steps {
+            if let Some(work) = &step.broker_work {
+                text += &broker_row(step.phase, step.report.target_rate, work);
+                text.push('\n');
+            }
+        }
+    }
+    text += "\n## CPU milliseconds per operation, by process\n\n";
+    for step in &results.steps {
+        text += &format!(
+            "- {} {}/s: {:?}\n",
+            step.phase, step.report.target_rate, step.cpu_ms_per_op_by_process
+        );
     }
     text += "\n## Resident memory at the end of each step (MiB)\n\n";
     for step in &results.steps {
@@ -618,7 +749,7 @@ fn print_floor(floor: &Floor) {
 }
 
 async fn measure_floor(args: &Args) -> Floor {
-    if let Err(e) = create_floor_topic(&args.brokers).await {
+    if let Err(e) = create_topic(&args.brokers, FLOOR_TOPIC, 1).await {
         eprintln!("bench: no floor measured: {e:#}");
         return Floor::default();
     }
@@ -630,6 +761,46 @@ async fn measure_floor(args: &Args) -> Floor {
     floor
 }
 
+/// Kafka alone, each plan for `--ceiling` seconds (needs the tool and the
+/// broker's metrics).
+async fn measure_ceiling(args: &Args, scraper: &Scraper) -> Vec<Ceiling> {
+    let (Some(tool), Some(metrics)) = (&args.kafka_tool, &scraper.broker) else {
+        return Vec::new();
+    };
+    if args.ceiling.is_zero() {
+        return Vec::new();
+    }
+    if let Err(e) = create_topic(&args.brokers, CEILING_TOPIC, CEILING_PARTITIONS).await {
+        eprintln!("bench: no ceiling measured: {e:#}");
+        return Vec::new();
+    }
+    let target = ceiling::Target {
+        tool,
+        brokers: &args.brokers,
+        topic: CEILING_TOPIC,
+        client: &scraper.client,
+        metrics,
+    };
+    eprintln!("bench: the idle stack's requests, for 5 s (taken out of the ceiling runs)");
+    let Some(background) = ceiling::background(&target, Duration::from_secs(5)).await else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    for plan in &ceiling::PLANS {
+        eprintln!(
+            "bench: Kafka's ceiling: {} for {:?}",
+            plan.label, args.ceiling
+        );
+        if let Some(row) = ceiling::run(&target, plan, args.ceiling, &background).await {
+            eprintln!("bench: {}", ceiling::table_row(&row));
+            rows.push(row);
+        }
+        // The next run starts on an idle broker.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    rows
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let Some(args) = parse_args()? else {
@@ -638,7 +809,9 @@ async fn main() -> Result<()> {
     let processes = processes(&args)?;
     let names: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
     eprintln!("bench: sampling {}", names.join(", "));
+    let scraper = Scraper::new(&args)?;
     let floor = measure_floor(&args).await;
+    let ceiling = measure_ceiling(&args, &scraper).await;
     let shoppers = Shoppers::new(args.options.clone(), &args.phases).await?;
     let plan: Vec<(Phase, f64)> = args
         .phases
@@ -657,8 +830,19 @@ async fn main() -> Result<()> {
     println!("{TABLE_HEADER}");
     for (index, &(phase, rate)) in plan.iter().enumerate() {
         let position = format!("{}/{}", index + 1, plan.len());
-        let step = run_step(&args, &shoppers, &processes, phase, rate, &position).await?;
+        let step = run_step(
+            &args,
+            &shoppers,
+            (&processes, &scraper),
+            phase,
+            rate,
+            &position,
+        )
+        .await?;
         println!("{}", table_row(&step));
+        if let Some(work) = &step.broker_work {
+            println!("{}", broker_row(step.phase, step.report.target_rate, work));
+        }
         steps.push(step);
         tokio::time::sleep(args.pause).await;
     }
@@ -669,6 +853,7 @@ async fn main() -> Result<()> {
         seed_seconds: args.seed_seconds,
         settle,
         floor,
+        ceiling,
         steps,
     };
     for path in write_outputs(&args, &results)? {

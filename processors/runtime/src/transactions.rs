@@ -28,6 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -213,11 +214,11 @@ impl Committer {
         // the FutureProducer takes the events), which made each commit
         // 100 ms long (measured). A failed record aborts instead.
         let step = Instant::now();
-        let changelog_offsets = match self
+        let settled = match self
             .produce(round)
             .and_then(|deliveries| self.settle(deliveries, round.len()))
         {
-            Ok(offsets) => offsets,
+            Ok(settled) => settled,
             Err(error) => {
                 self.abort(broken);
                 return Err(error);
@@ -251,7 +252,11 @@ impl Committer {
             }
             return Err(reason);
         }
-        Ok(changelog_offsets)
+        // The group's offsets partition gets a marker too.
+        METRICS
+            .transaction_partitions
+            .observe((settled.partitions + 1) as f64);
+        Ok(settled.changelog_offsets)
     }
 
     /// The coordinator refused our offsets because it does not know this
@@ -334,12 +339,9 @@ impl Committer {
 
     /// Waits for every record's acknowledgement; the highest changelog
     /// offset of each batch becomes its store's checkpoint once committed.
-    fn settle(
-        &self,
-        deliveries: Vec<Delivery>,
-        batches: usize,
-    ) -> Result<Vec<Option<i64>>, String> {
+    fn settle(&self, deliveries: Vec<Delivery>, batches: usize) -> Result<Settled, String> {
         let mut highest = vec![None; batches];
+        let mut written = HashSet::new();
         self.runtime.block_on(async {
             for delivery in deliveries {
                 let done = match delivery.future.await {
@@ -356,8 +358,12 @@ impl Committer {
                 if delivery.changelog {
                     highest[delivery.batch] = highest[delivery.batch].max(Some(done.offset));
                 }
+                written.insert((delivery.topic, done.partition));
             }
-            Ok(highest)
+            Ok(Settled {
+                changelog_offsets: highest,
+                partitions: written.len(),
+            })
         })
     }
 
@@ -403,6 +409,14 @@ fn failed(step: &str, error: KafkaError, broken: &Cell<bool>) -> String {
         broken.set(true);
     }
     format!("transaction {step} failed: {error}")
+}
+
+/// A transaction's records, all acknowledged.
+struct Settled {
+    /// Per batch, the highest changelog offset it wrote.
+    changelog_offsets: Vec<Option<i64>>,
+    /// Distinct topic partitions the records went to.
+    partitions: usize,
 }
 
 struct Delivery {

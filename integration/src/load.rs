@@ -29,7 +29,10 @@ const HIST_MAX_US: u64 = 3_600_000_000;
 pub enum Outcome {
     /// 200/201: done.
     Done,
-    /// 202: accepted, the result comes later (a late reply; never lost).
+    /// 202 at first: the gateway stopped waiting and answered late. A
+    /// checkout is only counted so once its order was then seen
+    /// `confirmed` (its `Location` polled), and timed to that moment, not
+    /// to the 202.
     Accepted,
     /// 409 out of stock or 402 declined: a correct business answer, timed
     /// like a success but counted apart.
@@ -96,6 +99,9 @@ pub struct Report {
     pub scheduled: u64,
     pub completed: u64,
     pub done: u64,
+    /// Answered 202 at first; for checkouts, then seen confirmed and timed
+    /// to the confirmation (a late rejection counts as refused, no
+    /// confirmation before the timeout as the error `confirm_timeout`).
     pub accepted: u64,
     pub refused: u64,
     pub errors_total: u64,

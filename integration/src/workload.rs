@@ -4,13 +4,20 @@
 //!
 //! Orders buy the first SKU of demo products `0..skus` at the catalog's
 //! price (the seeded demo catalog must be there).
+//!
+//! A checkout answered `202` (the gateway stopped waiting) is not finished:
+//! its `Location` (`GET /orders/{id}`) is polled until the order is
+//! confirmed, and the checkout is timed to that moment.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::Serialize;
+use reqwest::header::LOCATION;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::demo;
 use crate::load::{outcome_of, transport_error, Outcome};
@@ -19,9 +26,11 @@ use crate::rng::SplitMix64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// `POST /orders`: stock reserved, payment authorized, order confirmed.
+    /// `POST /orders`: stock reserved, payment authorized, order confirmed
+    /// (after a `202`, when its `Location` shows it confirmed).
     Checkout,
-    /// Open a cart, set its lines, check it out: one operation, timed whole.
+    /// Open a cart, set its lines, check it out: one operation, timed whole
+    /// (to the confirmation, as a checkout).
     CartCheckout,
     /// `PUT /carts/{id}/lines/{sku}` on carts opened beforehand.
     CartLine,
@@ -93,6 +102,8 @@ pub struct Options {
     pub payment_method: String,
     /// Carts each customer keeps open for the cart-line phase.
     pub carts_per_customer: u64,
+    /// Per request, and for a whole checkout from its start to the
+    /// confirmation seen after a `202`.
     pub timeout: Duration,
     /// Sockets kept open to the gateway.
     pub max_connections: usize,
@@ -140,6 +151,16 @@ const SEARCHES: &[&str] = &[
     "suede loafers",
     "burgundy",
 ];
+
+/// A checkout answered `202` is polled at its `Location` every 20 ms at
+/// first, backing off to every 200 ms: each poll is a round trip through
+/// the orders processor, so a tight loop would load what it measures.
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const MAX_POLL: Duration = Duration::from_millis(200);
+
+/// The error kind of a checkout answered `202` and not seen settled before
+/// its timeout.
+const CONFIRM_TIMEOUT: &str = "confirm_timeout";
 
 #[derive(Serialize)]
 struct OrderLine {
@@ -292,6 +313,7 @@ impl Shoppers {
     }
 
     async fn checkout(&self, index: u64) -> Outcome {
+        let deadline = Instant::now() + self.options.timeout;
         let order = self.order(index);
         let request = self
             .client
@@ -299,10 +321,12 @@ impl Shoppers {
             .bearer_auth(self.token(order.customer))
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
             .json(&order);
-        outcome_of(request.send().await).await
+        self.checkout_outcome(order.customer, request.send().await, deadline)
+            .await
     }
 
     async fn cart_checkout(&self, index: u64) -> Outcome {
+        let deadline = Instant::now() + self.options.timeout;
         let order = self.order(index);
         let key = uuid::Uuid::new_v4().to_string();
         let cart_id = match self.open_cart(order.customer, &key).await {
@@ -323,7 +347,62 @@ impl Shoppers {
             .bearer_auth(self.token(order.customer))
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
             .json(&serde_json::json!({ "payment_method": order.payment_method }));
-        outcome_of(request.send().await).await
+        self.checkout_outcome(order.customer, request.send().await, deadline)
+            .await
+    }
+
+    /// How a checkout ended. A `202` only says the gateway stopped waiting:
+    /// the order's `Location` is then polled, with the customer's token,
+    /// until the order settles or `deadline` passes, so the checkout is
+    /// timed to its confirmation (`Accepted`) or its rejection (`Refused`).
+    async fn checkout_outcome(
+        &self,
+        customer: usize,
+        result: reqwest::Result<reqwest::Response>,
+        deadline: Instant,
+    ) -> Outcome {
+        let response = match result {
+            Ok(response) if response.status() == StatusCode::ACCEPTED => response,
+            other => return outcome_of(other).await,
+        };
+        let url = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|location| poll_url(&self.options.url, location));
+        // Drained, so the connection goes back to the pool.
+        if let Err(e) = response.bytes().await {
+            return Outcome::Error(transport_error(&e).to_owned());
+        }
+        let Some(url) = url else {
+            return Outcome::Error("no_location".to_owned());
+        };
+        self.await_settled(customer, &url, deadline).await
+    }
+
+    /// Polls the order at `url` until it settles; every poll ends by
+    /// `deadline`, and the waits between polls are at least `FIRST_POLL`,
+    /// so the loop is bounded in time and in count.
+    async fn await_settled(&self, customer: usize, url: &str, deadline: Instant) -> Outcome {
+        let mut interval = FIRST_POLL;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Outcome::Error(CONFIRM_TIMEOUT.to_owned());
+            }
+            let sent = self
+                .client
+                .get(url)
+                .bearer_auth(self.token(customer))
+                .timeout(remaining)
+                .send()
+                .await;
+            if let Polled::Settled(outcome) = poll_answer(sent).await {
+                return outcome;
+            }
+            tokio::time::sleep_until((Instant::now() + interval).min(deadline)).await;
+            interval = next_poll_interval(interval);
+        }
     }
 
     async fn change_cart_line(&self, index: u64) -> Outcome {
@@ -398,6 +477,101 @@ impl Shoppers {
             .query(&[("limit", "20")]);
         outcome_of(request.send().await).await
     }
+}
+
+/// What one poll of a checkout's order showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Polled {
+    /// Not settled yet: poll again.
+    Pending,
+    /// The checkout's outcome.
+    Settled(Outcome),
+}
+
+/// Where a checkout stands, by its order's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Settling,
+    Confirmed,
+    Rejected,
+}
+
+/// `confirmed` is what a checkout waits for. Every later status
+/// (fulfilment, cancellation and their failures) is only reached from
+/// `confirmed`, so it says the same; `rejected` is a business refusal.
+/// Anything else (`placed`, `awaiting_payment`, a status this code does not
+/// know) is still settling.
+fn settlement(status: &str) -> Settlement {
+    match status {
+        "confirmed" | "fulfilling" | "fulfilled" | "capture_failed" | "cancelling"
+        | "cancelled" | "refund_failed" => Settlement::Confirmed,
+        "rejected" => Settlement::Rejected,
+        _ => Settlement::Settling,
+    }
+}
+
+/// The part of `GET /orders/{id}`'s answer a poll reads.
+#[derive(Deserialize)]
+struct OrderStatusJson {
+    status: String,
+}
+
+/// Reads one poll's answer (draining its body). A poll cut off by its
+/// timeout, which is what was left until the deadline, is left to the
+/// loop: it ends the checkout as `confirm_timeout`.
+async fn poll_answer(result: reqwest::Result<reqwest::Response>) -> Polled {
+    let failed = |e: &reqwest::Error| {
+        if e.is_timeout() {
+            Polled::Pending
+        } else {
+            Polled::Settled(Outcome::Error(format!("confirm_{}", transport_error(e))))
+        }
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => return failed(&e),
+    };
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => polled(status, &body),
+        Err(e) => failed(&e),
+    }
+}
+
+/// What an answer to `GET /orders/{id}` says about the checkout: `200`
+/// with the order's `status`; `404` the order is not there yet (its
+/// command is still on the way), `503` its owner did not answer in time,
+/// both worth another poll; any other status ends it as an error.
+fn polled(http_status: u16, body: &[u8]) -> Polled {
+    match http_status {
+        200 => match serde_json::from_slice::<OrderStatusJson>(body) {
+            Ok(order) => match settlement(&order.status) {
+                Settlement::Settling => Polled::Pending,
+                Settlement::Confirmed => Polled::Settled(Outcome::Accepted),
+                Settlement::Rejected => Polled::Settled(Outcome::Refused),
+            },
+            Err(_) => Polled::Settled(Outcome::Error("confirm_unreadable".to_owned())),
+        },
+        404 | 503 => Polled::Pending,
+        s => Polled::Settled(Outcome::Error(format!("confirm_http_{s}"))),
+    }
+}
+
+/// The URL a `Location` names: the gateway's are paths (`/orders/{id}`),
+/// taken relative to `base`; an absolute URL is used as it is.
+fn poll_url(base: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        Some(location.to_owned())
+    } else if location.starts_with('/') {
+        Some(format!("{}{location}", base.trim_end_matches('/')))
+    } else {
+        None
+    }
+}
+
+/// The wait before the next poll: doubled, up to `MAX_POLL`.
+fn next_poll_interval(interval: Duration) -> Duration {
+    interval.saturating_mul(2).min(MAX_POLL)
 }
 
 /// A step before the last one of a flow failed or was refused: the flow
@@ -481,5 +655,187 @@ mod tests {
         assert_eq!(Phase::parse("orders").expect("alias"), Phase::Checkout);
         let error = Phase::parse("chekout").expect_err("unknown").to_string();
         assert!(error.contains("cart-checkout"), "{error}");
+    }
+
+    #[test]
+    fn order_statuses_say_whether_a_checkout_settled() {
+        for status in ["placed", "awaiting_payment", "pending", ""] {
+            assert_eq!(settlement(status), Settlement::Settling, "{status}");
+        }
+        for status in ["confirmed", "fulfilled", "cancelled", "refund_failed"] {
+            assert_eq!(settlement(status), Settlement::Confirmed, "{status}");
+        }
+        assert_eq!(settlement("rejected"), Settlement::Rejected);
+    }
+
+    #[test]
+    fn poll_answers_end_the_wait_or_not() {
+        let order = |status: &str| serde_json::json!({ "status": status }).to_string();
+        assert_eq!(polled(200, order("placed").as_bytes()), Polled::Pending);
+        assert_eq!(
+            polled(200, order("confirmed").as_bytes()),
+            Polled::Settled(Outcome::Accepted)
+        );
+        assert_eq!(
+            polled(200, order("rejected").as_bytes()),
+            Polled::Settled(Outcome::Refused)
+        );
+        assert_eq!(polled(404, b"{}"), Polled::Pending);
+        assert_eq!(polled(503, b"{}"), Polled::Pending);
+        assert_eq!(
+            polled(401, b"{}"),
+            Polled::Settled(Outcome::Error("confirm_http_401".to_owned()))
+        );
+        assert_eq!(
+            polled(200, b"not json"),
+            Polled::Settled(Outcome::Error("confirm_unreadable".to_owned()))
+        );
+    }
+
+    #[test]
+    fn locations_are_taken_relative_to_the_gateway() {
+        let base = "http://127.0.0.1:28080";
+        assert_eq!(
+            poll_url(base, "/orders/o-1").as_deref(),
+            Some("http://127.0.0.1:28080/orders/o-1")
+        );
+        assert_eq!(
+            poll_url("http://127.0.0.1:28080/", "/orders/o-1").as_deref(),
+            Some("http://127.0.0.1:28080/orders/o-1")
+        );
+        assert_eq!(
+            poll_url(base, "http://other:1/orders/o-1").as_deref(),
+            Some("http://other:1/orders/o-1")
+        );
+        assert_eq!(poll_url(base, "orders/o-1"), None);
+    }
+
+    #[test]
+    fn polls_back_off_to_a_bound() {
+        let mut interval = FIRST_POLL;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(interval.as_millis());
+            interval = next_poll_interval(interval);
+        }
+        assert_eq!(seen, [20, 40, 80, 160, 200, 200]);
+    }
+
+    /// A gateway that answers every checkout `202` and shows the order
+    /// `settled` from the `settles_at`-th poll on (404, then `placed`
+    /// before), to the load customer's token only.
+    struct FakeGateway {
+        settles_at: usize,
+        settled: &'static str,
+        polls: std::sync::atomic::AtomicUsize,
+    }
+
+    async fn fake_gateway(settles_at: usize, settled: &'static str) -> (String, Arc<FakeGateway>) {
+        use axum::http::HeaderMap;
+        use axum::routing::{get, post};
+        use std::sync::atomic::Ordering;
+
+        let state = Arc::new(FakeGateway {
+            settles_at,
+            settled,
+            polls: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let poll = |axum::extract::State(state): axum::extract::State<Arc<FakeGateway>>,
+                    headers: HeaderMap| async move {
+            let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+            if bearer != Some("Bearer token-0") {
+                return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({})));
+            }
+            let poll = state.polls.fetch_add(1, Ordering::SeqCst) + 1;
+            let status = match poll {
+                1 => return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({}))),
+                n if n < state.settles_at => "placed",
+                _ => state.settled,
+            };
+            (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({ "status": status })),
+            )
+        };
+        let app = axum::Router::new()
+            .route(
+                "/orders",
+                post(|| async {
+                    (
+                        StatusCode::ACCEPTED,
+                        [("location", "/orders/o-1")],
+                        axum::Json(serde_json::json!({ "order_id": "o-1", "status": "pending" })),
+                    )
+                }),
+            )
+            .route("/orders/{id}", get(poll))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("binds on loopback");
+        let address = listener.local_addr().expect("bound");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                eprintln!("fake gateway stopped: {error}");
+            }
+        });
+        (format!("http://{address}"), state)
+    }
+
+    fn shoppers(url: String, timeout: Duration) -> Shoppers {
+        Shoppers {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("client"),
+            options: Options {
+                url,
+                customers: 1,
+                skus: 1,
+                lines: 1,
+                products: 1,
+                payment_method: "pm_card_visa".to_owned(),
+                carts_per_customer: 0,
+                timeout,
+                max_connections: 4,
+            },
+            tokens: vec!["token-0".to_owned()],
+            carts: OnceLock::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkout_answered_202_is_timed_to_its_confirmation() {
+        let (url, gateway) = fake_gateway(4, "confirmed").await;
+        let started = Instant::now();
+        let outcome = shoppers(url, Duration::from_secs(10)).checkout(0).await;
+        assert_eq!(outcome, Outcome::Accepted);
+        assert_eq!(gateway.polls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // Waits of 20, 40 and 80 ms between the four polls.
+        assert!(
+            started.elapsed() >= Duration::from_millis(140),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkout_rejected_after_202_is_refused() {
+        let (url, _) = fake_gateway(2, "rejected").await;
+        let outcome = shoppers(url, Duration::from_secs(10)).checkout(0).await;
+        assert_eq!(outcome, Outcome::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_checkout_never_confirmed_ends_at_its_timeout() {
+        let (url, gateway) = fake_gateway(usize::MAX, "confirmed").await;
+        let started = Instant::now();
+        let outcome = shoppers(url, Duration::from_millis(500)).checkout(0).await;
+        assert_eq!(outcome, Outcome::Error(CONFIRM_TIMEOUT.to_owned()));
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        let polls = gateway.polls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((3..=25).contains(&polls), "{polls} polls");
     }
 }

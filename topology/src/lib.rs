@@ -506,8 +506,11 @@ mod tests {
         assert_eq!(production.topics(), defaults.topics());
 
         let local = file.resolve(Some("local")).expect("resolves");
-        for (local, production) in local.topics().iter().zip(production.topics()) {
-            assert_eq!(local.partitions, production.partitions, "{}", local.name);
+        assert_eq!(partitions(&local, topic::ORDERS_MESSAGES), Some(4));
+        assert_eq!(partitions(&local, topic::ORDERS_CHANGELOG), Some(4));
+        assert_eq!(partitions(&local, topic::GATEWAY_REPLIES), Some(4));
+        assert_eq!(partitions(&local, topic::ORDERS_DEAD_LETTER), Some(1));
+        for local in local.topics() {
             assert_eq!(
                 (local.replication_factor, local.min_insync_replicas),
                 (1, 1)

@@ -196,9 +196,27 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Password hashes running at once, at most: argon2id (the crate's default
+/// parameters) takes 19 MiB and a core's worth of CPU for each, so more at
+/// once than there are cores only adds memory. A burst of logins waits here.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::sync::Semaphore::new(cores)
+});
+
+async fn hashing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    HASHING
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("password hashing is shut down"))
+}
+
 /// An argon2id PHC string for `password`, with a fresh random salt.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let slot = hashing_slot().await?;
     tokio::task::spawn_blocking(move || {
+        // Held by the hash itself: a request given up on still finishes it.
+        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -223,7 +241,9 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Whether `password` matches the stored PHC string (empty: no account).
 pub async fn verify_password(password: String, stored: String) -> Result<bool, ApiError> {
+    let slot = hashing_slot().await?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let exists = !stored.is_empty();
         let stored = if exists { stored } else { DECOY_HASH.clone() };
         let Ok(parsed) = PasswordHash::new(&stored) else {

@@ -15,6 +15,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// See the workspace Cargo.toml: freed password-hash buffers go back to
+/// the OS instead of staying in glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     d2c_platform::telemetry::init();

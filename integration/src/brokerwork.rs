@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::exposition::{self, label};
+
 /// Counters summed over every series of a metric name, with the series of
 /// `kafka_network_requestmetrics_requests_total` kept apart by request.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +26,7 @@ pub const RECORDS_IN: &str = "kafka_server_brokertopicmetrics_messagesin_total";
 /// The scraped process's CPU (the JMX exporter reports the broker JVM's).
 pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
 pub const TRANSACTIONS: &str = "d2c_transactions_total";
+const COMMITTED: &str = "outcome=\"committed\"";
 pub const TRANSACTION_PARTITIONS_SUM: &str = "d2c_transaction_partitions_sum";
 pub const TRANSACTION_PARTITIONS_COUNT: &str = "d2c_transaction_partitions_count";
 pub const TRANSACTION_BATCHES_SUM: &str = "d2c_transaction_batches_sum";
@@ -43,33 +46,19 @@ const TOTALS: [&str; 7] = [
 /// are ignored. Transactions count committed ones only.
 pub fn parse(text: &str) -> Counters {
     let mut counters = Counters::default();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-        if name == REQUESTS {
-            if let Some(request) = label(labels, "request") {
-                *counters.requests.entry(request.to_owned()).or_default() += value;
-            }
-        } else if TOTALS.contains(&name) {
-            if name == TRANSACTIONS && label(labels, "outcome") != Some("committed") {
-                continue;
-            }
-            *counters.totals.entry(name.to_owned()).or_default() += value;
+    for (name, labels, value) in exposition::series(text) {
+        if let Some(request) = label(labels, "request").filter(|_| name == REQUESTS) {
+            *counters.requests.entry(request.to_owned()).or_default() += value;
+        }
+    }
+    for name in TOTALS {
+        let labels = if name == TRANSACTIONS { COMMITTED } else { "" };
+        let total = exposition::sum_series(text, name, labels);
+        if total > 0.0 {
+            counters.totals.insert(name.to_owned(), total);
         }
     }
     counters
-}
-
-/// The value of `name="value"` in a label set (values here hold no quotes).
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-    let rest = &labels[start..];
-    Some(&rest[..rest.find('"')?])
 }
 
 impl Counters {
@@ -86,42 +75,38 @@ impl Counters {
     /// What grew from `before` to `self` (a counter that went down, i.e. a
     /// restarted process, counts from zero).
     pub fn since(&self, before: &Counters) -> Counters {
-        let grown = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>| {
-            now.iter()
-                .map(|(key, value)| {
-                    let earlier = then.get(key).copied().unwrap_or(0.0);
-                    let delta = if *value >= earlier {
-                        value - earlier
-                    } else {
-                        *value
-                    };
-                    (key.clone(), delta)
-                })
-                .filter(|(_, delta)| *delta > 0.0)
-                .collect()
-        };
-        Counters {
-            requests: grown(&self.requests, &before.requests),
-            totals: grown(&self.totals, &before.totals),
-        }
+        self.combine(
+            before,
+            |now, then| if now >= then { now - then } else { now },
+        )
     }
 
     /// `self` less `scale` times `other`, never below zero: a run's growth
     /// without the background of a measured idle window `scale` times
     /// shorter.
     pub fn minus(&self, other: &Counters, scale: f64) -> Counters {
-        let less = |mine: &BTreeMap<String, f64>, theirs: &BTreeMap<String, f64>| {
+        self.combine(other, |mine, background| {
+            (mine - background * scale).max(0.0)
+        })
+    }
+
+    /// Each of `self`'s values with `other`'s (0 where it has none) through
+    /// `f`, keeping what comes out positive.
+    fn combine(&self, other: &Counters, f: impl Fn(f64, f64) -> f64) -> Counters {
+        let each = |mine: &BTreeMap<String, f64>, theirs: &BTreeMap<String, f64>| {
             mine.iter()
                 .map(|(key, value)| {
-                    let background = theirs.get(key).copied().unwrap_or(0.0) * scale;
-                    (key.clone(), (value - background).max(0.0))
+                    (
+                        key.clone(),
+                        f(*value, theirs.get(key).copied().unwrap_or(0.0)),
+                    )
                 })
                 .filter(|(_, value)| *value > 0.0)
                 .collect()
         };
         Counters {
-            requests: less(&self.requests, &other.requests),
-            totals: less(&self.totals, &other.totals),
+            requests: each(&self.requests, &other.requests),
+            totals: each(&self.totals, &other.totals),
         }
     }
 
@@ -198,14 +183,19 @@ impl Work {
     /// `Produce 4.1, FetchConsumer 12.0, …`: the requests per operation,
     /// most frequent first.
     pub fn requests_text(&self) -> String {
-        let mut by_count: Vec<(&String, &f64)> = self.requests_per_op.iter().collect();
-        by_count.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-        by_count
-            .iter()
-            .map(|(request, count)| format!("{request} {count}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        requests_text(&self.requests_per_op)
     }
+}
+
+/// `Produce 4.1, FetchConsumer 12.0, …`: request counts, most frequent first.
+pub fn requests_text(requests: &BTreeMap<String, f64>) -> String {
+    let mut by_count: Vec<(&String, &f64)> = requests.iter().collect();
+    by_count.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    by_count
+        .iter()
+        .map(|(request, count)| format!("{request} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One scrape of a `/metrics` URL; `None` (said on stderr) when it cannot be

@@ -183,15 +183,16 @@ fn ceiling(plan: &Plan, grown: &Counters, seconds: f64) -> Ceiling {
     } else {
         (records, 1000.0)
     };
-    let mut requests: Vec<(&String, &f64)> = grown.requests.iter().collect();
-    requests.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-    let requests_per_unit = requests
-        .iter()
-        .filter_map(|(request, count)| {
-            per(**count * scale, unit).map(|value| format!("{request} {value}"))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let requests_per_unit = if unit > 0.0 {
+        let scaled = grown
+            .requests
+            .iter()
+            .map(|(request, count)| (request.clone(), round_to(count * scale / unit, 1)))
+            .collect();
+        brokerwork::requests_text(&scaled)
+    } else {
+        String::new()
+    };
     Ceiling {
         label: plan.label.to_owned(),
         producers: plan.producers,

@@ -432,16 +432,7 @@ impl Service {
     /// (e.g. `outcome="restored"`).
     pub async fn metric_where(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;
-        Ok(text
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter(|line| line.contains(labels))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(crate::exposition::sum_series(&text, name, labels))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod ceiling;
 pub mod cli;
 pub mod customer;
 pub mod demo;
+pub mod exposition;
 pub mod fake_provider;
 pub mod faults;
 pub mod harness;

@@ -3,9 +3,10 @@
 
 use crate::error::ApiError;
 use crate::replies::{Pending, Reply};
+use d2c_platform::producer::KafkaProducer;
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_topology::TopicNames;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ pub enum Outcome {
 
 #[derive(Clone)]
 pub struct Bus {
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     pub names: TopicNames,
     pub reply_to: ReplyTo,
     pub pending: Arc<Pending>,

@@ -8,9 +8,9 @@ use d2c_gateway::replies::{start_reply_consumer, Pending};
 use d2c_gateway::{router, AppState};
 use d2c_platform::global::{GlobalTopicSettings, StartAt};
 use d2c_platform::kafka::producer_config;
+use d2c_platform::producer::KafkaProducer;
 use d2c_proto::ReplyTo;
 use d2c_topology::{topic, TopicNames};
-use rdkafka::producer::{FutureProducer, Producer};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let names = TopicNames::new(config.topic_prefix.clone());
-    let producer: FutureProducer =
-        producer_config(&config.brokers, "gateway", config.linger).create()?;
+    let producer =
+        KafkaProducer::create(&producer_config(&config.brokers, "gateway", config.linger))?;
     let pending = Pending::new(config.max_pending);
     let reply_to = ReplyTo {
         topic: names.name(topic::GATEWAY_REPLIES),

@@ -10,6 +10,7 @@ pub mod global;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod producer;
 pub mod retry;
 pub mod slack;
 pub mod telemetry;

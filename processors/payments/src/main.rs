@@ -3,9 +3,9 @@ use d2c_payments::{
     run_worker, PaymentsConfig, PaymentsHandler, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
 };
 use d2c_platform::kafka::producer_config;
+use d2c_platform::producer::KafkaProducer;
 use d2c_runtime::{ProcessorSpec, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
-use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -21,10 +21,12 @@ async fn main() -> anyhow::Result<()> {
         .context("building the payment provider")?;
     // Provider webhooks, served on the admin endpoint, produce outcomes to
     // payments.messages like the worker does.
-    let webhook_producer: FutureProducer =
-        producer_config(&runtime.brokers, "payments-webhooks", runtime.linger)
-            .create()
-            .context("creating the webhook producer")?;
+    let webhook_producer = KafkaProducer::create(&producer_config(
+        &runtime.brokers,
+        "payments-webhooks",
+        runtime.linger,
+    ))
+    .context("creating the webhook producer")?;
     let webhook_routes = d2c_payments::webhook_route::routes(
         payments.webhook_secret.clone(),
         webhook_producer,

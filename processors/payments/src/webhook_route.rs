@@ -28,11 +28,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use d2c_platform::kafka::envelope_headers;
 use d2c_platform::metrics::METRICS;
+use d2c_platform::producer::KafkaProducer;
 use d2c_proto::payments::v1::ProviderOutcome;
 use d2c_proto::Envelope;
 use prometheus::IntCounterVec;
 use prost::{Message as _, Name};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::Deserialize;
 use serde_json::json;
@@ -67,14 +68,14 @@ static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 struct WebhookState {
     secret: String,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
 }
 
 /// The webhook route, to merge into the admin endpoint
 /// (`d2c_runtime::run_with_routes`). `secret` is the signing secret
 /// (`whsec_…`); `topic` the physical name of `payments.messages`.
-pub fn routes(secret: String, producer: FutureProducer, topic: String) -> Router {
+pub fn routes(secret: String, producer: KafkaProducer, topic: String) -> Router {
     LazyLock::force(&WEBHOOKS);
     if secret.is_empty() {
         tracing::warn!("No webhook secret configured: every provider webhook will be refused");

@@ -37,6 +37,7 @@ use crate::provider::{
 };
 use d2c_platform::kafka::{envelope_headers, envelope_of, producer_config};
 use d2c_platform::metrics::METRICS;
+use d2c_platform::producer::KafkaProducer;
 use d2c_platform::retry::Retryable;
 use d2c_proto::payments::v1::{
     provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
@@ -49,7 +50,7 @@ use d2c_topology::{topic, TopicNames};
 use prometheus::IntCounterVec;
 use prost::{Message as _, Name};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -151,7 +152,7 @@ static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
 /// Calls the provider for each request event and reports its outcome.
 struct ProviderSink {
     provider: Arc<dyn PaymentProvider>,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     output: String,
     retry: RetryPolicy,
 }
@@ -194,8 +195,11 @@ pub async fn run_worker(
         // The payments processor in the same process reports its own.
         report_assigned: false,
     })?;
-    let producer: FutureProducer =
-        producer_config(&settings.brokers, CLIENT_ID, settings.linger).create()?;
+    let producer = KafkaProducer::create(&producer_config(
+        &settings.brokers,
+        CLIENT_ID,
+        settings.linger,
+    ))?;
     tracing::info!(
         provider = provider.name(),
         %group,

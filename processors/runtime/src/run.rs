@@ -14,11 +14,11 @@ use axum::Router;
 use d2c_platform::admin::{self, Readiness};
 use d2c_platform::kafka::{group_consumer_config, producer_config};
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
+use d2c_platform::producer::KafkaProducer;
 use d2c_platform::{shutdown_signal, telemetry};
 use d2c_state::{Store, StoreOptions};
 use d2c_topology::TopicNames;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -47,7 +47,7 @@ pub(crate) struct Shared {
     pub names: TopicNames,
     pub topics: OwnTopics,
     pub handler: Arc<dyn Handler>,
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     pub store: Store,
     /// (partition, offset) of batches made durable, for the poll thread to
     /// store for the next auto-commit (`at_least_once` only).
@@ -147,8 +147,11 @@ async fn run_processor(
             ..StoreOptions::default()
         },
     )?;
-    let producer: FutureProducer =
-        producer_config(&config.brokers, spec.service, config.linger).create()?;
+    let producer = KafkaProducer::create(&producer_config(
+        &config.brokers,
+        spec.service,
+        config.linger,
+    ))?;
     let names = TopicNames::new(config.topic_prefix.clone());
     let topics = OwnTopics {
         input: names.name(&format!("{}.messages", spec.service)),

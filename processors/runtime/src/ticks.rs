@@ -9,17 +9,18 @@
 
 use crate::partitions::Partitions;
 use d2c_platform::kafka::envelope_headers;
+use d2c_platform::producer::KafkaProducer;
 use d2c_proto::common::v1::Tick;
 use d2c_proto::Envelope;
 use prost::Name;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Sends ticks until `stop` is set.
 pub(crate) fn spawn(
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
     partitions: Arc<Partitions>,
     interval: Duration,
@@ -39,7 +40,7 @@ pub(crate) fn spawn(
 
 /// Queued without waiting: a tick that cannot be sent is replaced by the
 /// next one.
-fn send(producer: &FutureProducer, topic: &str, partition: i32) {
+fn send(producer: &KafkaProducer, topic: &str, partition: i32) {
     let envelope = Envelope::new(
         Tick::full_name(),
         uuid::Uuid::new_v4(),

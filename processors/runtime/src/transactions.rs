@@ -23,9 +23,10 @@ use crate::partitions::RebalanceContext;
 use crate::worker::Record;
 use crate::RuntimeError;
 use d2c_platform::metrics::METRICS;
+use d2c_platform::producer::KafkaProducer;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -55,7 +56,7 @@ pub(crate) fn producer(
     base: rdkafka::config::ClientConfig,
     transactional_id: &str,
     timeout: Duration,
-) -> Result<FutureProducer, RuntimeError> {
+) -> Result<KafkaProducer, RuntimeError> {
     let mut config = base;
     config
         .set("transactional.id", transactional_id)
@@ -67,7 +68,7 @@ pub(crate) fn producer(
         // 100 ms backoff made every second AddOffsetsToTxn wait 100 ms
         // (measured with hop-bench), 5 ms asks again almost at once.
         .set("retry.backoff.ms", "5");
-    let producer: FutureProducer = config.create()?;
+    let producer = KafkaProducer::create(&config)?;
     // Waits for a broker that is still starting; a fatal error (e.g. not
     // authorized for transactions) ends the process with the reason.
     producer.init_transactions(Duration::from_secs(60))?;
@@ -120,7 +121,7 @@ impl TransactionClock {
 
 /// The committer thread's inputs.
 pub(crate) struct Committer {
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     /// What a new producer is made from after this one is fenced.
     pub base: rdkafka::config::ClientConfig,
     pub transactional_id: String,
@@ -211,7 +212,7 @@ impl Committer {
         // Every record acknowledged before the commit: rdkafka's
         // commit_transaction flushes first, and its flush sleeps in 100 ms
         // polls while a delivery is outstanding (the background thread of
-        // the FutureProducer takes the events), which made each commit
+        // the KafkaProducer takes the events), which made each commit
         // 100 ms long (measured). A failed record aborts instead.
         let step = Instant::now();
         let settled = match self
@@ -328,7 +329,7 @@ impl Committer {
         let _ = self.producer.flush(self.timeout);
     }
 
-    fn enqueue(&self, record: &Record) -> Result<rdkafka::producer::DeliveryFuture, String> {
+    fn enqueue(&self, record: &Record) -> Result<d2c_platform::producer::DeliveryFuture, String> {
         loop {
             match record.enqueue(&self.producer)? {
                 Some(delivery) => return Ok(delivery),
@@ -423,7 +424,7 @@ struct Delivery {
     batch: usize,
     topic: String,
     changelog: bool,
-    future: rdkafka::producer::DeliveryFuture,
+    future: d2c_platform::producer::DeliveryFuture,
 }
 
 #[cfg(test)]

@@ -60,8 +60,8 @@ impl Record {
     /// worker yields to tokio, the committer thread sleeps.
     pub(crate) fn enqueue(
         &self,
-        producer: &rdkafka::producer::FutureProducer,
-    ) -> Result<Option<rdkafka::producer::DeliveryFuture>, String> {
+        producer: &d2c_platform::producer::KafkaProducer,
+    ) -> Result<Option<d2c_platform::producer::DeliveryFuture>, String> {
         let headers = self
             .headers
             .iter()

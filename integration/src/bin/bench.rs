@@ -25,6 +25,7 @@ use anyhow::{bail, Context as _, Result};
 use d2c_integration::brokerwork::{self, Counters, Work};
 use d2c_integration::ceiling::{self, Ceiling};
 use d2c_integration::cli::{parse_num, Flag, Flags};
+use d2c_integration::exposition;
 use d2c_integration::load::{self, round_to, Report, Schedule};
 use d2c_integration::plot::{self, Curve};
 use d2c_integration::procstat::{self, Usage};
@@ -50,7 +51,10 @@ usage: bench [options]        (./dev bench starts the stack and passes the proce
   --duration S           measured seconds per rate (default 15)
   --warmup S             unmeasured seconds before each rate (default 3)
   --settle S             unmeasured checkouts at 50/s before the first ordering phase, so a
-                         freshly started stack (JIT, caches, transactions) is not measured cold (default 30)
+                         freshly started stack (JIT, caches, transactions) is not measured cold: rounds
+                         of S seconds (default 30) until the broker's JIT compiler is quiet (under 2%
+                         of a core in a round, from --broker-metrics), at most --settle-max
+  --settle-max S         longest settling in all (default 300)
   --pause S              seconds between rates, for backlogs to drain (default 3)
   --customers N          shoppers, registered/logged in first (default 50)
   --skus N               distinct SKUs ordered (default 1000)
@@ -100,6 +104,7 @@ struct Args {
     label: String,
     seed_seconds: Option<f64>,
     settle: Duration,
+    settle_max: Duration,
 }
 
 fn parse_args() -> Result<Option<Args>> {
@@ -135,6 +140,7 @@ fn parse_args() -> Result<Option<Args>> {
         label: String::new(),
         seed_seconds: None,
         settle: Duration::from_secs(30),
+        settle_max: Duration::from_secs(300),
     };
     let seconds = |flag: &str, value: &str| -> Result<Duration> {
         let s: f64 = parse_num(flag, value)?;
@@ -187,6 +193,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--duration" => args.duration = seconds(&flag, &value)?,
             "--warmup" => args.warmup = seconds(&flag, &value)?,
             "--settle" => args.settle = seconds(&flag, &value)?,
+            "--settle-max" => args.settle_max = seconds(&flag, &value)?,
             "--pause" => args.pause = seconds(&flag, &value)?,
             "--customers" => args.options.customers = parse_num(&flag, &value)?,
             "--skus" => args.options.skus = parse_num(&flag, &value)?,
@@ -398,8 +405,9 @@ struct Results {
     label: String,
     machine: BTreeMap<String, String>,
     seed_seconds: Option<f64>,
-    /// The unmeasured settling run: how the cold stack answered.
-    settle: Option<Report>,
+    /// The unmeasured settling runs: how the cold stack answered, round by
+    /// round, and the broker's JIT compile seconds in each.
+    settle: Vec<SettleRound>,
     floor: Floor,
     /// Kafka alone on this box (ProducerPerformance), same run.
     ceiling: Vec<Ceiling>,
@@ -429,36 +437,74 @@ fn machine() -> BTreeMap<String, String> {
     machine
 }
 
+/// One round of settling.
+#[derive(Serialize)]
+struct SettleRound {
+    report: Report,
+    /// Seconds the broker's JIT compilers worked during the round (None
+    /// without the broker's metrics).
+    broker_compile_s: Option<f64>,
+}
+
+/// Below this share of a core spent compiling in a round, the broker's JIT
+/// counts as warm.
+const JIT_QUIET_SHARE: f64 = 0.02;
+const JIT_COMPILE_METRIC: &str = "jvm_compilation_time_seconds_total";
+
 /// Checkouts at a modest rate, not measured, before the first ordering
 /// phase: right after start and seeding the broker's JIT is cold and the
 /// stack's first checkouts waited seconds (measured: the first 10 s of a
-/// 100/s run answered 202), which is start-up, not steady state.
-async fn settle(args: &Args, shoppers: &Arc<Shoppers>) -> Result<Option<Report>> {
+/// 100/s run answered 202), which is start-up, not steady state. The
+/// broker's C2 compiler alone took a fifth of the box's CPU for minutes
+/// after start (perf, 2026-12-07), so rounds go on until it is quiet.
+async fn settle(
+    args: &Args,
+    shoppers: &Arc<Shoppers>,
+    scraper: &Scraper,
+) -> Result<Vec<SettleRound>> {
+    let mut rounds = Vec::new();
     if args.settle.is_zero() || !args.phases.iter().any(|phase| phase.orders()) {
-        return Ok(None);
+        return Ok(rounds);
     }
     shoppers.set_stock(STOCK_PER_SKU).await?;
-    let schedule = Schedule {
-        rate: 50.0,
-        duration: args.settle,
-        warmup: Duration::ZERO,
-        max_in_flight: args.options.max_connections,
-        drain: args.options.timeout,
-        label: "bench [settle] checkout 50/s".to_owned(),
-    };
-    eprintln!(
-        "bench: settling the stack: checkouts at 50/s for {:?}, not measured",
-        args.settle
-    );
-    let report = load::run(&schedule, |i| {
-        Arc::clone(shoppers).perform(Phase::Checkout, i)
-    })
-    .await?;
-    eprintln!(
-        "bench: settled: p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed)",
-        report.p50_ms, report.p99_ms, report.done, report.accepted
-    );
-    Ok(Some(report))
+    let mut settled_for = Duration::ZERO;
+    while settled_for < args.settle_max.max(args.settle) {
+        let compiled_before = scraper.broker_compile_seconds().await;
+        let schedule = Schedule {
+            rate: 50.0,
+            duration: args.settle,
+            warmup: Duration::ZERO,
+            max_in_flight: args.options.max_connections,
+            drain: args.options.timeout,
+            label: "bench [settle] checkout 50/s".to_owned(),
+        };
+        let report = load::run(&schedule, |i| {
+            Arc::clone(shoppers).perform(Phase::Checkout, i)
+        })
+        .await?;
+        settled_for += args.settle;
+        let compiled = match (compiled_before, scraper.broker_compile_seconds().await) {
+            (Some(before), Some(after)) => Some(after - before),
+            _ => None,
+        };
+        eprintln!(
+            "bench: settling: p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed); the broker's JIT compiled {}",
+            report.p50_ms,
+            report.p99_ms,
+            report.done,
+            report.accepted,
+            compiled.map_or("(unknown)".to_owned(), |s| format!("{s:.2} s"))
+        );
+        rounds.push(SettleRound {
+            report,
+            broker_compile_s: compiled,
+        });
+        match compiled {
+            Some(seconds) if seconds >= JIT_QUIET_SHARE * args.settle.as_secs_f64() => {}
+            _ => break,
+        }
+    }
+    Ok(rounds)
 }
 
 /// Scrapes the broker's and the processors' counters around a step.
@@ -478,6 +524,15 @@ impl Scraper {
             broker: args.broker_metrics.clone(),
             processors: args.processor_metrics.clone(),
         })
+    }
+
+    /// The broker JVM's JIT compile time so far (the exporter's JVM
+    /// metrics), `None` without the broker's metrics.
+    async fn broker_compile_seconds(&self) -> Option<f64> {
+        let response = self.client.get(self.broker.as_deref()?).send().await.ok()?;
+        let text = response.text().await.ok()?;
+        let seconds = exposition::sum_series(&text, JIT_COMPILE_METRIC, "");
+        (seconds > 0.0).then_some(seconds)
     }
 
     async fn counters(&self) -> Option<(Counters, Counters)> {
@@ -646,10 +701,20 @@ fn markdown(results: &Results) -> String {
     if let Some(seconds) = results.seed_seconds {
         text += &format!("Seeding the catalog took {seconds:.1} s.\n");
     }
-    if let Some(settle) = &results.settle {
+    for (index, round) in results.settle.iter().enumerate() {
+        let settle = &round.report;
         text += &format!(
-            "Settling (unmeasured checkouts at {}/s for {:.0} s on the cold stack): p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed).\n",
-            settle.target_rate, settle.duration_s, settle.p50_ms, settle.p99_ms, settle.done, settle.accepted
+            "Settling round {} (unmeasured checkouts at {}/s for {:.0} s): p50 {:.1} ms, p99 {:.1} ms, {} answered 201, {} 202 (timed to confirmed); the broker's JIT compiled {}.\n",
+            index + 1,
+            settle.target_rate,
+            settle.duration_s,
+            settle.p50_ms,
+            settle.p99_ms,
+            settle.done,
+            settle.accepted,
+            round
+                .broker_compile_s
+                .map_or("(unknown)".to_owned(), |s| format!("{s:.2} s"))
         );
     }
     text += "\n## Floor (same run)\n\n";
@@ -825,7 +890,7 @@ async fn main() -> Result<()> {
             rates.into_iter().map(move |rate| (phase, rate))
         })
         .collect();
-    let settle = settle(&args, &shoppers).await?;
+    let settle = settle(&args, &shoppers, &scraper).await?;
     let mut steps = Vec::new();
     println!("{TABLE_HEADER}");
     for (index, &(phase, rate)) in plan.iter().enumerate() {

@@ -352,6 +352,7 @@ async fn start_committers(
             rejoin: Arc::clone(rejoin),
             clock: Arc::clone(clock),
             index,
+            linger: config.commit_linger,
         };
         let (queue, stop) = (Arc::clone(&queue), Arc::clone(stop));
         threads.push(

@@ -137,6 +137,8 @@ pub(crate) struct Committer {
     pub clock: Arc<TransactionClock>,
     /// This committer's slot in `clock`.
     pub index: usize,
+    /// How long the first batch of a round waits for others to join it.
+    pub linger: Duration,
 }
 
 /// Most batches one transaction carries; more wait for the next one.
@@ -156,14 +158,7 @@ impl Committer {
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return,
                 };
-                let mut round = vec![first];
-                while round.len() < MAX_BATCHES_PER_TRANSACTION {
-                    match queue.try_recv() {
-                        Ok(next) => round.push(next),
-                        Err(_) => break,
-                    }
-                }
-                round
+                take_round(&queue, first, self.linger)
             };
             self.commit_round(round);
         }
@@ -394,6 +389,21 @@ impl Committer {
     }
 }
 
+/// `first` and every batch already waiting or arriving within `linger` of
+/// it, at most [`MAX_BATCHES_PER_TRANSACTION`]: one transaction's batches.
+fn take_round<T>(queue: &Receiver<T>, first: T, linger: Duration) -> Vec<T> {
+    let mut round = vec![first];
+    let joined_by = Instant::now() + linger;
+    while round.len() < MAX_BATCHES_PER_TRANSACTION {
+        let wait = joined_by.saturating_duration_since(Instant::now());
+        match queue.recv_timeout(wait) {
+            Ok(next) => round.push(next),
+            Err(_) => break,
+        }
+    }
+    round
+}
+
 /// Records the time since `since` as `step`'s duration; the start of the next.
 fn observe_step(step: &str, since: Instant) -> Instant {
     let now = Instant::now();
@@ -444,5 +454,37 @@ mod clock_tests {
         assert!(clock.longest_running() < Duration::from_millis(30));
         clock.end(1);
         assert_eq!(clock.longest_running(), Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::*;
+
+    #[test]
+    fn a_round_takes_what_waits_and_what_joins_within_the_linger() {
+        let (sender, queue) = std::sync::mpsc::channel();
+        sender.send(2).expect("queued");
+        let late = sender.clone();
+        let joiner = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            late.send(3).expect("queued");
+            std::thread::sleep(Duration::from_millis(300));
+            late.send(4).expect("queued");
+        });
+        assert_eq!(take_round(&queue, 1, Duration::from_millis(150)), [1, 2, 3]);
+        joiner.join().expect("joined");
+        assert_eq!(queue.try_recv(), Ok(4), "too late: the next round's");
+    }
+
+    #[test]
+    fn without_a_linger_a_round_takes_only_what_waits() {
+        let (sender, queue) = std::sync::mpsc::channel();
+        for batch in 2..=MAX_BATCHES_PER_TRANSACTION + 5 {
+            sender.send(batch).expect("queued");
+        }
+        let round = take_round(&queue, 1, Duration::ZERO);
+        assert_eq!(round.len(), MAX_BATCHES_PER_TRANSACTION);
+        assert_eq!(queue.try_iter().count(), 5);
     }
 }

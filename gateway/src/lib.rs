@@ -163,6 +163,29 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+/// The span of one request: a new trace, or the caller's W3C `traceparent`
+/// continued. Never a child of whatever span context the serving thread
+/// happens to hold (a span entered and not left there, a scope where
+/// telemetry is suppressed, which yields no trace id at all).
+fn request_span(
+    method: &str,
+    route: &str,
+    request_id: &HeaderValue,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "http",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        request_id = ?request_id,
+        trace_id = tracing::field::Empty,
+    );
+    d2c_platform::tracing_context::continue_trace(&span, traceparent);
+    span
+}
+
 /// Request id on every response (the client's `x-request-id`, or a new one)
 /// and the request-duration histogram by route template.
 async fn observe(request: Request, next: Next) -> Response {
@@ -182,20 +205,11 @@ async fn observe(request: Request, next: Next) -> Response {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         });
-    let span = tracing::info_span!(
-        "http",
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        request_id = ?request_id,
-        trace_id = tracing::field::Empty,
-    );
-    // A caller's W3C `traceparent` makes its trace ours; else a new one.
     let traceparent = request
         .headers()
         .get("traceparent")
         .and_then(|value| value.to_str().ok());
-    d2c_platform::tracing_context::continue_trace(&span, traceparent);
+    let span = request_span(&method, &route, &request_id, traceparent);
     let trace_id = d2c_platform::tracing_context::trace_id_of(&span)
         .and_then(|trace_id| HeaderValue::from_str(&trace_id).ok());
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
@@ -209,4 +223,24 @@ async fn observe(request: Request, next: Next) -> Response {
         .with_label_values(&[&method, &route, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d2c_platform::tracing_context::{layer, trace_id_of, tracer_provider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn a_request_starts_its_own_trace_whatever_the_thread_holds() {
+        let provider = tracer_provider("test", None, std::time::Duration::from_secs(1)).0;
+        let subscriber = tracing_subscriber::registry().with(layer(&provider));
+        tracing::subscriber::with_default(subscriber, || {
+            let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
+            let request_id = HeaderValue::from_static("r-1");
+            let span = request_span("GET", "/orders/{order_id}", &request_id, None);
+            let trace_id = trace_id_of(&span).expect("a trace of its own");
+            assert_eq!(trace_id.len(), 32);
+        });
+    }
 }

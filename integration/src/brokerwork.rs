@@ -201,6 +201,12 @@ pub fn requests_text(requests: &BTreeMap<String, f64>) -> String {
 /// One scrape of a `/metrics` URL; `None` (said on stderr) when it cannot be
 /// read, so a step is still reported without it.
 pub async fn scrape(client: &reqwest::Client, url: &str) -> Option<Counters> {
+    scrape_text(client, url).await.map(|text| parse(&text))
+}
+
+/// One `/metrics` page as text; `None` (said on stderr) when it cannot be
+/// read.
+pub async fn scrape_text(client: &reqwest::Client, url: &str) -> Option<String> {
     let response = match client.get(url).send().await {
         Ok(response) => response,
         Err(e) => {
@@ -209,7 +215,7 @@ pub async fn scrape(client: &reqwest::Client, url: &str) -> Option<Counters> {
         }
     };
     match response.text().await {
-        Ok(text) => Some(parse(&text)),
+        Ok(text) => Some(text),
         Err(e) => {
             eprintln!("bench: reading {url}: {e}");
             None

@@ -529,8 +529,7 @@ impl Scraper {
     /// The broker JVM's JIT compile time so far (the exporter's JVM
     /// metrics), `None` without the broker's metrics.
     async fn broker_compile_seconds(&self) -> Option<f64> {
-        let response = self.client.get(self.broker.as_deref()?).send().await.ok()?;
-        let text = response.text().await.ok()?;
+        let text = brokerwork::scrape_text(&self.client, self.broker.as_deref()?).await?;
         let seconds = exposition::sum_series(&text, JIT_COMPILE_METRIC, "");
         (seconds > 0.0).then_some(seconds)
     }

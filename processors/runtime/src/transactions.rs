@@ -13,9 +13,12 @@
 //! A producer has one transaction open at a time, so an instance runs a few
 //! committer threads, each with its own transactional producer, taking
 //! planned batches from one queue: every batch waiting when a transaction
-//! starts joins it, so under load one commit carries many batches of many
-//! partitions, and while one producer's markers are being written another
-//! producer's transaction runs. A partition has at most one batch in
+//! starts, or arriving within the commit linger (`D2C_COMMIT_LINGER_MS`)
+//! after the first, joins it, so under load one commit carries many batches
+//! of many partitions, and while one producer's markers are being written
+//! another producer's transaction runs. A committer holds the queue for the
+//! linger while it gathers its round (so the others wait for the next one),
+//! never during the transaction itself. A partition has at most one batch in
 //! flight (its worker waits for the commit), so its batches still commit in
 //! order, whichever producer carries them.
 
@@ -147,7 +150,8 @@ const MAX_BATCHES_PER_TRANSACTION: usize = 512;
 impl Committer {
     /// Commits batches until `stop` is set and the queue is empty. The
     /// queue is shared with the instance's other committers; it is held only
-    /// while a round is taken from it, never during a transaction.
+    /// while a round is gathered (the linger at most), never during a
+    /// transaction.
     pub fn run(mut self, queue: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
         loop {
             let round = {

@@ -252,6 +252,27 @@ async fn every_process_serves_valid_metrics_with_lag_and_business_counters() {
         }
     }
 
+    // Idle again, orders (exactly_once, offsets committed inside its
+    // transactions) reports no lag: librdkafka's committed offset stays
+    // where each partition was assigned, so it must not be the position.
+    let group = format!("{prefix}orders");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(&orders).await;
+        let behind: Vec<&str> = lag_lines(&text, &group)
+            .into_iter()
+            .filter(|line| !line.ends_with(" 0"))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders still reports lag once idle: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // The business counters count each checkout once.
     let confirmed = orders
         .metric_where("d2c_saga_outcomes_total", "outcome=\"confirmed\"")

@@ -56,12 +56,22 @@ pub enum Position {
     /// Assigned partitions, no group: handed to the application, else next
     /// to fetch.
     Consumed,
+    /// A group member that commits its offsets inside its transactions
+    /// (exactly_once): librdkafka's stored and committed offsets stay where
+    /// the partition was assigned, so the furthest of those and what was
+    /// handed to the application (committed a transaction later).
+    Transactional,
 }
 
 impl ConsumerLag {
     /// The lag of a member of consumer group `group` (the `group` label).
     pub fn new(group: impl Into<String>) -> Self {
         Self::with_position(group, Position::Committed)
+    }
+
+    /// The lag of a member of `group` that commits offsets in transactions.
+    pub fn transactional(group: impl Into<String>) -> Self {
+        Self::with_position(group, Position::Transactional)
     }
 
     /// The lag of a consumer outside any group, labelled with its client id
@@ -169,6 +179,13 @@ pub fn partition_lag(partition: &Partition, position: Position) -> Option<i64> {
             partition.lo_offset,
         ]),
         Position::Consumed => first_known(&[partition.app_offset, partition.next_offset]),
+        Position::Transactional => {
+            let committed = first_known(&[partition.stored_offset, partition.committed_offset]);
+            let handed = first_known(&[partition.app_offset]);
+            committed
+                .max(handed)
+                .or_else(|| first_known(&[partition.lo_offset]))
+        }
     }?;
     // A position past a stale high watermark means nothing is waiting.
     Some((partition.hi_offset - position).max(0))
@@ -304,6 +321,21 @@ mod tests {
         };
         assert_eq!(lag(&idle), Some(0));
         assert_eq!(lag(&partition(0, 100, 90, 80, INVALID)), None);
+    }
+
+    #[test]
+    fn a_transactional_member_is_where_its_processor_took_records() {
+        let lag = |p: &Partition| partition_lag(p, Position::Transactional);
+        // Assigned at 70, handled up to 232: the committed offset librdkafka
+        // reports is the one read at assignment (orders after a restart).
+        assert_eq!(lag(&partition(0, 232, INVALID, 70, 232)), Some(0));
+        assert_eq!(lag(&partition(0, 232, INVALID, 70, 200)), Some(32));
+        assert_eq!(lag(&partition(0, 232, INVALID, 70, INVALID)), Some(162));
+        let fresh = Partition {
+            lo_offset: 40,
+            ..partition(0, 100, INVALID, INVALID, INVALID)
+        };
+        assert_eq!(lag(&fresh), Some(60));
     }
 
     #[test]

@@ -219,7 +219,11 @@ async fn run_processor(
         enable_statistics(&mut consumer_config, config.stats_interval).create_with_context(
             RebalanceContext {
                 partitions: Arc::clone(&partitions),
-                lag: ConsumerLag::new(config.group_id.clone()),
+                lag: if exactly_once {
+                    ConsumerLag::transactional(config.group_id.clone())
+                } else {
+                    ConsumerLag::new(config.group_id.clone())
+                },
                 membership: MembershipWatch::new(config.membership_timeout),
             },
         )?,

@@ -173,6 +173,19 @@ impl FakeProvider {
         self.inner().charged_orders.clone()
     }
 
+    /// Successful charges per order id whose hold was not cancelled (voided):
+    /// money held or taken. Checkout authorizes while it reserves stock, so
+    /// an order refused for stock is charged and then voided.
+    pub fn held_by_order(&self) -> HashMap<String, usize> {
+        let mut held = HashMap::new();
+        for intent in self.inner().intents.values() {
+            if intent.status != "canceled" {
+                *held.entry(intent.order_id.clone()).or_default() += 1;
+            }
+        }
+        held
+    }
+
     /// Distinct successful refunds.
     pub fn refunds(&self) -> usize {
         self.inner().refunds

@@ -19,8 +19,10 @@
 //!   `OrderPlaced` (message id) per order on `orders.events`;
 //! - no oversold unit: stock never negative, nothing left reserved, sold
 //!   equals the confirmed orders' units, and at most what was stocked;
-//! - no double charge: the provider charged each confirmed order exactly
-//!   once and nothing else;
+//! - no double charge: the provider charged each order at most once, holds
+//!   money for exactly the confirmed orders (checkout authorizes while it
+//!   reserves, so an order refused for stock may be charged, and that hold
+//!   must end voided);
 //! - projections equal the events: the read side's latest version of every
 //!   order has the status its owner reports, and the archive holds exactly
 //!   the records of `orders.events`.
@@ -168,7 +170,7 @@ impl std::fmt::Display for Audit {
         )?;
         writeln!(
             f,
-            "{SCARCE}: {} stocked, {} sold; provider charges: {}",
+            "{SCARCE}: {} stocked, {} sold; provider charges held: {}",
             self.scarce_stocked, self.scarce_sold, self.charges
         )?;
         if !self.phases.is_empty() {
@@ -846,7 +848,7 @@ async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> an
 
     let settled = settle_orders(&base, &by_order, audit).await;
     check_stock(&base, &settled, by_order.len(), audit).await?;
-    check_charges(stack, &settled, audit);
+    check_charges(stack, &settled, audit).await;
     check_events(stack, &by_order, audit).await?;
     check_projection(stack, &settled, audit).await;
     Ok(())
@@ -949,24 +951,44 @@ async fn check_stock(
     Ok(())
 }
 
-fn check_charges(stack: &Stack, settled: &BTreeMap<String, (Value, bool)>, audit: &mut Audit) {
+async fn check_charges(
+    stack: &Stack,
+    settled: &BTreeMap<String, (Value, bool)>,
+    audit: &mut Audit,
+) {
+    let confirmed: BTreeSet<&String> = settled
+        .iter()
+        .filter(|(_, (order, _))| order["status"] == "confirmed")
+        .map(|(order_id, _)| order_id)
+        .collect();
+    // Voids of refused orders' holds settle after the orders do.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held = stack.provider.held_by_order();
+    while held.keys().collect::<BTreeSet<_>>() != confirmed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        held = stack.provider.held_by_order();
+    }
     let charges = stack.provider.charges_by_order();
-    audit.charges = charges.values().sum();
+    audit.charges = held.values().sum();
     for (order_id, count) in &charges {
-        let confirmed = settled
-            .get(order_id)
-            .is_some_and(|(order, _)| order["status"] == "confirmed");
-        if *count != 1 || !confirmed {
+        if *count != 1 {
+            audit
+                .violations
+                .push(format!("{order_id}: charged {count} times"));
+        }
+    }
+    for (order_id, count) in &held {
+        if !confirmed.contains(order_id) {
             audit.violations.push(format!(
-                "{order_id}: charged {count} times (confirmed: {confirmed})"
+                "{order_id}: {count} charge(s) still held but the order is not confirmed"
             ));
         }
     }
-    for (order_id, (order, _)) in settled {
-        if order["status"] == "confirmed" && !charges.contains_key(order_id) {
+    for order_id in confirmed {
+        if !held.contains_key(order_id) {
             audit
                 .violations
-                .push(format!("{order_id}: confirmed but never charged"));
+                .push(format!("{order_id}: confirmed but no charge held"));
         }
     }
 }

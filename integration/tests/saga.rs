@@ -5,7 +5,7 @@
 use d2c_integration::app::{order_body, Api, TestApp, TestAppOptions, SETTLED};
 use d2c_integration::fake_provider::FakeProvider;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -244,6 +244,7 @@ async fn killing_inventory_and_payments_mid_stream_keeps_stock_and_charges_consi
 
     let mut confirmed = 0;
     let mut rejected = 0;
+    let mut confirmed_ids = HashMap::new();
     for result in sender.await.expect("sender") {
         let (status, body) = result.expect("task").expect("gateway answers");
         let id = match status {
@@ -256,7 +257,10 @@ async fn killing_inventory_and_payments_mid_stream_keeps_stock_and_charges_consi
             .await
             .expect("every order settles");
         match order["status"].as_str() {
-            Some("confirmed") => confirmed += 1,
+            Some("confirmed") => {
+                confirmed += 1;
+                confirmed_ids.insert(id, 1);
+            }
             Some("rejected") => {
                 assert_eq!(order["rejection"]["code"], "out_of_stock", "{order}");
                 rejected += 1;
@@ -270,10 +274,25 @@ async fn killing_inventory_and_payments_mid_stream_keeps_stock_and_charges_consi
     );
     assert_eq!(confirmed + rejected, total);
     assert_eq!(confirmed, 40, "K-1 had 40 units");
+    // Checkout authorizes while it reserves: an order refused for stock may
+    // have been charged, and that hold is voided. What stays held is one
+    // charge per confirmed order, and no order is ever charged twice.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while provider.held_by_order() != confirmed_ids && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
-        provider.charges(),
-        confirmed,
-        "one charge per confirmed order"
+        provider.held_by_order(),
+        confirmed_ids,
+        "one charge held per confirmed order"
+    );
+    assert!(
+        provider
+            .charges_by_order()
+            .values()
+            .all(|charges| *charges == 1),
+        "never charged twice: {:?}",
+        provider.charges_by_order()
     );
     let k1 = wait_for_stock(&api, "K-1", "sold", 40).await;
     assert_eq!(k1["reserved"], 0, "{k1}");

@@ -3,14 +3,15 @@
 
 use crate::cancel::CANCEL_REFUND_ID;
 use crate::deadlines::{self, parse_timer_key, timer_key, waiting_step};
-use crate::saga::{answer_refund_waiter, finish_cancel, illegal, release, settle, settle_step};
+use crate::saga::{
+    answer_refund_waiter, finish_cancel, illegal, release, settle, settle_step, void_hold,
+};
 use crate::status::{status_of, transition};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{
     OrderDeadlineExpired, OrderRecord, OrderRejected, OrderStatus, RefundStatus,
 };
-use d2c_proto::payments::v1::VoidPayment;
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::{StateRead, Table};
 use d2c_topology::topic;
@@ -75,15 +76,10 @@ fn expire(mut record: OrderRecord, due_ms: i64, effects: &mut Effects) -> Result
             order.reason = message;
             let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
             release(effects, &order.order_id, skus);
-            if step == "authorization" {
-                // The authorization may still come: release any hold it makes.
-                effects.send(
-                    topic::PAYMENTS_MESSAGES,
-                    &order.order_id,
-                    &VoidPayment {
-                        order_id: order.order_id.clone(),
-                    },
-                );
+            // Checkout asks for the authorization with the reservations, so
+            // a hold may exist (or still come) whichever step expired.
+            if record.authorization_requested || step == "authorization" {
+                void_hold(effects, &order.order_id);
             }
             settle(record, effects, |order| OrderRejected {
                 order: Some(order),
@@ -164,7 +160,7 @@ mod tests {
     use d2c_proto::common::v1::Tick;
     use d2c_proto::inventory::v1::{ReleaseStock, ReservationResult};
     use d2c_proto::orders::v1::{FulfilOrder, OrderUpdated};
-    use d2c_proto::payments::v1::{PaymentResult, PaymentStatus};
+    use d2c_proto::payments::v1::{PaymentResult, PaymentStatus, VoidPayment};
     use d2c_proto::Envelope;
     use prost::Name;
 
@@ -203,6 +199,11 @@ mod tests {
         assert_eq!(
             sent_of::<ReleaseStock>(&due, topic::INVENTORY_MESSAGES).len(),
             2
+        );
+        // The authorization went out with the reservations.
+        assert_eq!(
+            sent_of::<VoidPayment>(&due, topic::PAYMENTS_MESSAGES).len(),
+            1
         );
         let record = stored(&harness);
         let order = record.order.expect("order");

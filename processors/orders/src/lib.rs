@@ -9,10 +9,14 @@
 //!
 //! ```text
 //!   (none) --PlaceOrder--> PLACED          lines priced from the catalog; ReserveStock per line
-//!   PLACED --all lines reserved--> AWAITING_PAYMENT     AuthorizePayment
-//!   PLACED --all answered, any refused--> REJECTED      ReleaseStock (reserved lines), 409
+//!                                          and AuthorizePayment, side by side
+//!   PLACED --authorized--> PLACED                       the hold is remembered
+//!   PLACED --all lines reserved, held--> CONFIRMED      CommitStock per line, 201 (money held)
+//!   PLACED --all lines reserved--> AWAITING_PAYMENT     (waits for the authorization)
+//!   PLACED --all answered, any refused--> REJECTED      ReleaseStock (reserved lines), VoidPayment if held, 409
+//!   PLACED / AWAITING_PAYMENT --declined--> REJECTED    ReleaseStock per line, 402
 //!   AWAITING_PAYMENT --authorized--> CONFIRMED          CommitStock per line, 201 (money held)
-//!   AWAITING_PAYMENT --declined--> REJECTED             ReleaseStock per line, 402
+//!   REJECTED --authorized (late)--> REJECTED            VoidPayment
 //!   CONFIRMED --FulfilOrder--> FULFILLING               CapturePayment
 //!   FULFILLING --captured--> FULFILLED                  answer the fulfil
 //!   FULFILLING --capture refused--> CAPTURE_FAILED      answer, reason (a late capture still counts)

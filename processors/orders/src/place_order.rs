@@ -80,6 +80,15 @@ pub fn apply(
             },
         );
     }
+    // Payments authorizes while inventory reserves: the saga waits for the
+    // slower of the two instead of both in a row (two hops fewer on the way
+    // to `confirmed`). A hold for an order that then runs out of stock is
+    // voided (saga.rs).
+    effects.send(
+        topic::PAYMENTS_MESSAGES,
+        &order.order_id,
+        &crate::saga::authorization(&order, &command.payment_method),
+    );
     effects.send(
         topic::ORDERS_EVENTS,
         &order.order_id,
@@ -97,6 +106,9 @@ pub fn apply(
         payment_method: command.payment_method,
         refund_waiters: Vec::new(),
         deadline_ms: 0,
+        authorization_requested: true,
+        authorized: false,
+        authorization_ref: String::new(),
     });
     Ok(())
 }
@@ -282,10 +294,11 @@ mod tests {
     use super::*;
     use crate::testing::{command, envelope, product, reply_of, sent_of, Harness};
     use d2c_proto::customers::v1::ReopenCart;
+    use d2c_proto::payments::v1::AuthorizePayment;
     use prost::Name;
 
     #[test]
-    fn new_order_reserves_each_line_and_is_announced() {
+    fn new_order_reserves_each_line_authorizes_the_total_and_is_announced() {
         let harness = Harness::new();
         let effects = harness.handle(&envelope(1), &command("o-1", b"h"));
         let reserves: Vec<ReserveStock> = sent_of(&effects, topic::INVENTORY_MESSAGES);
@@ -295,6 +308,15 @@ mod tests {
                 .map(|r| (r.sku.as_str(), r.quantity))
                 .collect::<Vec<_>>(),
             [("SKU-1", 2), ("SKU-2", 1)]
+        );
+        let authorize: Vec<AuthorizePayment> = sent_of(&effects, topic::PAYMENTS_MESSAGES);
+        assert_eq!(authorize.len(), 1, "in parallel with the reservations");
+        assert_eq!(
+            (
+                authorize[0].amount_minor,
+                authorize[0].payment_method.as_str()
+            ),
+            (3_000, "pm_card_visa")
         );
         let events = effects
             .outgoing()
@@ -312,6 +334,7 @@ mod tests {
         assert_eq!(order.placed_at_ms, 1_700_000_000_000);
         assert_eq!(record.reply_to, "gateway.replies/0");
         assert_eq!(record.line_status, [LineStatus::Pending as i32; 2]);
+        assert!(record.authorization_requested && !record.authorized);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use d2c_proto::orders::v1::{
     order_reply, LineStatus, Order, OrderCancelled, OrderConfirmed, OrderRecord, OrderRejected,
     OrderReply, OrderStatus, RefundStatus,
 };
-use d2c_proto::payments::v1::{AuthorizePayment, PaymentResult, PaymentStatus};
+use d2c_proto::payments::v1::{AuthorizePayment, PaymentResult, PaymentStatus, VoidPayment};
 use d2c_proto::ReplyTo;
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::StateRead;
@@ -74,10 +74,15 @@ pub fn on_payment(
         .unwrap_or_default();
     let payment = PaymentStatus::try_from(result.status).unwrap_or_default();
     match (current, payment) {
-        (OrderStatus::AwaitingPayment, PaymentStatus::Authorized) => {
-            confirm(record, result, effects)
+        (OrderStatus::Placed, PaymentStatus::Authorized) => {
+            authorized_first(record, result, effects)
         }
-        (OrderStatus::AwaitingPayment, PaymentStatus::Declined) => decline(record, result, effects),
+        (OrderStatus::AwaitingPayment, PaymentStatus::Authorized) => {
+            confirm(record, result.provider_ref, effects)
+        }
+        (OrderStatus::Placed | OrderStatus::AwaitingPayment, PaymentStatus::Declined) => {
+            decline(record, result, effects)
+        }
         (OrderStatus::Fulfilling | OrderStatus::CaptureFailed, PaymentStatus::Captured) => {
             captured(record, result, effects)
         }
@@ -88,13 +93,7 @@ pub fn on_payment(
         // An authorization that arrives after the order gave up on it (its
         // deadline passed): release the hold it made.
         (OrderStatus::Rejected, PaymentStatus::Authorized) => {
-            effects.send(
-                topic::PAYMENTS_MESSAGES,
-                &result.order_id,
-                &d2c_proto::payments::v1::VoidPayment {
-                    order_id: result.order_id.clone(),
-                },
-            );
+            void_hold(effects, &result.order_id);
             Ok(())
         }
         (_, PaymentStatus::Refunded | PaymentStatus::RefundFailed) => {
@@ -103,6 +102,33 @@ pub fn on_payment(
         // A duplicate, or an answer for a step this order has left.
         _ => Ok(()),
     }
+}
+
+/// What payments is asked to hold for `order`.
+pub(crate) fn authorization(order: &Order, payment_method: &str) -> AuthorizePayment {
+    AuthorizePayment {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        amount_minor: order.total_minor,
+        currency: order.currency.clone(),
+        payment_method: payment_method.to_owned(),
+    }
+}
+
+/// The hold came before every line was reserved: kept for the last
+/// reservation's answer, which confirms (or rejects and voids it).
+fn authorized_first(
+    mut record: OrderRecord,
+    result: PaymentResult,
+    effects: &mut Effects,
+) -> Result<(), HandlerError> {
+    if record.authorized {
+        return Ok(());
+    }
+    record.authorized = true;
+    record.authorization_ref = result.provider_ref;
+    effects.put_order(&record);
+    Ok(())
 }
 
 fn captured(
@@ -263,31 +289,38 @@ fn note_refusal(record: &mut OrderRecord, index: usize, result: &ReservationResu
     };
 }
 
-/// Every line has an answer: pay, or give back what was reserved and reject.
+/// Every line has an answer: confirm if the payment is already held, else
+/// wait for it; or give back what was reserved, void any hold, and reject.
 fn all_lines_answered(mut record: OrderRecord, effects: &mut Effects) -> Result<(), HandlerError> {
     let now = effects.cause().sent_at_ms;
     let all_reserved = record
         .line_status
         .iter()
         .all(|line| *line == LineStatus::Reserved as i32);
+    if all_reserved && record.authorized {
+        let provider_ref = std::mem::take(&mut record.authorization_ref);
+        return confirm(record, provider_ref, effects);
+    }
     let Some(order) = record.order.as_mut() else {
         return Ok(());
     };
     if all_reserved {
         order.rejection = None;
         transition(order, OrderStatus::AwaitingPayment, now).map_err(illegal)?;
-        let authorize = AuthorizePayment {
-            order_id: order.order_id.clone(),
-            customer_id: order.customer_id.clone(),
-            amount_minor: order.total_minor,
-            currency: order.currency.clone(),
-            payment_method: record.payment_method.clone(),
-        };
-        effects.send(topic::PAYMENTS_MESSAGES, &order.order_id, &authorize);
+        // A record stored before checkout authorized in parallel.
+        if !record.authorization_requested {
+            record.authorization_requested = true;
+            let authorize = authorization(order, &record.payment_method);
+            effects.send(topic::PAYMENTS_MESSAGES, &order.order_id, &authorize);
+        }
         effects.put_order(&record);
         return Ok(());
     }
     transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
+    // A hold still on its way is voided when it arrives (on_payment).
+    if record.authorized {
+        void_hold(effects, &order.order_id);
+    }
     let reserved: Vec<String> = order
         .lines
         .iter()
@@ -303,7 +336,7 @@ fn all_lines_answered(mut record: OrderRecord, effects: &mut Effects) -> Result<
 
 fn confirm(
     mut record: OrderRecord,
-    result: PaymentResult,
+    provider_ref: String,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
     let now = effects.cause().sent_at_ms;
@@ -311,7 +344,7 @@ fn confirm(
         return Ok(());
     };
     transition(order, OrderStatus::Confirmed, now).map_err(illegal)?;
-    order.payment_ref = result.provider_ref;
+    order.payment_ref = provider_ref;
     for line in &order.lines {
         effects.send(
             topic::INVENTORY_MESSAGES,
@@ -368,6 +401,16 @@ pub(crate) fn finish_cancel(
     settle(record, effects, |order| OrderCancelled {
         order: Some(order),
     })
+}
+
+/// Asks payments to release the money held for `order_id` (nothing to do
+/// if nothing is held; an authorization still in flight is voided by the
+/// saga when its answer comes).
+pub(crate) fn void_hold(effects: &mut Effects, order_id: &str) {
+    let void = VoidPayment {
+        order_id: order_id.to_owned(),
+    };
+    effects.send(topic::PAYMENTS_MESSAGES, order_id, &void);
 }
 
 /// Gives back stock held (or sold) for `order_id` on each SKU.
@@ -432,7 +475,7 @@ mod tests {
     use super::*;
     use crate::testing::{command, envelope, from_service, reply_of, sent_of, Harness};
     use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, OrderUpdated, RefundOrder};
-    use d2c_proto::payments::v1::{CapturePayment, RefundPayment, VoidPayment};
+    use d2c_proto::payments::v1::{CapturePayment, RefundPayment};
     use d2c_runtime::handler::Destination;
     use prost::Name;
 
@@ -471,15 +514,122 @@ mod tests {
             .collect()
     }
 
-    /// Placed and both lines reserved: waiting for the payment.
+    fn stored_status(harness: &Harness) -> OrderStatus {
+        let record = harness.store().order("o-1").expect("read").expect("stored");
+        status::status_of(record.order.as_ref().expect("order"))
+    }
+
+    fn voids(effects: &Effects) -> usize {
+        sent_of::<VoidPayment>(effects, topic::PAYMENTS_MESSAGES).len()
+    }
+
+    /// Placed (the authorization asked for with the reservations) and both
+    /// lines reserved: waiting for the payment.
     fn awaiting_payment(harness: &Harness) {
+        let placed = harness.handle(&envelope(1), &command("o-1", b"h"));
+        let authorize: Vec<AuthorizePayment> = sent_of(&placed, topic::PAYMENTS_MESSAGES);
+        assert_eq!(authorize.len(), 1);
+        assert_eq!(authorize[0].amount_minor, 3_000);
+        assert_eq!(authorize[0].payment_method, "pm_card_visa");
+        harness.handle(&from_service(2), &reservation("SKU-1", true));
+        let effects = harness.handle(&from_service(3), &reservation("SKU-2", true));
+        assert!(
+            effects.outgoing().is_empty(),
+            "authorization asked for once"
+        );
+        assert_eq!(stored_status(harness), OrderStatus::AwaitingPayment);
+    }
+
+    #[test]
+    fn a_hold_before_the_last_reservation_confirms_on_it() {
+        let harness = Harness::new();
         harness.handle(&envelope(1), &command("o-1", b"h"));
+        harness.handle(&from_service(2), &reservation("SKU-1", true));
+        let held = harness.handle(&from_service(3), &payment(PaymentStatus::Authorized));
+        assert!(held.outgoing().is_empty(), "waits for the last line");
+        assert_eq!(stored_status(&harness), OrderStatus::Placed);
+        let again = harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        assert!(again.outgoing().is_empty() && again.changes().is_empty());
+        let effects = harness.handle(&from_service(5), &reservation("SKU-2", true));
+        let order = settled_order(&effects);
+        assert_eq!(order.status, OrderStatus::Confirmed as i32);
+        assert_eq!(order.payment_ref, "pi_1");
+        assert_eq!(
+            sent_of::<CommitStock>(&effects, topic::INVENTORY_MESSAGES).len(),
+            2
+        );
+        assert_eq!(
+            sent_of::<OrderConfirmed>(&effects, topic::ORDERS_EVENTS).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_refused_line_after_the_hold_voids_it() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        harness.handle(&from_service(2), &payment(PaymentStatus::Authorized));
+        harness.handle(&from_service(3), &reservation("SKU-1", true));
+        let effects = harness.handle(&from_service(4), &reservation("SKU-2", false));
+        assert_eq!(settled_order(&effects).status, OrderStatus::Rejected as i32);
+        assert_eq!(released(&effects), ["SKU-1"]);
+        assert_eq!(voids(&effects), 1);
+    }
+
+    #[test]
+    fn a_refused_line_before_the_hold_voids_it_when_it_comes() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        harness.handle(&from_service(2), &reservation("SKU-1", true));
+        let rejected = harness.handle(&from_service(3), &reservation("SKU-2", false));
+        assert_eq!(
+            settled_order(&rejected).status,
+            OrderStatus::Rejected as i32
+        );
+        assert_eq!(voids(&rejected), 0, "nothing held yet");
+        let late = harness.handle(&from_service(4), &payment(PaymentStatus::Authorized));
+        assert_eq!(voids(&late), 1);
+        assert_eq!(stored_status(&harness), OrderStatus::Rejected);
+    }
+
+    #[test]
+    fn a_decline_while_lines_are_reserved_releases_every_line() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        harness.handle(&from_service(2), &reservation("SKU-1", true));
+        let effects = harness.handle(&from_service(3), &payment(PaymentStatus::Declined));
+        let order = settled_order(&effects);
+        assert_eq!(order.status, OrderStatus::Rejected as i32);
+        assert_eq!(
+            order.rejection.expect("why").code,
+            Code::PaymentDeclined as i32
+        );
+        // SKU-2's reservation is still on its way: its release follows it
+        // on the same inventory partition.
+        assert_eq!(released(&effects), ["SKU-1", "SKU-2"]);
+        let late = harness.handle(&from_service(4), &reservation("SKU-2", true));
+        assert!(late.outgoing().is_empty() && late.changes().is_empty());
+    }
+
+    #[test]
+    fn an_order_placed_before_parallel_authorization_asks_once_reserved() {
+        let harness = Harness::new();
+        harness.handle(&envelope(1), &command("o-1", b"h"));
+        let mut record = harness.store().order("o-1").expect("read").expect("stored");
+        record.authorization_requested = false;
+        harness
+            .store()
+            .write(&[d2c_state::Entry {
+                key: d2c_state::Table::Orders.key(b"o-1"),
+                value: Some(prost::Message::encode_to_vec(&record)),
+            }])
+            .expect("written");
         harness.handle(&from_service(2), &reservation("SKU-1", true));
         let effects = harness.handle(&from_service(3), &reservation("SKU-2", true));
         let authorize: Vec<AuthorizePayment> = sent_of(&effects, topic::PAYMENTS_MESSAGES);
         assert_eq!(authorize.len(), 1);
         assert_eq!(authorize[0].amount_minor, 3_000);
-        assert_eq!(authorize[0].payment_method, "pm_card_visa");
+        assert_eq!(stored_status(&harness), OrderStatus::AwaitingPayment);
     }
 
     #[test]

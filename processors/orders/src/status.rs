@@ -10,6 +10,8 @@ pub fn is_allowed(from: OrderStatus, to: OrderStatus) -> bool {
     matches!(
         (from, to),
         (Placed, AwaitingPayment)
+            // The payment was authorized before the last line was reserved.
+            | (Placed, Confirmed)
             | (Placed, Rejected)
             | (AwaitingPayment, Confirmed)
             | (AwaitingPayment, Rejected)
@@ -99,6 +101,7 @@ mod tests {
             allowed,
             [
                 "placed->awaiting_payment",
+                "placed->confirmed",
                 "placed->rejected",
                 "awaiting_payment->confirmed",
                 "awaiting_payment->rejected",

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::replies::{Pending, Reply};
+use crate::settling::Settling;
 use d2c_platform::producer::KafkaProducer;
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_topology::TopicNames;
@@ -15,10 +16,15 @@ use uuid::Uuid;
 
 pub enum Outcome {
     Replied(Reply),
-    /// The command was sent but its reply did not come in time.
-    TimedOut,
+    /// The command was sent but its reply did not come in time; a reply
+    /// arriving later carries `correlation_id`.
+    TimedOut {
+        correlation_id: String,
+    },
     /// The command was sent without waiting: too many requests are parked.
-    NotWaited,
+    NotWaited {
+        correlation_id: String,
+    },
 }
 
 #[derive(Clone)]
@@ -27,6 +33,8 @@ pub struct Bus {
     pub names: TopicNames,
     pub reply_to: ReplyTo,
     pub pending: Arc<Pending>,
+    /// Checkouts answered `202`, until their reply arrives.
+    pub settling: Arc<Settling>,
     pub reply_timeout: Duration,
 }
 
@@ -45,7 +53,7 @@ impl Bus {
         // Parked before sending, so even an instant reply finds its request.
         let parked = self.pending.park(&correlation_id);
         let mut envelope = Envelope::new(M::full_name(), Uuid::new_v4(), d2c_platform::now_ms());
-        envelope.correlation_id = Some(correlation_id);
+        envelope.correlation_id = Some(correlation_id.clone());
         envelope.reply_to = Some(self.reply_to.clone());
         envelope.idempotency_key = idempotency_key.map(str::to_owned);
         // A child of the request's `http` span; the processors' spans become
@@ -62,12 +70,12 @@ impl Bus {
             .instrument(span)
             .await?;
         let Some(parked) = parked else {
-            return Ok(Outcome::NotWaited);
+            return Ok(Outcome::NotWaited { correlation_id });
         };
         let mut parked = parked;
         match tokio::time::timeout_at(deadline, &mut parked.receiver).await {
             Ok(Ok(reply)) => Ok(Outcome::Replied(reply)),
-            _ => Ok(Outcome::TimedOut),
+            _ => Ok(Outcome::TimedOut { correlation_id }),
         }
     }
 

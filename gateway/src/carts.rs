@@ -378,7 +378,13 @@ pub async fn checkout(
             };
         }
     }
-    checkout_outcome(outcome, &order_id, "/carts/{cart_id}/checkout")
+    checkout_outcome(
+        &app,
+        outcome,
+        &order_id,
+        customer.as_str(),
+        "/carts/{cart_id}/checkout",
+    )
 }
 
 async fn cart_request<M: Message + prost::Name>(

@@ -21,6 +21,7 @@ pub mod order_admin;
 pub mod orders;
 pub mod replies;
 pub mod search;
+pub mod settling;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};

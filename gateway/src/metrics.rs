@@ -11,6 +11,7 @@ pub struct GatewayMetrics {
     pub pending_full: IntCounter,
     pub reply_timeouts: IntCounterVec,
     pub late_replies: IntCounter,
+    pub polls_answered_settling: IntCounter,
     pub cache_requests: IntCounterVec,
     pub cache_invalidations: IntCounter,
     pub reply_partition_assigned: IntGauge,
@@ -56,6 +57,10 @@ pub static GATEWAY_METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
     late_replies: register(new(IntCounter::new(
         "d2c_gateway_late_replies_total",
         "Replies that arrived after their request stopped waiting.",
+    ))),
+    polls_answered_settling: register(new(IntCounter::new(
+        "d2c_gateway_polls_answered_settling_total",
+        "GET /orders/{id} of a checkout this gateway answered 202 and still waits for, answered 202 without asking orders.",
     ))),
     cache_requests: register(new(IntCounterVec::new(
         Opts::new(

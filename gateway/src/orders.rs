@@ -219,28 +219,34 @@ pub async fn place_order(
             Some(key.as_str()),
         )
         .await?;
-    checkout_outcome(outcome, &order_id, "/orders")
+    checkout_outcome(&app, outcome, &order_id, &customer.0, "/orders")
 }
 
 /// The answer to a checkout (`POST /orders` or a cart's checkout), however
-/// the wait ended.
+/// the wait ended. A `202`'s polls by `customer_id` are answered by this
+/// gateway until its reply arrives (see [`crate::settling`]).
 pub fn checkout_outcome(
+    app: &AppState,
     outcome: Outcome,
     order_id: &str,
+    customer_id: &str,
     route: &str,
 ) -> Result<Response, ApiError> {
-    match outcome {
-        Outcome::Replied(reply) => checkout_response(&reply.payload),
-        Outcome::TimedOut | Outcome::NotWaited => {
-            if matches!(outcome, Outcome::TimedOut) {
-                GATEWAY_METRICS
-                    .reply_timeouts
-                    .with_label_values(&[route])
-                    .inc();
-            }
-            Ok(pending(order_id))
+    let correlation_id = match outcome {
+        Outcome::Replied(reply) => return checkout_response(&reply.payload),
+        Outcome::TimedOut { correlation_id } => {
+            GATEWAY_METRICS
+                .reply_timeouts
+                .with_label_values(&[route])
+                .inc();
+            correlation_id
         }
-    }
+        Outcome::NotWaited { correlation_id } => correlation_id,
+    };
+    app.bus
+        .settling
+        .begin(&correlation_id, order_id, customer_id);
+    Ok(pending(order_id))
 }
 
 /// 202 + Location: the order exists (or will), its outcome is not known yet.
@@ -362,6 +368,7 @@ pub(crate) fn settled_or_pending(
     params(("order_id" = String, Path)),
     responses(
         (status = 200, description = "The order, in whatever state it is", body = OrderJson),
+        (status = 202, description = "Its checkout was answered 202 by this gateway, which has not seen the outcome yet: poll again", body = PendingJson),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such order (or another customer's)", body = ErrorBody),
         (status = 503, description = "The orders service did not answer in time", body = ErrorBody),
@@ -376,7 +383,8 @@ pub async fn get_order(
 
 /// `GetOrder`, answered by the partition that owns the order, as
 /// `customer_id` may see it (empty: an operator); an id that is not a UUID
-/// is a 404 without a round trip. A wait that ends without
+/// is a 404, and a checkout of `customer_id` this gateway is still waiting
+/// for a `202`, both without a round trip. A wait that ends without
 /// an answer is a 503, counted under `timeout_route` when given.
 pub(crate) async fn read_order(
     app: &AppState,
@@ -385,6 +393,10 @@ pub(crate) async fn read_order(
     timeout_route: Option<&str>,
 ) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
+    if app.bus.settling.still_settling(&order_id, &customer_id) {
+        GATEWAY_METRICS.polls_answered_settling.inc();
+        return Ok(pending(&order_id));
+    }
     let query = GetOrder {
         order_id: order_id.clone(),
         customer_id,
@@ -395,7 +407,7 @@ pub(crate) async fn read_order(
         .await?
     {
         Outcome::Replied(reply) => order_response(&reply.payload, StatusCode::OK),
-        Outcome::TimedOut | Outcome::NotWaited => {
+        Outcome::TimedOut { .. } | Outcome::NotWaited { .. } => {
             if let Some(route) = timeout_route {
                 GATEWAY_METRICS
                     .reply_timeouts

@@ -3,9 +3,11 @@
 //! Each gateway instance reads exactly one partition of `gateway.replies`,
 //! named in the reply-to header of every command it sends. A reply completes
 //! the request parked under its correlation id; a reply nobody waits for any
-//! more (the request already answered 202, or a duplicate) is dropped.
+//! more (the request already answered 202, or a duplicate) is dropped, after
+//! ending its checkout's settling entry if it has one.
 
 use crate::metrics::GATEWAY_METRICS;
+use crate::settling::Settling;
 use d2c_platform::kafka::{assigned_consumer_config, envelope_of};
 use d2c_platform::lag::{enable_statistics, LagContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -150,7 +152,7 @@ pub async fn start_reply_consumer(
     partition: i32,
     fetch_wait: Duration,
     stats_interval: Duration,
-    pending: Arc<Pending>,
+    (pending, settling): (Arc<Pending>, Arc<Settling>),
     assigned: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>, ReplyConsumerError> {
     GATEWAY_METRICS.reply_partition_assigned.set(0);
@@ -184,7 +186,7 @@ pub async fn start_reply_consumer(
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {
-                Ok(message) => deliver(&pending, &message),
+                Ok(message) => deliver(&pending, &settling, &message),
                 Err(error) => {
                     tracing::warn!(%error, "Reply consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -194,7 +196,11 @@ pub async fn start_reply_consumer(
     }))
 }
 
-fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
+fn deliver(
+    pending: &Pending,
+    settling: &Settling,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) {
     let envelope = match envelope_of(message) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -224,6 +230,7 @@ fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
     };
     if !pending.complete(&correlation_id, reply) {
         GATEWAY_METRICS.late_replies.inc();
+        settling.reply_arrived(&correlation_id);
     }
 }
 

@@ -539,9 +539,10 @@ async fn poll_answer(result: reqwest::Result<reqwest::Response>) -> Polled {
 }
 
 /// What an answer to `GET /orders/{id}` says about the checkout: `200`
-/// with the order's `status`; `404` the order is not there yet (its
-/// command is still on the way), `503` its owner did not answer in time,
-/// both worth another poll; any other status ends it as an error.
+/// with the order's `status`; `202` the gateway still waits for the
+/// checkout's outcome, `404` the order is not there yet (its command is
+/// still on the way), `503` its owner did not answer in time, each worth
+/// another poll; any other status ends it as an error.
 fn polled(http_status: u16, body: &[u8]) -> Polled {
     match http_status {
         200 => match serde_json::from_slice::<OrderStatusJson>(body) {
@@ -552,7 +553,7 @@ fn polled(http_status: u16, body: &[u8]) -> Polled {
             },
             Err(_) => Polled::Settled(Outcome::Error("confirm_unreadable".to_owned())),
         },
-        404 | 503 => Polled::Pending,
+        202 | 404 | 503 => Polled::Pending,
         s => Polled::Settled(Outcome::Error(format!("confirm_http_{s}"))),
     }
 }
@@ -679,6 +680,10 @@ mod tests {
         assert_eq!(
             polled(200, order("rejected").as_bytes()),
             Polled::Settled(Outcome::Refused)
+        );
+        assert_eq!(
+            polled(202, br#"{"order_id":"o-1","status":"pending"}"#),
+            Polled::Pending
         );
         assert_eq!(polled(404, b"{}"), Polled::Pending);
         assert_eq!(polled(503, b"{}"), Polled::Pending);

@@ -255,22 +255,31 @@ async fn late_reply_gives_202_and_the_order_is_found_later() {
         .expect("answers");
     assert_eq!(status, 202, "{pending}");
     let location = headers["location"].to_str().expect("ascii").to_owned();
-    assert_eq!(
-        location,
-        format!("/orders/{}", pending["order_id"].as_str().expect("id"))
-    );
+    let order_id = pending["order_id"].as_str().expect("id");
+    assert_eq!(location, format!("/orders/{order_id}"));
+
+    // Polled while the gateway waits for the outcome: answered there
+    // (there is no orders processor to ask), and only to its customer.
+    let (status, polled) = client.order(order_id).await.expect("answers");
+    assert_eq!(status, 202, "{polled}");
+    assert_eq!(polled["status"], "pending");
+    let stranger = Api::new(customer::client("cust-2"), gateway.url(""));
+    let (status, body) = stranger.order(order_id).await.expect("answers");
+    assert_ne!(status, 202, "only the checkout's customer: {body}");
 
     let _orders = platform
         .orders_ready("orders-late")
         .await
         .expect("orders ready");
-    let order = wait_for_order(
-        &client,
-        pending["order_id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    // Well within the 30 s a checkout's polls may be answered locally: the
+    // late reply ends that, and the owner is asked again.
+    let order = wait_for_order(&client, order_id, Duration::from_secs(20)).await;
     assert_eq!(order["customer_id"], "cust-1");
+    let late = gateway
+        .metric("d2c_gateway_polls_answered_settling_total")
+        .await
+        .expect("gateway metrics");
+    assert!(late >= 1.0, "{late}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

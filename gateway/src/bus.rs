@@ -3,7 +3,6 @@
 
 use crate::error::ApiError;
 use crate::replies::{Pending, Reply};
-use crate::settling::Settling;
 use d2c_platform::producer::KafkaProducer;
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_topology::TopicNames;
@@ -33,8 +32,6 @@ pub struct Bus {
     pub names: TopicNames,
     pub reply_to: ReplyTo,
     pub pending: Arc<Pending>,
-    /// Checkouts answered `202`, until their reply arrives.
-    pub settling: Arc<Settling>,
     pub reply_timeout: Duration,
 }
 

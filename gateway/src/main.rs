@@ -5,7 +5,6 @@ use d2c_gateway::cache::{start_catalog_listener, CacheSettings, CatalogCache, CA
 use d2c_gateway::config::{GatewayConfig, DEV_ADMIN_TOKEN, DEV_AUTH_SECRET};
 use d2c_gateway::limits::CheckoutLimiter;
 use d2c_gateway::replies::{start_reply_consumer, Pending};
-use d2c_gateway::settling::{Settling, SETTLING_FOR};
 use d2c_gateway::{router, AppState};
 use d2c_platform::global::{GlobalTopicSettings, StartAt};
 use d2c_platform::kafka::producer_config;
@@ -40,8 +39,6 @@ async fn main() -> anyhow::Result<()> {
     let producer =
         KafkaProducer::create(&producer_config(&config.brokers, "gateway", config.linger))?;
     let pending = Pending::new(config.max_pending);
-    // As many checkouts as may be parked: each 202 was one of those.
-    let settling = Arc::new(Settling::new(config.max_pending as u64, SETTLING_FOR));
     let reply_to = ReplyTo {
         topic: names.name(topic::GATEWAY_REPLIES),
         partition: config.reply_partition,
@@ -53,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         reply_to.partition,
         config.fetch_wait,
         config.stats_interval,
-        (Arc::clone(&pending), Arc::clone(&settling)),
+        Arc::clone(&pending),
         Arc::clone(&replies_assigned),
     )
     .await
@@ -108,7 +105,6 @@ async fn main() -> anyhow::Result<()> {
             names,
             reply_to,
             pending,
-            settling,
             reply_timeout: config.reply_timeout,
         },
         config: Arc::new(config.clone()),

@@ -244,6 +244,7 @@ pub fn checkout_outcome(
         Outcome::NotWaited { correlation_id } => correlation_id,
     };
     app.bus
+        .pending
         .settling
         .begin(&correlation_id, order_id, customer_id);
     Ok(pending(order_id))
@@ -393,7 +394,12 @@ pub(crate) async fn read_order(
     timeout_route: Option<&str>,
 ) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
-    if app.bus.settling.still_settling(&order_id, &customer_id) {
+    if app
+        .bus
+        .pending
+        .settling
+        .still_settling(&order_id, &customer_id)
+    {
         GATEWAY_METRICS.polls_answered_settling.inc();
         return Ok(pending(&order_id));
     }

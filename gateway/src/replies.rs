@@ -7,7 +7,7 @@
 //! ending its checkout's settling entry if it has one.
 
 use crate::metrics::GATEWAY_METRICS;
-use crate::settling::Settling;
+use crate::settling::{Settling, SETTLING_FOR};
 use d2c_platform::kafka::{assigned_consumer_config, envelope_of};
 use d2c_platform::lag::{enable_statistics, LagContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -26,10 +26,12 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
-/// Requests waiting for their reply, bounded.
+/// Requests waiting for their reply, bounded; and the checkouts among them
+/// answered `202`, until their reply arrives.
 pub struct Pending {
     waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     capacity: usize,
+    pub settling: Settling,
 }
 
 /// Removes the entry when the request stops waiting (answered, timed out or
@@ -54,6 +56,8 @@ impl Pending {
         Arc::new(Self {
             waiting: Mutex::new(HashMap::new()),
             capacity,
+            // Sized like the parked requests, which most 202s were first.
+            settling: Settling::new(capacity as u64, SETTLING_FOR),
         })
     }
 
@@ -152,7 +156,7 @@ pub async fn start_reply_consumer(
     partition: i32,
     fetch_wait: Duration,
     stats_interval: Duration,
-    (pending, settling): (Arc<Pending>, Arc<Settling>),
+    pending: Arc<Pending>,
     assigned: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>, ReplyConsumerError> {
     GATEWAY_METRICS.reply_partition_assigned.set(0);
@@ -186,7 +190,7 @@ pub async fn start_reply_consumer(
     Ok(tokio::spawn(async move {
         loop {
             match consumer.recv().await {
-                Ok(message) => deliver(&pending, &settling, &message),
+                Ok(message) => deliver(&pending, &message),
                 Err(error) => {
                     tracing::warn!(%error, "Reply consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -196,11 +200,7 @@ pub async fn start_reply_consumer(
     }))
 }
 
-fn deliver(
-    pending: &Pending,
-    settling: &Settling,
-    message: &rdkafka::message::BorrowedMessage<'_>,
-) {
+fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {
     let envelope = match envelope_of(message) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -230,7 +230,7 @@ fn deliver(
     };
     if !pending.complete(&correlation_id, reply) {
         GATEWAY_METRICS.late_replies.inc();
-        settling.reply_arrived(&correlation_id);
+        pending.settling.reply_arrived(&correlation_id);
     }
 }
 

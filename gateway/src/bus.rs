@@ -1,6 +1,7 @@
 //! Sending commands to processors and waiting for their replies (the deferred
 //! result of an HTTP request).
 
+use crate::admission::Admission;
 use crate::error::ApiError;
 use crate::replies::{Pending, Reply};
 use d2c_platform::producer::KafkaProducer;
@@ -33,11 +34,13 @@ pub struct Bus {
     pub reply_to: ReplyTo,
     pub pending: Arc<Pending>,
     pub reply_timeout: Duration,
+    pub admission: Arc<Admission>,
 }
 
 impl Bus {
     /// Publish `message` to `topic` keyed by `key` and wait for the reply
-    /// until the reply timeout (counted from now) runs out.
+    /// until the reply timeout (counted from now) runs out; `503` at once,
+    /// with nothing sent, when the admission limit is reached.
     pub async fn request<M: prost::Message + prost::Name>(
         &self,
         topic: &str,
@@ -45,6 +48,11 @@ impl Bus {
         message: &M,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, ApiError> {
+        let Some(admitted) = self.admission.admit() else {
+            return Err(ApiError::unavailable(
+                "the platform is at capacity; retry after the time in Retry-After",
+            ));
+        };
         let deadline = Instant::now() + self.reply_timeout;
         let correlation_id = Uuid::new_v4().to_string();
         // Parked before sending, so even an instant reply finds its request.
@@ -71,8 +79,14 @@ impl Bus {
         };
         let mut parked = parked;
         match tokio::time::timeout_at(deadline, &mut parked.receiver).await {
-            Ok(Ok(reply)) => Ok(Outcome::Replied(reply)),
-            _ => Ok(Outcome::TimedOut { correlation_id }),
+            Ok(Ok(reply)) => {
+                admitted.replied();
+                Ok(Outcome::Replied(reply))
+            }
+            _ => {
+                admitted.timed_out();
+                Ok(Outcome::TimedOut { correlation_id })
+            }
         }
     }
 

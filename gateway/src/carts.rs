@@ -333,7 +333,7 @@ fn price_of(product: &Product, sku: &str, currency: &str) -> Result<i64, ApiErro
         (status = 409, description = "Out of stock (`error.skus`), the cart was checked out with another key, or a price changed since a line was set (`price_changed`; the cart is open again with current prices)", body = ErrorBody),
         (status = 422, description = "Empty cart, bad payment method, or the key was used for another request", body = ErrorBody),
         (status = 429, description = "Too many checkouts by this customer (`rate_limited`): retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "The platform could not take the request", body = ErrorBody),
+        (status = 503, description = "The platform could not take the request: at its admission limit or unable to reach Kafka (`unavailable`); nothing was sent, retry with the same Idempotency-Key after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn checkout(
     State(app): State<AppState>,

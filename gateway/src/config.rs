@@ -1,6 +1,7 @@
 //! Gateway configuration: environment variables with local defaults; one
 //! struct, printed at start.
 
+use crate::admission::AdmissionSettings;
 use d2c_platform::config::ConfigError;
 use d2c_platform::config::{mask_url, var, Secret};
 use std::net::SocketAddr;
@@ -29,6 +30,10 @@ pub struct GatewayConfig {
     /// D2C_MAX_PENDING: parked requests at most; past it requests are
     /// accepted (202) without waiting.
     pub max_pending: usize,
+    /// D2C_ADMISSION_MAX, D2C_ADMISSION_MIN, D2C_ADMISSION_SLOW_MS: requests
+    /// in flight through Kafka at most (the limit starts at the maximum and
+    /// shrinks while replies are slower than the threshold); past it, `503`.
+    pub admission: AdmissionSettings,
     /// D2C_MAX_BODY_BYTES
     pub max_body_bytes: usize,
     /// D2C_KAFKA__*: librdkafka properties passed through (masked).
@@ -83,6 +88,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("reply_partition", &self.reply_partition)
             .field("reply_timeout", &self.reply_timeout)
             .field("max_pending", &self.max_pending)
+            .field("admission", &self.admission)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("kafka_properties", &self.kafka_properties)
             .field("fetch_wait", &self.fetch_wait)
@@ -114,6 +120,11 @@ impl GatewayConfig {
             reply_partition: var("D2C_REPLY_PARTITION", 0)?,
             reply_timeout: Duration::from_millis(var("D2C_REPLY_TIMEOUT_MS", 2_000)?),
             max_pending: var("D2C_MAX_PENDING", 10_000)?,
+            admission: AdmissionSettings {
+                max: var("D2C_ADMISSION_MAX", 1_000)?,
+                min: var("D2C_ADMISSION_MIN", 20)?,
+                slow: Duration::from_millis(var("D2C_ADMISSION_SLOW_MS", 1_000)?),
+            },
             max_body_bytes: var("D2C_MAX_BODY_BYTES", 64 * 1024)?,
             kafka_properties: d2c_platform::kafka::KafkaProperties::from_env().clone(),
             fetch_wait: Duration::from_millis(var(

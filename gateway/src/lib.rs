@@ -4,6 +4,7 @@
 //! this instance's reply partition (or answered 202 with a Location when the
 //! reply is late).
 
+pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod cache;

@@ -1,4 +1,5 @@
 use anyhow::Context;
+use d2c_gateway::admission::Admission;
 use d2c_gateway::auth::Tokens;
 use d2c_gateway::bus::Bus;
 use d2c_gateway::cache::{start_catalog_listener, CacheSettings, CatalogCache, CATALOG_CONSUMER};
@@ -106,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             reply_to,
             pending,
             reply_timeout: config.reply_timeout,
+            admission: Admission::new(&config.admission)?,
         },
         config: Arc::new(config.clone()),
         replies_assigned,

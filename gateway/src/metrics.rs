@@ -15,6 +15,8 @@ pub struct GatewayMetrics {
     pub cache_requests: IntCounterVec,
     pub cache_invalidations: IntCounter,
     pub reply_partition_assigned: IntGauge,
+    pub admission_limit: IntGauge,
+    pub requests_shed: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
@@ -76,6 +78,14 @@ pub static GATEWAY_METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
     reply_partition_assigned: register(new(IntGauge::new(
         "d2c_gateway_reply_partition_assigned",
         "1 once this instance reads its partition of gateway.replies (replies to its requests reach it).",
+    ))),
+    admission_limit: register(new(IntGauge::new(
+        "d2c_gateway_admission_limit",
+        "Requests this gateway lets into Kafka at once; it shrinks while replies are slow (D2C_ADMISSION_*).",
+    ))),
+    requests_shed: register(new(IntCounter::new(
+        "d2c_gateway_requests_shed_total",
+        "Requests answered 503 at once because the admission limit was reached.",
     ))),
 }
 });

@@ -13,7 +13,9 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "d2c commerce platform",
         description = "Customers, catalog, carts, orders, payments and inventory behind one gateway. \
-Every error is `{\"error\": {\"code\", \"message\", \"field\"?, ...}}`; every response carries `x-request-id`.",
+Every error is `{\"error\": {\"code\", \"message\", \"field\"?, ...}}`; every response carries `x-request-id`. \
+Any route that reaches a service may answer `503` + `Retry-After` at once when the gateway is at its admission limit \
+(the services confirm less than is offered); nothing was sent, so retrying is safe.",
     ),
     paths(
         crate::orders::place_order,

@@ -196,7 +196,7 @@ fn location(order_id: &str) -> HeaderValue {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "A field is invalid (`error.field`; a SKU the catalog does not sell names its line), or the key was used for another request", body = ErrorBody),
         (status = 429, description = "Too many checkouts by this customer (`rate_limited`): retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "The platform could not take the request", body = ErrorBody),
+        (status = 503, description = "The platform could not take the request: at its admission limit or unable to reach Kafka (`unavailable`); nothing was sent, retry with the same Idempotency-Key after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn place_order(
     State(app): State<AppState>,
@@ -317,7 +317,7 @@ pub(crate) fn ensure_order_id(order_id: &str) -> Result<(), ApiError> {
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such order (or another customer's)", body = ErrorBody),
         (status = 409, description = "Only a confirmed or fulfilled order with no refund in flight can be cancelled", body = ErrorBody),
-        (status = 503, description = "The platform could not take the request", body = ErrorBody),
+        (status = 503, description = "The platform could not take the request: at its admission limit or unable to reach Kafka (`unavailable`); nothing was sent, retry with the same Idempotency-Key after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn cancel_order(
     State(app): State<AppState>,

@@ -283,3 +283,84 @@ async fn checkouts_beyond_the_per_customer_limit_get_429_with_retry_after() {
         .expect("answers");
     assert_eq!(status, 422, "another customer is not limited: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_replies_are_slow_sheds_load_with_503_and_sends_nothing() {
+    let platform = Platform::new(CHECKOUT_SERVICES).await.expect("platform");
+    let admission = [
+        ("D2C_ADMISSION_MAX", "8".to_owned()),
+        ("D2C_ADMISSION_MIN", "2".to_owned()),
+        ("D2C_ADMISSION_SLOW_MS", "100".to_owned()),
+    ];
+    let gateway = platform
+        .gateway_ready_with("gateway", 2, 500, &admission)
+        .await
+        .expect("gateway");
+    let client = Api::new(customer::client("cust-shed"), gateway.url(""));
+    let checkouts = |keys: std::ops::Range<usize>| {
+        futures::future::join_all(keys.map(|index| {
+            let client = client.clone();
+            async move {
+                let key = format!("shed-{index}");
+                let answer = client
+                    .place_order_with_headers(&key, &order("SHED-1", 1))
+                    .await
+                    .expect("answers");
+                (key, answer)
+            }
+        }))
+    };
+
+    // No orders processor: the first 8 fill the limit and time out, and
+    // each timeout shrinks it by a tenth (8 × 0.9⁸ ≈ 3.4).
+    for (key, (status, body, _)) in checkouts(0..8).await {
+        assert_eq!(status, 202, "{key}: {body}");
+    }
+    let limit = gateway
+        .metric("d2c_gateway_admission_limit")
+        .await
+        .expect("metrics");
+    assert_eq!(limit, 3.0, "admission limit after 8 slow replies");
+
+    let mut admitted = 0;
+    let mut shed = Vec::new();
+    for (key, (status, body, headers)) in checkouts(8..18).await {
+        match status {
+            202 => admitted += 1,
+            503 => {
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                assert!(headers.contains_key("retry-after"), "{headers:?}");
+                shed.push(key);
+            }
+            other => panic!("{key}: {other} {body}"),
+        }
+    }
+    assert_eq!((admitted, shed.len()), (3, 7), "3 let in, the rest shed");
+    let counted = gateway
+        .metric("d2c_gateway_requests_shed_total")
+        .await
+        .expect("metrics");
+    assert_eq!(counted, 7.0);
+    // A shed request was never sent: only the 11 let in are on the topic.
+    let sent = read_all(
+        &platform.brokers,
+        &platform.topic("orders.messages"),
+        Duration::from_secs(5),
+    )
+    .expect("orders.messages");
+    assert_eq!(sent.len(), 11, "commands sent");
+
+    // Once replies come in time again, a shed checkout retried with its
+    // key goes through.
+    let _orders = platform.orders_ready("orders").await.expect("orders");
+    let _peers = checkout_peers(&platform).await.expect("peers");
+    Api::new(customer::admin_client(), gateway.url(""))
+        .stock_sku("SHED-1", 100)
+        .await
+        .expect("stock");
+    let (status, body) = client
+        .place_order(&shed[0], &order("SHED-1", 1))
+        .await
+        .expect("answers");
+    assert!(status == 201 || status == 202, "{status} {body}");
+}

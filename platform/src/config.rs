@@ -90,6 +90,9 @@ pub fn mask_url(url: &str) -> String {
 pub const KNOWN_VARIABLES: &[&str] = &[
     "D2C_ADMIN_ADDR",
     "D2C_ADMIN_TOKEN",
+    "D2C_ADMISSION_MAX",
+    "D2C_ADMISSION_MIN",
+    "D2C_ADMISSION_SLOW_MS",
     "D2C_AUTH_SECRET",
     "D2C_BENCH_ADMIN_BASE",
     "D2C_BENCH_HTTP_PORT",

@@ -187,7 +187,7 @@ impl Metrics {
             transaction_step_duration: histogram(
                 &registry,
                 "d2c_transaction_step_seconds",
-                "Time of each step of a Kafka transaction, in order: offsets (records enqueued, then send_offsets_to_transaction while they fly), produce (the rest of the wait for their acknowledgements), commit.",
+                "Time of each step of a Kafka transaction: produce (records enqueued and acknowledged), offsets (send_offsets_to_transaction), commit.",
                 &["step"],
             ),
             batch_messages: plain_histogram(

@@ -198,8 +198,7 @@ impl Committer {
         }
     }
 
-    /// One transaction: begin, enqueue the records, send the offsets while
-    /// they fly, wait for their acknowledgements, commit. On failure
+    /// One transaction: begin, produce, send offsets, commit. On failure
     /// the transaction is aborted, so nothing of it is ever read.
     fn transact(&self, round: &[Pending], broken: &Cell<bool>) -> Result<Vec<Option<i64>>, String> {
         let metadata = self
@@ -209,9 +208,17 @@ impl Committer {
         self.producer
             .begin_transaction()
             .map_err(|error| failed("begin", error, broken))?;
+        // Every record acknowledged before the commit: rdkafka's
+        // commit_transaction flushes first, and its flush sleeps in 100 ms
+        // polls while a delivery is outstanding (the background thread of
+        // the KafkaProducer takes the events), which made each commit
+        // 100 ms long (measured). A failed record aborts instead.
         let step = Instant::now();
-        let deliveries = match self.produce(round) {
-            Ok(deliveries) => deliveries,
+        let settled = match self
+            .produce(round)
+            .and_then(|deliveries| self.settle(deliveries, round.len()))
+        {
+            Ok(settled) => settled,
             Err(error) => {
                 self.abort(broken);
                 return Err(error);
@@ -228,38 +235,16 @@ impl Committer {
                 return Err(error.to_string());
             }
         }
-        // The offsets join the transaction while its records are still on
-        // their way: the coordinator's two round trips (AddOffsetsToTxn,
-        // TxnOffsetCommit) overlap the produce requests and their
-        // verification instead of following them.
-        if let Err(error) = self
-            .producer
-            .send_offsets_to_transaction(&offsets, &metadata, self.timeout)
-        {
-            self.rejoin_if_forgotten(&error);
-            let reason = failed("offsets", error, broken);
-            if !broken.get() {
-                self.abort(broken);
-            }
-            return Err(reason);
-        }
-        let step = observe_step("offsets", step);
-        // Every record acknowledged before the commit: rdkafka's
-        // commit_transaction flushes first, and its flush sleeps in 100 ms
-        // polls while a delivery is outstanding (the background thread of
-        // the KafkaProducer takes the events), which made each commit
-        // 100 ms long (measured). A failed record aborts instead.
-        let settled = match self.settle(deliveries, round.len()) {
-            Ok(settled) => settled,
-            Err(error) => {
-                self.abort(broken);
-                return Err(error);
-            }
-        };
         let step = observe_step("produce", step);
         let committed = self
-            .commit_retrying()
-            .map(|()| observe_step("commit", step));
+            .producer
+            .send_offsets_to_transaction(&offsets, &metadata, self.timeout)
+            .inspect_err(|error| self.rejoin_if_forgotten(error))
+            .map(|()| observe_step("offsets", step))
+            .and_then(|step| {
+                self.commit_retrying()
+                    .map(|()| observe_step("commit", step))
+            });
         if let Err(error) = committed {
             let reason = failed("commit", error, broken);
             if !broken.get() {

@@ -158,6 +158,32 @@ const SEARCHES: &[&str] = &[
 const FIRST_POLL: Duration = Duration::from_millis(20);
 const MAX_POLL: Duration = Duration::from_millis(200);
 
+/// How often an idempotent setup request is sent again after a `503`.
+const SETUP_TRIES: u32 = 60;
+
+/// Sends `request` again after each `503` (a gateway at its admission limit
+/// while a slow cluster warms up), waiting its `Retry-After`, as a client
+/// told to retry does; any other answer is returned.
+async fn send_until_admitted(
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> reqwest::Result<reqwest::Response> {
+    let mut tries = 1;
+    loop {
+        let response = request().send().await?;
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE || tries == SETUP_TRIES {
+            return Ok(response);
+        }
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .map_or(Duration::from_secs(1), Duration::from_secs);
+        tokio::time::sleep(wait).await;
+        tries += 1;
+    }
+}
+
 /// The error kind of a checkout answered `202` and not seen settled before
 /// its timeout.
 const CONFIRM_TIMEOUT: &str = "confirm_timeout";
@@ -212,12 +238,13 @@ impl Shoppers {
             .map(|index| async move {
                 let (sku, _) = demo::first_offer(index);
                 let url = format!("{base}/admin/inventory/{sku}");
-                let response = self
-                    .client
-                    .put(&url)
-                    .bearer_auth(crate::cli::admin_token())
-                    .json(&serde_json::json!({ "on_hand": units }))
-                    .send()
+                let put = || {
+                    self.client
+                        .put(&url)
+                        .bearer_auth(crate::cli::admin_token())
+                        .json(&serde_json::json!({ "on_hand": units }))
+                };
+                let response = send_until_admitted(put)
                     .await
                     .with_context(|| format!("PUT {url}"))?;
                 if !response.status().is_success() {

@@ -292,8 +292,10 @@ async fn a_gateway_whose_replies_are_slow_sheds_load_with_503_and_sends_nothing(
         ("D2C_ADMISSION_MIN", "2".to_owned()),
         ("D2C_ADMISSION_SLOW_MS", "100".to_owned()),
     ];
+    // A reply timeout long enough for the recovery at the end on a busy
+    // machine; the first two rounds wait it out once each.
     let gateway = platform
-        .gateway_ready_with("gateway", 2, 500, &admission)
+        .gateway_ready_with("gateway", 2, 5_000, &admission)
         .await
         .expect("gateway");
     let client = Api::new(customer::client("cust-shed"), gateway.url(""));

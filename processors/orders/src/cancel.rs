@@ -4,9 +4,8 @@
 //! requester is answered when payments settles it (see saga.rs); asking
 //! again meanwhile answers the order as it stands.
 
-use crate::fulfil::{as_it_stands, illegal, wait_here};
-use crate::place_order::rejected;
 use crate::refund::{refundable, start_refund};
+use crate::reply::{as_it_stands, illegal, rejected, wait_here};
 use crate::saga::{finish_cancel, release};
 use crate::status::{label, status_of, transition};
 use crate::table::{OrderRead, OrderWrite};

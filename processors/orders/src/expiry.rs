@@ -132,7 +132,7 @@ fn expire_partial_refunds(
     for refund_id in &expired {
         mark_failed(&mut record, refund_id, now);
         if let Some(order) = record.order.clone() {
-            crate::fulfil::announce(effects, &order, "refund_failed");
+            crate::reply::announce(effects, &order, "refund_failed");
             answer_refund_waiter(&mut record, effects, refund_id, order);
         }
     }

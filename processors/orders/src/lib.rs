@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod place_order;
 pub mod prices;
 pub mod refund;
+mod reply;
 pub mod saga;
 pub mod status;
 mod table;

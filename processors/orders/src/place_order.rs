@@ -10,6 +10,7 @@
 //! nothing was held for it yet.
 
 use crate::prices::PriceBook;
+use crate::reply::rejected;
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::customers::v1::{ReopenCart, RepricedLine};
@@ -96,7 +97,7 @@ pub fn apply(
             order: Some(order.clone()),
         },
     );
-    let (reply_to, correlation_id) = crate::fulfil::requester(effects);
+    let (reply_to, correlation_id) = crate::reply::requester(effects);
     effects.put_order(&OrderRecord {
         line_status: vec![LineStatus::Pending as i32; order.lines.len()],
         order: Some(order),
@@ -111,13 +112,6 @@ pub fn apply(
         authorization_ref: String::new(),
     });
     Ok(())
-}
-
-pub(crate) fn rejected(rejection: Rejection) -> OrderReply {
-    OrderReply {
-        result: Some(order_reply::Result::Rejected(rejection)),
-        replayed: false,
-    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Rejection {

@@ -3,8 +3,7 @@
 //! captured minus what is refunded or being refunded. The requester is
 //! answered when the provider settles it (saga.rs).
 
-use crate::fulfil::{announce, as_it_stands, illegal, not_found, requester};
-use crate::place_order::rejected;
+use crate::reply::{announce, as_it_stands, illegal, not_found, rejected, requester};
 use crate::status::{label, status_of};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};

@@ -202,7 +202,7 @@ fn refund_settled(
         } else {
             "refund_failed"
         };
-        crate::fulfil::announce(effects, order, change);
+        crate::reply::announce(effects, order, change);
         let order = order.clone();
         answer_refund_waiter(&mut record, effects, &result.refund_id, order);
         effects.put_order(&record);
@@ -242,7 +242,7 @@ pub(crate) fn settle_step(
     let Some(order) = record.order.clone() else {
         return Ok(());
     };
-    crate::fulfil::announce(effects, &order, change);
+    crate::reply::announce(effects, &order, change);
     answer_waiter(&mut record, effects, order);
     effects.put_order(&record);
     Ok(())

@@ -161,27 +161,15 @@ const MAX_POLL: Duration = Duration::from_millis(200);
 /// How often an idempotent setup request is sent again after a `503`.
 const SETUP_TRIES: u32 = 60;
 
-/// Sends `request` again after each `503` (a gateway at its admission limit
-/// while a slow cluster warms up), waiting its `Retry-After`, as a client
-/// told to retry does; any other answer is returned.
-async fn send_until_admitted(
-    request: impl Fn() -> reqwest::RequestBuilder,
-) -> reqwest::Result<reqwest::Response> {
-    let mut tries = 1;
-    loop {
-        let response = request().send().await?;
-        if response.status() != StatusCode::SERVICE_UNAVAILABLE || tries == SETUP_TRIES {
-            return Ok(response);
-        }
-        let wait = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok())
-            .map_or(Duration::from_secs(1), Duration::from_secs);
-        tokio::time::sleep(wait).await;
-        tries += 1;
-    }
+/// A gateway at its admission limit (a slow cluster warming up) says when to
+/// come back; 1 s if it does not.
+fn retry_after(_attempt: u32, response: &reqwest::Response) -> Duration {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
 }
 
 /// The error kind of a checkout answered `202` and not seen settled before
@@ -244,7 +232,7 @@ impl Shoppers {
                         .bearer_auth(crate::cli::admin_token())
                         .json(&serde_json::json!({ "on_hand": units }))
                 };
-                let response = send_until_admitted(put)
+                let response = with_retries(put, SETUP_TRIES, retry_after)
                     .await
                     .with_context(|| format!("PUT {url}"))?;
                 if !response.status().is_success() {
@@ -631,18 +619,26 @@ async fn log_in_customer(client: &reqwest::Client, url: &str, index: u64) -> Res
     let password = "loadgen-password";
     let register =
         serde_json::json!({"email": email, "name": format!("Load {index}"), "password": password});
-    let registered = with_retries(|| client.post(format!("{url}/customers")).json(&register))
-        .await
-        .with_context(|| format!("registering {email}"))?;
+    let registered = with_retries(
+        || client.post(format!("{url}/customers")).json(&register),
+        LOGIN_TRIES,
+        growing_pause,
+    )
+    .await
+    .with_context(|| format!("registering {email}"))?;
     if !(registered.status().is_success() || registered.status() == 409) {
         bail!("registering {email}: {}", registered.status());
     }
     let credentials = serde_json::json!({"email": email, "password": password});
-    let login = with_retries(|| {
-        client
-            .post(format!("{url}/customers/login"))
-            .json(&credentials)
-    })
+    let login = with_retries(
+        || {
+            client
+                .post(format!("{url}/customers/login"))
+                .json(&credentials)
+        },
+        LOGIN_TRIES,
+        growing_pause,
+    )
     .await
     .with_context(|| format!("logging in {email}"))?;
     if !login.status().is_success() {
@@ -656,20 +652,31 @@ async fn log_in_customer(client: &reqwest::Client, url: &str, index: u64) -> Res
 }
 
 /// Sends until the answer is not a 503 (a service that did not answer in
-/// time, on a platform still warming up), five times at most.
+/// time, or a gateway at its admission limit, on a platform still warming
+/// up), `tries` times at most, waiting `wait(attempt, answer)` in between.
 async fn with_retries(
     request: impl Fn() -> reqwest::RequestBuilder,
+    tries: u32,
+    wait: impl Fn(u32, &reqwest::Response) -> Duration,
 ) -> reqwest::Result<reqwest::Response> {
     let mut attempt = 0;
     loop {
         let response = request().send().await?;
         attempt += 1;
-        if response.status() != 503 || attempt == 5 {
+        if response.status() != 503 || attempt == tries {
             return Ok(response);
         }
-        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        tokio::time::sleep(wait(attempt, &response)).await;
     }
 }
+
+/// Login's pause between tries: 0.5 s, then 1 s, 1.5 s, …
+fn growing_pause(attempt: u32, _response: &reqwest::Response) -> Duration {
+    Duration::from_millis(500 * u64::from(attempt))
+}
+
+/// Tries of a login step.
+const LOGIN_TRIES: u32 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -295,7 +295,8 @@ EVERYTHING_ON = {
     "secrets": {"create": True, "values": {"databaseUrl": "postgres://d2c:pw@db/d2c",
                                            "authSecret": "s3cret",
                                            "paymentProviderKey": "sk_test_x",
-                                           "paymentWebhookSecret": "whsec_x"}},
+                                           "paymentWebhookSecret": "whsec_x",
+                                           "extra": {"kafka-client-properties": "sasl.jaas.config=x"}}},
     "gateway": {"replicas": 32, "replyPartitionFrom": "hostname", "preStopSleepSeconds": 5,
                 "ingress": {"enabled": True, "className": "nginx", "paymentsWebhook": True,
                             "tls": [{"secretName": "shop-tls", "hosts": ["shop.example.com"]}]}},
@@ -316,7 +317,45 @@ EVERYTHING_ON = {
                                                    "resources": {"requests": {"memory": "4Gi"}}},
                                       "config": {"num.network.threads": 8}}}},
     "env": {"RUST_LOG": "info"},
+    "sweeper": {"clientProperties": {"security.protocol": "SASL_SSL"},
+                "clientPropertiesSecretKey": "kafka-client-properties"},
 }
+
+
+def sweeper_problems(sweeper, by_kind, values):
+    """The hanging-transaction sweeper: one replica, on a Kafka image's JVM,
+    the source from its ConfigMap, credentials from the Secret only."""
+    settings = values.get("sweeper", {})
+    if settings.get("enabled", True) is False:
+        return ["a sweeper although sweeper.enabled is false"] if sweeper else []
+    if not sweeper:
+        return ["no sweeper Deployment"]
+    problems = []
+    container = containers(sweeper)[0]
+    if sweeper["spec"].get("replicas") != 1:
+        problems.append(f"sweeper: {sweeper['spec'].get('replicas')} replicas, not 1")
+    if container["command"] != ["java"] or not container["args"][-1].endswith("/HangingTransactions.java"):
+        problems.append(f"sweeper runs {container['command']} {container['args']}")
+    source = next((c for c in by_kind.get("ConfigMap", [])
+                   if "HangingTransactions.java" in c.get("data", {})), None)
+    wanted = (pathlib.Path(__file__).resolve().parent.parent / "kafka" / "HangingTransactions.java").read_text()
+    if not source or source["data"]["HangingTransactions.java"].rstrip() != wanted.rstrip():
+        problems.append("the sweeper's ConfigMap does not carry kafka/HangingTransactions.java")
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in sweeper["spec"]["template"]["spec"].get("volumes", [])}
+    path = env.get("D2C_KAFKA_CLIENT_PROPERTIES", "")
+    volume = volumes.get(mounts.get(str(pathlib.PurePosixPath(path).parent), ""), {})
+    key = settings.get("clientPropertiesSecretKey")
+    if key:
+        if [i["key"] for i in volume.get("secret", {}).get("items", [])] != [key]:
+            problems.append(f"sweeper: {path} is not the Secret's {key}")
+    elif "configMap" not in volume:
+        problems.append(f"sweeper: {path} is not its ConfigMap's client.properties")
+    for prop, value in settings.get("clientProperties", {}).items():
+        if source and f"{prop}={value}" not in source["data"].get("client.properties", ""):
+            problems.append(f"sweeper: client.properties lacks {prop}={value}")
+    return problems
 
 
 def documents(manifests):
@@ -467,10 +506,12 @@ def check_rendered(label, manifests, chart_dir, values):
         problems.append(f"the hook Job does not run `topology {command}`")
     problems += strimzi_problems(by_kind, values)
     kafka = values.get("kafka", {})
+    problems += sweeper_problems(workloads.get("sweeper"), by_kind, values)
     for path, doc in docs:
         for container in containers(doc):
             env = {e["name"]: e for e in container.get("env", [])}
-            if "D2C_KAFKA_BROKERS" not in env:
+            # The sweeper is a Java client: its settings are a properties file.
+            if "D2C_KAFKA_BROKERS" not in env or "D2C_KAFKA_CLIENT_PROPERTIES" in env:
                 continue
             for prop, value in kafka.get("properties", {}).items():
                 name = "D2C_KAFKA__" + prop.upper().replace(".", "_")
@@ -515,8 +556,9 @@ def check_rendered(label, manifests, chart_dir, values):
         if not config_map or json.loads(config_map["data"]["d2c-overview.json"]) != dashboard:
             problems.append("no grafana_dashboard ConfigMap carrying dashboards/d2c-overview.json")
         monitors = by_kind.get("ServiceMonitor", [])
-        if len(monitors) != len(expected) + 1:
-            problems.append(f"{len(monitors)} ServiceMonitors for {len(expected) + 1} components")
+        if len(monitors) != len(expected) + 2:
+            problems.append(f"{len(monitors)} ServiceMonitors for {len(expected) + 2} components "
+                            "(the consumers, the gateway, the sweeper)")
         for monitor in monitors:
             wanted = monitor["spec"]["selector"]["matchLabels"]
             port = monitor["spec"]["endpoints"][0]["port"]

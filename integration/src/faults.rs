@@ -115,6 +115,9 @@ pub struct Audit {
     /// Processors that stopped by themselves and were restarted (as a
     /// supervisor does).
     pub restarts: Vec<String>,
+    /// Hanging transactions the platform's sweeper aborted (a broker's crash
+    /// can leave one; each is in the sweeper's log).
+    pub aborted_hanging_transactions: f64,
     /// Latency by stretch of the run (between two events), by the time each
     /// request was scheduled: a partition that stops for a while shows as
     /// the longest wait of the requests it held.
@@ -156,6 +159,13 @@ impl std::fmt::Display for Audit {
                 f,
                 "restarted after stopping by themselves: {}",
                 self.restarts.join(", ")
+            )?;
+        }
+        if self.aborted_hanging_transactions > 0.0 {
+            writeln!(
+                f,
+                "hanging transactions aborted by the sweeper: {}",
+                self.aborted_hanging_transactions
             )?;
         }
         writeln!(
@@ -229,6 +239,8 @@ struct Stack {
     processors: Arc<Supervised>,
     supervisor: tokio::task::JoinHandle<()>,
     _projector: Service,
+    /// The hanging-transaction sweeper, as every deployment runs it.
+    sweeper: Service,
     gateways: Vec<Option<Service>>,
     /// Where the clients send, as gateways come and go.
     gateway_urls: Arc<RwLock<Vec<String>>>,
@@ -280,6 +292,14 @@ impl Stack {
             processors.start(service, service).await?;
         }
         let supervisor = tokio::spawn(Arc::clone(&processors).supervise());
+        // Past every transaction timeout of the run (the processors' is 10 s),
+        // soon enough to free a partition before the audit's 120 s wait.
+        let sweeper = platform
+            .sweeper(&[
+                ("D2C_SWEEPER_INTERVAL_MS", "5000".to_owned()),
+                ("D2C_SWEEPER_MIN_AGE_MS", "30000".to_owned()),
+            ])
+            .await?;
         let projector = platform.projector("projector", &db).await?;
         projector.wait_ready(Duration::from_secs(60)).await?;
         let mut gateways = Vec::new();
@@ -305,6 +325,7 @@ impl Stack {
             processors,
             supervisor,
             _projector: projector,
+            sweeper,
             gateway_urls: Arc::new(RwLock::new(
                 gateways
                     .iter()
@@ -847,6 +868,11 @@ async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> an
     audit.orders = by_order.len();
 
     let settled = settle_orders(&base, &by_order, audit).await;
+    audit.aborted_hanging_transactions = stack
+        .sweeper
+        .metric("d2c_sweeper_aborted_transactions_total")
+        .await
+        .unwrap_or(f64::NAN);
     check_stock(&base, &settled, by_order.len(), audit).await?;
     check_charges(stack, &settled, audit).await;
     check_events(stack, &by_order, audit).await?;

@@ -175,6 +175,19 @@ impl Platform {
         Service::spawn(name, command, "ADMIN_LISTENING", self.work.path()).await
     }
 
+    /// The hanging-transaction sweeper (`kafka/broker sweeper`), as `./dev up`
+    /// runs it, with `env` (its D2C_SWEEPER_* settings) on top.
+    pub async fn sweeper(&self, env: &[(&str, String)]) -> anyhow::Result<Service> {
+        let mut command = Command::new(kafka_script());
+        command.arg("sweeper");
+        self.base_env(&mut command);
+        command.env("D2C_ADMIN_ADDR", "127.0.0.1:0");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Service::spawn("sweeper", command, "ADMIN_LISTENING", self.work.path()).await
+    }
+
     /// A processor that has finished its first assignment.
     pub async fn processor_ready(
         &self,
@@ -618,7 +631,9 @@ impl KafkaNode {
 }
 
 /// What a Kafka tool class printed (trimmed), e.g. a fresh cluster id.
-async fn kafka_tool_output(args: &[&str]) -> anyhow::Result<String> {
+/// Runs a Kafka tool class, or a one-file Java program, on the Kafka
+/// distribution's class path; its stdout.
+pub async fn kafka_tool_output(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(kafka_script())
         .arg("tool")
         .args(args)

@@ -7,7 +7,7 @@
 use crate::refund::{refundable, start_refund};
 use crate::reply::{as_it_stands, illegal, rejected, wait_here};
 use crate::saga::{finish_cancel, release};
-use crate::status::{label, status_of, transition};
+use crate::status::{label, status_of, transition, CANCEL_REFUND_ID};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{
@@ -17,9 +17,6 @@ use d2c_proto::payments::v1::VoidPayment;
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::StateRead;
 use d2c_topology::topic;
-
-/// The refund id of the refund a cancellation makes.
-pub const CANCEL_REFUND_ID: &str = "cancellation";
 
 pub fn apply(
     state: &dyn StateRead,

@@ -21,8 +21,7 @@
 //! (`d2c_order_deadlines_expired_total{step}`). A late success still counts
 //! (see the status table).
 
-use crate::cancel::CANCEL_REFUND_ID;
-use crate::status::{label, status_of};
+use crate::status::{label, status_of, CANCEL_REFUND_ID};
 use d2c_proto::orders::v1::{OrderRecord, OrderStatus, RefundStatus};
 use d2c_runtime::Effects;
 use d2c_state::Table;

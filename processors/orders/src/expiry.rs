@@ -1,12 +1,11 @@
 //! Tick: fire the deadlines that are due at the tick's sent-at (see
 //! [`crate::deadlines`] for what each expiry does and why).
 
-use crate::cancel::CANCEL_REFUND_ID;
 use crate::deadlines::{self, parse_timer_key, timer_key, waiting_step};
 use crate::saga::{
     answer_refund_waiter, finish_cancel, illegal, release, settle, settle_step, void_hold,
 };
-use crate::status::{status_of, transition};
+use crate::status::{status_of, transition, CANCEL_REFUND_ID};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{

@@ -5,8 +5,7 @@
 //! answer that arrives twice, or for a step the order has left, changes
 //! nothing (Kafka redelivers, and a replayed processor re-sends).
 
-use crate::cancel::CANCEL_REFUND_ID;
-use crate::status::{self, label, transition};
+use crate::status::{self, label, transition, CANCEL_REFUND_ID};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::inventory::v1::{CommitStock, ReleaseStock, ReservationResult};

@@ -4,6 +4,10 @@
 
 use d2c_proto::orders::v1::{Order, OrderStatus};
 
+/// The refund id of the refund a cancellation makes: CANCELLING waits for
+/// it, and the saga tells it from an operator's partial refunds by it.
+pub const CANCEL_REFUND_ID: &str = "cancellation";
+
 /// Whether `from → to` is a step of the order lifecycle.
 pub fn is_allowed(from: OrderStatus, to: OrderStatus) -> bool {
     use OrderStatus::*;

@@ -4,7 +4,6 @@
 use crate::http_provider::HttpProvider;
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::sandbox::SandboxProvider;
-use crate::worker::RetryPolicy;
 use d2c_platform::config::{mask, var};
 use d2c_runtime::RuntimeError;
 use std::str::FromStr;
@@ -93,6 +92,29 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("retry_max", &self.retry_max)
             .field("webhook_secret", &mask(&self.webhook_secret))
             .finish()
+    }
+}
+
+/// Exponential backoff between retries: `initial`, doubling, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `initial`, doubling, at most `max`, for as long as the caller wants.
+    pub fn backoff(&self) -> d2c_platform::retry::ExponentialBuilder {
+        d2c_platform::retry::backoff(self.initial, self.max)
     }
 }
 

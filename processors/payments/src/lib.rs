@@ -94,7 +94,7 @@ pub mod worker;
 #[cfg(test)]
 mod handler_tests;
 
-pub use config::{PaymentsConfig, ProviderKind};
+pub use config::{PaymentsConfig, ProviderKind, RetryPolicy};
 pub use http_provider::HttpProvider;
 pub use provider::{
     CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
@@ -105,7 +105,7 @@ pub use table::{
     capture_idempotency_key, charge_idempotency_key, refund_idempotency_key, void_idempotency_key,
     PaymentRead,
 };
-pub use worker::{run_worker, RetryPolicy, WorkerSettings};
+pub use worker::{run_worker, WorkerSettings};
 
 use d2c_proto::payments::v1::{
     AuthorizePayment, CapturePayment, ProviderOutcome, RefundPayment, VoidPayment,

@@ -30,7 +30,7 @@
 //! a backoff wait is abandoned (the next owner retries); the engine commits
 //! the offsets synchronously before returning.
 
-use crate::config::PaymentsConfig;
+use crate::config::{PaymentsConfig, RetryPolicy};
 use crate::provider::{
     CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
     VoidRequest,
@@ -62,29 +62,6 @@ use tracing::Instrument as _;
 pub const CLIENT_ID: &str = "payments-provider";
 /// Decline code of a charge the provider refused as a request.
 pub const PROVIDER_REJECTED: &str = "provider_rejected";
-
-/// Exponential backoff between retries: `initial`, doubling, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// `initial`, doubling, at most `max`, for as long as the caller wants.
-    pub fn backoff(&self) -> d2c_platform::retry::ExponentialBuilder {
-        d2c_platform::retry::backoff(self.initial, self.max)
-    }
-}
 
 /// What the worker needs to know.
 #[derive(Debug, Clone)]

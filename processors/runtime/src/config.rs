@@ -1,7 +1,7 @@
 //! Processor configuration: environment variables with defaults that work on
 //! a developer machine. One struct, printed at start.
 
-use crate::RuntimeError;
+use crate::error::RuntimeError;
 use d2c_platform::config::var;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,7 +81,7 @@ pub struct RuntimeConfig {
     /// partition store of the service this instance does not own, by
     /// following their changelogs, so a takeover applies a short tail
     /// instead of restoring the whole store (see `standby`).
-    pub standby: crate::standby::StandbyMode,
+    pub standby: StandbyMode,
 }
 
 /// Kafka Streams' `processing.guarantee`, per service.
@@ -148,7 +148,7 @@ impl RuntimeConfig {
             transaction_producers: var("D2C_TRANSACTION_PRODUCERS", 2)?,
             commit_linger: Duration::from_millis(var("D2C_COMMIT_LINGER_MS", 5)?),
             membership_timeout: Duration::from_millis(var("D2C_MEMBERSHIP_TIMEOUT_MS", 30_000)?),
-            standby: var("D2C_STANDBY", crate::standby::StandbyMode::None)?,
+            standby: var("D2C_STANDBY", StandbyMode::None)?,
         }
         .with_default_transactional_id())
     }
@@ -176,5 +176,27 @@ impl RuntimeConfig {
             );
         }
         self
+    }
+}
+
+/// `D2C_STANDBY`: which stores an instance keeps warm besides its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandbyMode {
+    /// Only owned partitions have a store; a takeover restores from the
+    /// changelog (Kafka Streams' default, `num.standby.replicas=0`).
+    None,
+    /// Every partition of the service this instance does not own.
+    All,
+}
+
+impl FromStr for StandbyMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "none" => Ok(Self::None),
+            "all" => Ok(Self::All),
+            other => Err(format!("{other:?} is not a standby mode: use none or all")),
+        }
     }
 }

@@ -10,11 +10,11 @@
 //! worker finish its in-flight batch before giving the partition up, so two
 //! instances never handle one partition at once.
 
+use crate::context::Shared;
+use crate::error::RuntimeError;
 use crate::restore::{self, Jobs};
-use crate::run::Shared;
 use crate::stuck::Waiting;
 use crate::worker;
-use crate::RuntimeError;
 use d2c_platform::admin::Readiness;
 use d2c_platform::lag::ConsumerLag;
 use d2c_platform::metrics::METRICS;

@@ -1,14 +1,16 @@
-//! Wiring: configuration, store, producers, the poll thread, the committer
-//! thread (`exactly_once`), the admin endpoint, and graceful shutdown
-//! (SIGTERM/SIGINT: finish in-flight batches, commit them, flush the
-//! producer, leave the group).
+//! Wiring: configuration, store, producers, the poll thread, the committers
+//! (`exactly_once`: one thread per `D2C_TRANSACTION_PRODUCERS`), the admin
+//! endpoint, and graceful shutdown (SIGTERM/SIGINT: finish in-flight
+//! batches, commit them, flush the producer, leave the group).
 
-use crate::config::ProcessingGuarantee;
+use crate::config::RuntimeConfig;
+use crate::config::{ProcessingGuarantee, StandbyMode};
+use crate::context::{OwnTopics, Shared};
+use crate::error::RuntimeError;
 use crate::handler::Handler;
 use crate::partitions::{MembershipWatch, Partitions, RebalanceContext};
-use crate::standby::{FollowerSetup, Standby, StandbyMode};
-use crate::transactions::{self, CommitQueue, Committer, Pending, TransactionClock};
-use crate::{RuntimeConfig, RuntimeError};
+use crate::standby::{FollowerSetup, Standby};
+use crate::transactions::{self, Committer, Pending, TransactionClock};
 use anyhow::Context as _;
 use axum::Router;
 use d2c_platform::admin::{self, Readiness};
@@ -21,7 +23,7 @@ use d2c_topology::TopicNames;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,65 +32,6 @@ use std::time::Duration;
 pub struct ProcessorSpec {
     pub service: &'static str,
     pub default_admin_port: u16,
-}
-
-/// Physical topic names this processor uses itself.
-#[derive(Debug, Clone)]
-pub(crate) struct OwnTopics {
-    pub input: String,
-    pub changelog: String,
-    pub dead_letter: String,
-}
-
-/// What every partition worker shares.
-pub(crate) struct Shared {
-    pub service: &'static str,
-    pub config: RuntimeConfig,
-    pub names: TopicNames,
-    pub topics: OwnTopics,
-    pub handler: Arc<dyn Handler>,
-    pub producer: KafkaProducer,
-    pub store: Store,
-    /// (partition, offset) of batches made durable, for the poll thread to
-    /// store for the next auto-commit (`at_least_once` only).
-    pub offsets: Sender<(i32, i64)>,
-    /// Where workers hand batches to the transaction committer
-    /// (`exactly_once` only).
-    pub commits: Option<CommitQueue>,
-    /// (partition, offset) of partitions whose store is current, for the
-    /// poll thread to seek to and resume.
-    pub resumes: Sender<(i32, Offset)>,
-    /// Held while stores are restored: one assignment at a time (and no
-    /// standby store set up meanwhile).
-    pub restoring: Arc<Mutex<()>>,
-    /// The warm standby follower (`D2C_STANDBY=all`).
-    pub standby: Option<Standby>,
-    /// Assigned partitions whose store is not current yet; the instance is
-    /// ready once none is left.
-    pub opening: AtomicUsize,
-    pub readiness: Arc<Readiness>,
-    /// Set when the instance cannot go on (an assignment that cannot be
-    /// honoured, a broken producer); the poll loop then stops the process.
-    pub fatal: Arc<Mutex<Option<RuntimeError>>>,
-    pub runtime: tokio::runtime::Handle,
-}
-
-impl Shared {
-    /// One more assigned partition has its store current (or was revoked
-    /// before): the first assignment is ready once all have.
-    pub fn partition_opened(&self) {
-        if self.opening.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.readiness.assigned.store(true, Ordering::Release);
-        }
-    }
-
-    pub fn record_fatal(&self, error: RuntimeError) {
-        tracing::error!(%error, "The instance cannot go on and will stop");
-        *self
-            .fatal
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
-    }
 }
 
 /// Run a processor until SIGTERM/SIGINT, or until it cannot go on.
@@ -314,6 +257,12 @@ struct PollChannels {
     resume_requests: Receiver<(i32, Offset)>,
 }
 
+/// What a committer reads the group's metadata from: the consumer itself.
+fn group_metadata(consumer: &Arc<BaseConsumer<RebalanceContext>>) -> transactions::GroupMetadata {
+    let consumer = Arc::clone(consumer);
+    Arc::new(move || consumer.group_metadata())
+}
+
 /// The transactional producers and the threads that commit batches with
 /// them, sharing one queue. The first keeps the configured transactional id
 /// (as before there were several); the others add `-<n>`.
@@ -347,7 +296,7 @@ async fn start_committers(
             producer,
             base,
             transactional_id,
-            consumer: Arc::clone(consumer),
+            group_metadata: group_metadata(consumer),
             input_topic: shared.topics.input.clone(),
             changelog_topic: shared.topics.changelog.clone(),
             timeout,

@@ -13,8 +13,8 @@
 //! the sink gives it up), starts no other, and the stored offsets are
 //! committed synchronously before the group is left.
 
+use crate::error::RuntimeError;
 use crate::stuck::Waiting;
-use crate::RuntimeError;
 use d2c_platform::kafka::group_consumer_config;
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
 use d2c_platform::metrics::METRICS;

@@ -24,8 +24,8 @@
 //! (`follow`, called by the revocation) and no restore is running (the
 //! follower takes the restore lock while it sets a store up).
 
-use crate::restore::{changelog_record, resumable_checkpoint, Groups};
-use crate::RuntimeError;
+use crate::changelog::{changelog_record, resumable_checkpoint, Groups};
+use crate::error::RuntimeError;
 use d2c_platform::kafka::assigned_consumer_config;
 use d2c_platform::lag::{enable_statistics, LagContext};
 use d2c_platform::metrics::METRICS;
@@ -33,32 +33,9 @@ use d2c_state::{applied_offset_key, Entry, PartitionStore, Store};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashSet};
-use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
-
-/// `D2C_STANDBY`: which stores an instance keeps warm besides its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StandbyMode {
-    /// Only owned partitions have a store; a takeover restores from the
-    /// changelog (Kafka Streams' default, `num.standby.replicas=0`).
-    None,
-    /// Every partition of the service this instance does not own.
-    All,
-}
-
-impl FromStr for StandbyMode {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "none" => Ok(Self::None),
-            "all" => Ok(Self::All),
-            other => Err(format!("{other:?} is not a standby mode: use none or all")),
-        }
-    }
-}
 
 /// What the follower needs from its instance.
 pub(crate) struct FollowerSetup {
@@ -355,7 +332,7 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use super::StandbyMode;
+    use crate::config::StandbyMode;
 
     #[test]
     fn standby_modes_parse_and_others_are_refused() {

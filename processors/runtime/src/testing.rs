@@ -3,7 +3,7 @@
 //! (read through the batch's overlay, then commit the changes).
 
 use crate::handler::Destination;
-use crate::{Effects, Handler, HandlerError, Incoming, Outgoing};
+use crate::handler::{Effects, Handler, HandlerError, Incoming, Outgoing};
 use d2c_proto::Envelope;
 use d2c_state::{ChangeSet, Overlay, PartitionStore, Store, StoreOptions};
 

@@ -22,12 +22,11 @@
 //! flight (its worker waits for the commit), so its batches still commit in
 //! order, whichever producer carries them.
 
-use crate::partitions::RebalanceContext;
-use crate::worker::Record;
-use crate::RuntimeError;
+use crate::error::RuntimeError;
+use crate::outbox::Record;
 use d2c_platform::metrics::METRICS;
 use d2c_platform::producer::KafkaProducer;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -122,13 +121,18 @@ impl TransactionClock {
     }
 }
 
+/// Reads the consumer's group metadata at the moment of a commit.
+pub(crate) type GroupMetadata = Arc<dyn Fn() -> Option<ConsumerGroupMetadata> + Send + Sync>;
+
 /// The committer thread's inputs.
 pub(crate) struct Committer {
     pub producer: KafkaProducer,
     /// What a new producer is made from after this one is fenced.
     pub base: rdkafka::config::ClientConfig,
     pub transactional_id: String,
-    pub consumer: Arc<BaseConsumer<RebalanceContext>>,
+    /// The consumer group's current metadata (generation, member id), sent
+    /// with each transaction's offsets so a fenced member cannot commit.
+    pub group_metadata: GroupMetadata,
     pub input_topic: String,
     pub changelog_topic: String,
     pub timeout: Duration,
@@ -201,10 +205,7 @@ impl Committer {
     /// One transaction: begin, produce, send offsets, commit. On failure
     /// the transaction is aborted, so nothing of it is ever read.
     fn transact(&self, round: &[Pending], broken: &Cell<bool>) -> Result<Vec<Option<i64>>, String> {
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or("the consumer has no group metadata yet")?;
+        let metadata = (self.group_metadata)().ok_or("the consumer has no group metadata yet")?;
         self.producer
             .begin_transaction()
             .map_err(|error| failed("begin", error, broken))?;

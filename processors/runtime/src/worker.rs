@@ -26,8 +26,9 @@
 //! is durable, so business counters count a batch once however often it was
 //! handled.
 
+use crate::context::Shared;
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
-use crate::run::Shared;
+use crate::outbox::{changelog_records, send_all, Record};
 use crate::transactions::{CommitQueue, Pending};
 use d2c_platform::kafka::envelope_of;
 use d2c_platform::metrics::METRICS;
@@ -37,61 +38,11 @@ use d2c_state::{
     applied_offset_key, changelog_checkpoint_entry, changelog_outbox_entry, encode_offset,
     ChangeSet, Entry, Overlay, PartitionStore, StateError,
 };
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureRecord;
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// A record ready for the producer: physical topic, optional fixed partition.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub topic: String,
-    pub partition: Option<i32>,
-    pub key: Vec<u8>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    /// Hands the record to a producer's queue. A full queue returns the
-    /// record back (`Ok(Err(..))`) so the caller waits in its own way: the
-    /// worker yields to tokio, the committer thread sleeps.
-    pub(crate) fn enqueue(
-        &self,
-        producer: &d2c_platform::producer::KafkaProducer,
-    ) -> Result<Option<d2c_platform::producer::DeliveryFuture>, String> {
-        let headers = self
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .key(self.key.as_slice())
-            .headers(headers);
-        if let Some(payload) = &self.payload {
-            future_record = future_record.payload(payload.as_slice());
-        }
-        if let Some(partition) = self.partition {
-            future_record = future_record.partition(partition);
-        }
-        match producer.send_result(future_record) {
-            Ok(delivery) => Ok(Some(delivery)),
-            Err((error, _))
-                if error.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-            {
-                Ok(None)
-            }
-            Err((error, _)) => Err(format!("enqueue to {} failed: {error}", self.topic)),
-        }
-    }
-}
 
 /// What a batch decided, before anything is made durable.
 #[derive(Default)]
@@ -239,7 +190,11 @@ async fn commit_in_transaction(
     let partition = store.partition();
     let started = Instant::now();
     let mut records = plan.records.clone();
-    records.extend(changelog_records(shared, partition, &plan.entries));
+    records.extend(changelog_records(
+        &shared.topics.changelog,
+        partition,
+        &plan.entries,
+    ));
     let committed = retry(revoked, "commit the transaction", || {
         let (done, answer) = oneshot::channel();
         let queued = queue.send(Pending {
@@ -318,7 +273,9 @@ async fn commit_in_steps(
 ) -> Outcome {
     let started = Instant::now();
     if retry(revoked, "produce outgoing messages", || async {
-        send_all(shared, &plan.records).await.map_err(transient)
+        send_all(&shared.producer, &plan.records)
+            .await
+            .map_err(transient)
     })
     .await
     .is_none()
@@ -349,17 +306,21 @@ async fn commit_in_steps(
     shared.handler.committed(&plan.outgoing);
 
     let started = Instant::now();
-    let changelog = changelog_records(shared, store.partition(), &plan.entries);
+    let changelog = changelog_records(&shared.topics.changelog, store.partition(), &plan.entries);
     crate::faults::point("after-commit", || {});
     crate::faults::point("mid-changelog", || {
         let half = &changelog[..changelog.len() / 2];
-        let _ = tokio::task::block_in_place(|| shared.runtime.block_on(send_all(shared, half)));
+        let _ = tokio::task::block_in_place(|| {
+            shared.runtime.block_on(send_all(&shared.producer, half))
+        });
     });
     // Past this point the batch is committed; the offset moves on even if the
     // partition is revoked before the changelog catches up: the outbox keeps
     // the entries for whoever owns the partition next (see `restore`).
     let appended = retry(revoked, "append changelog", || async {
-        send_all(shared, &changelog).await.map_err(transient)
+        send_all(&shared.producer, &changelog)
+            .await
+            .map_err(transient)
     });
     match appended.await {
         Some(Some(last)) => {
@@ -567,49 +528,6 @@ fn dead_letter(shared: &Shared, message: &OwnedMessage, reason: &str) -> Record 
         payload: message.payload().map(<[u8]>::to_vec),
         headers,
     }
-}
-
-pub(crate) fn changelog_records(shared: &Shared, partition: i32, entries: &[Entry]) -> Vec<Record> {
-    entries
-        .iter()
-        .map(|entry| Record {
-            topic: shared.topics.changelog.clone(),
-            partition: Some(partition),
-            key: entry.key.clone(),
-            payload: entry.value.clone(),
-            headers: Vec::new(),
-        })
-        .collect()
-}
-
-/// Enqueue every record in order, then wait for all acknowledgements. Records
-/// are enqueued one by one (waiting out a full queue) so that order within a
-/// partition is the order given.
-pub(crate) async fn send_all(shared: &Shared, records: &[Record]) -> Result<Option<i64>, String> {
-    let mut deliveries = Vec::with_capacity(records.len());
-    for record in records {
-        loop {
-            match record.enqueue(&shared.producer)? {
-                Some(delivery) => {
-                    deliveries.push((record.topic.as_str(), delivery));
-                    break;
-                }
-                None => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    }
-    let mut highest = None;
-    for (topic, delivery) in deliveries {
-        match delivery.await {
-            Ok(Ok(delivery)) => {
-                METRICS.messages_produced.with_label_values(&[topic]).inc();
-                highest = highest.max(Some(delivery.offset));
-            }
-            Ok(Err((error, _))) => return Err(format!("delivery to {topic} failed: {error}")),
-            Err(_) => return Err(format!("delivery to {topic} was cancelled")),
-        }
-    }
-    Ok(highest)
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(50);

@@ -16,7 +16,7 @@
 
 use d2c_integration::harness::{test_partitions, Platform};
 use d2c_integration::kafka::{produce_message, read_all, Record};
-use d2c_inventory::InventoryHandler;
+use d2c_inventory::handler;
 use d2c_proto::inventory::v1::AdjustStock;
 use d2c_proto::Envelope;
 use d2c_runtime::{Effects, Handler, Incoming};
@@ -82,6 +82,7 @@ fn dump(dir: &Path) -> Contents {
 fn replay(inputs: &[Record]) -> Contents {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+    let inventory = handler();
     let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
     for record in inputs {
         by_partition
@@ -107,7 +108,7 @@ fn replay(inputs: &[Record]) -> Contents {
                 base: &partition_store,
                 changes: &empty,
             };
-            InventoryHandler
+            inventory
                 .handle(&state, &incoming, &mut effects)
                 .expect("handled");
             partition_store

@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint of a processor: liveness, readiness, metrics, and
-//! whatever routes the service adds (see `run_with_routes`).
+//! whatever routes the service adds (see `d2c_runtime::Processor::http`).
 
 use crate::metrics::METRICS;
 use axum::extract::State;

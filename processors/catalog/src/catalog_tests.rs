@@ -1,7 +1,7 @@
 //! Handler tests against a real (temporary) RocksDB store, run the way the
 //! runtime runs them: one message at a time, changes committed after each.
 
-use crate::{CatalogHandler, CatalogRead};
+use crate::{handler, CatalogRead};
 use d2c_proto::catalog::v1::{
     product_reply, ArchiveProduct, CreateProduct, GetProduct, Price, Product, ProductArchived,
     ProductCreated, ProductReply, ProductUpdated, UpdateProduct, Variant,
@@ -9,6 +9,7 @@ use d2c_proto::catalog::v1::{
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::Envelope;
 use d2c_runtime::handler::Outgoing;
+use d2c_runtime::router::Router;
 use d2c_runtime::testing::{on_topic, replies, TestEnv};
 use d2c_runtime::Effects;
 use d2c_topology::topic;
@@ -18,7 +19,7 @@ const T0: i64 = 1_700_000_000_000;
 
 /// The shared handler test environment; this crate's helpers are on
 /// [`Helpers`].
-type Fixture = TestEnv<CatalogHandler>;
+type Fixture = TestEnv<Router>;
 
 trait Helpers {
     fn stored(&self, product_id: &str) -> Option<Product>;
@@ -115,7 +116,7 @@ fn only_event<M: Message + Name + Default>(effects: &Effects) -> (Vec<u8>, M) {
 
 #[test]
 fn catalog_create_answers_records_and_announces() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     let effects = fx.handle(&create("P-1"));
     let product = product_of(&effects);
     assert_eq!(product.product_id, "P-1");
@@ -140,7 +141,7 @@ fn catalog_create_answers_records_and_announces() {
 
 #[test]
 fn catalog_validation_names_the_field() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     type Change = Box<dyn Fn(&mut CreateProduct)>;
     let cases: Vec<(Change, &str)> = vec![
         (Box::new(|c| c.product_id = String::new()), "product_id"),
@@ -198,7 +199,7 @@ fn catalog_validation_names_the_field() {
 
 #[test]
 fn catalog_create_retry_answers_the_product_and_changes_nothing() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     let first = product_of(&fx.handle(&create("P-1")));
     let retry = fx.handle(&create("P-1"));
     assert_eq!(product_of(&retry), first);
@@ -208,7 +209,7 @@ fn catalog_create_retry_answers_the_product_and_changes_nothing() {
 
 #[test]
 fn catalog_conflicting_create_is_refused() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     let first = product_of(&fx.handle(&create("P-1")));
     let mut other = create("P-1");
     other.variants[0].prices[0].amount_minor = 5_000;
@@ -218,7 +219,7 @@ fn catalog_conflicting_create_is_refused() {
 
 #[test]
 fn catalog_update_checks_the_version() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     fx.handle(&create("P-1"));
     assert_rejected(
         &fx.handle(&update("P-1", 2, "Stale")),
@@ -253,7 +254,7 @@ fn catalog_update_checks_the_version() {
 
 #[test]
 fn catalog_archive_is_idempotent_and_final() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     fx.handle(&create("P-1"));
     let archive = ArchiveProduct {
         product_id: "P-1".into(),
@@ -288,7 +289,7 @@ fn catalog_archive_is_idempotent_and_final() {
 
 #[test]
 fn catalog_get_unknown_is_not_found() {
-    let mut fx = Fixture::new(CatalogHandler);
+    let mut fx = Fixture::new(handler());
     for product_id in ["P-404", "", "bad id"] {
         assert_rejected(
             &fx.handle(&GetProduct {
@@ -302,11 +303,11 @@ fn catalog_get_unknown_is_not_found() {
 
 #[test]
 fn catalog_unknown_message_is_malformed() {
-    let fx = Fixture::new(CatalogHandler);
+    let fx = Fixture::new(handler());
     let envelope = Envelope::new("d2c.catalog.v1.Nope".into(), uuid::Uuid::from_u128(9), T0);
     let error = fx
         .test
-        .handle(&CatalogHandler, &envelope, &[])
+        .handle(&handler(), &envelope, &[])
         .expect_err("unknown type");
     assert!(!error.is_retryable());
 }
@@ -342,7 +343,7 @@ fn catalog_replay_gives_identical_effects() {
         );
         messages
     };
-    let mut first = Fixture::new(CatalogHandler);
+    let mut first = Fixture::new(handler());
     let messages = script(&mut first);
     let run = |fx: &mut Fixture| -> Vec<(Vec<Outgoing>, Vec<d2c_state::Entry>)> {
         messages
@@ -356,7 +357,7 @@ fn catalog_replay_gives_identical_effects() {
             .collect()
     };
     let once = run(&mut first);
-    let mut second = Fixture::new(CatalogHandler);
+    let mut second = Fixture::new(handler());
     let twice = run(&mut second);
     assert_eq!(once, twice);
     assert_eq!(first.stored("P-1"), second.stored("P-1"));

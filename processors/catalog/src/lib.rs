@@ -48,38 +48,26 @@ pub use table::{CatalogRead, CatalogWrite};
 
 use d2c_proto::catalog::v1::{ArchiveProduct, CreateProduct, GetProduct, UpdateProduct};
 use d2c_runtime::router::Router;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
-use d2c_state::StateRead;
+use d2c_runtime::Processor;
 
 pub const SERVICE: &str = "catalog";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9104;
 
-#[derive(Debug, Default)]
-pub struct CatalogHandler;
+/// The catalog processor, ready to run.
+pub fn processor() -> Processor {
+    Processor::new(SERVICE, DEFAULT_ADMIN_PORT).handler(handler())
+}
 
 /// Every command and query catalog handles, by type.
-static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
-    Router::new()
+///
+/// `UpdateProduct` without an expected version bumps the version each
+/// time it is applied, so copies are dropped by message id.
+pub fn handler() -> Router {
+    Router::new(SERVICE)
+        .dedupe()
         .on::<CreateProduct, _>(create_product::apply)
         .on::<UpdateProduct, _>(update_product::apply)
         .on::<ArchiveProduct, _>(archive_product::apply)
         .on::<GetProduct, _>(get_product::apply)
-});
-
-impl Handler for CatalogHandler {
-    /// `UpdateProduct` without an expected version bumps the version each
-    /// time it is applied, so copies are dropped by message id.
-    fn dedupe_by_message_id(&self) -> bool {
-        true
-    }
-
-    fn handle(
-        &self,
-        state: &dyn StateRead,
-        message: &Incoming<'_>,
-        effects: &mut Effects,
-    ) -> Result<(), HandlerError> {
-        ROUTES.dispatch(SERVICE, state, message, effects)
-    }
 }

@@ -2,7 +2,7 @@
 //! runtime runs them: one message at a time, changes committed after each.
 
 use crate::checkout_cart::request_hash;
-use crate::{Account, CartRead, CustomerRead, CustomersHandler};
+use crate::{handler, Account, CartRead, CustomerRead};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::customers::v1::{
     cart_reply, credentials_reply, customer_reply, AddAddress, Address, Cart, CartCheckedOut,
@@ -13,6 +13,7 @@ use d2c_proto::customers::v1::{
 use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use d2c_proto::{ids, Envelope, ReplyTo};
 use d2c_runtime::handler::{Destination, Outgoing};
+use d2c_runtime::router::Router;
 use d2c_runtime::testing::{replies, TestEnv};
 use d2c_runtime::Effects;
 use d2c_topology::topic;
@@ -24,7 +25,7 @@ const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
 
 /// The shared handler test environment; this crate's helpers are on
 /// [`Helpers`].
-type Fixture = TestEnv<CustomersHandler>;
+type Fixture = TestEnv<Router>;
 
 trait Helpers {
     fn account(&self, customer_id: &str) -> Option<Account>;
@@ -242,7 +243,7 @@ fn assert_unchanged_cart(effects: &Effects, expected: &Cart) {
 
 #[test]
 fn customers_register_answers_records_and_announces() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let effects = fx.handle(&register(EMAIL, HASH));
     let customer = customer_of(&effects);
     assert_eq!(
@@ -281,7 +282,7 @@ fn customers_register_answers_records_and_announces() {
 
 #[test]
 fn customers_register_retry_answers_and_duplicate_email_conflicts() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let first = customer_of(&fx.handle(&register(EMAIL, HASH)));
     assert_unchanged_customer(&fx.handle(&register(EMAIL, HASH)), &first);
 
@@ -300,7 +301,7 @@ fn customers_register_retry_answers_and_duplicate_email_conflicts() {
 
 #[test]
 fn customers_register_refuses_an_id_not_derived_from_the_email() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let mut command = register(EMAIL, HASH);
     command.customer_id = ids::customer_id("bob@example.com").to_string();
     assert_rejected(&fx.handle(&command), Code::Invalid, "email");
@@ -314,7 +315,7 @@ fn customers_register_refuses_an_id_not_derived_from_the_email() {
 
 #[test]
 fn customers_email_is_normalised() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let shouted = register("  Ann@Example.COM ", HASH);
     assert_eq!(shouted.customer_id, ann(), "one id for both spellings");
     let customer = customer_of(&fx.handle(&shouted));
@@ -330,7 +331,7 @@ fn customers_email_is_normalised() {
 
 #[test]
 fn customers_register_validation_names_the_field() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let long_email = format!("{}@example.com", "a".repeat(243));
     let cases: Vec<(RegisterCustomer, &str)> = vec![
         (register("no-at-sign", HASH), "email"),
@@ -369,7 +370,7 @@ fn customers_register_validation_names_the_field() {
 
 #[test]
 fn customers_credentials_are_answered_never_announced() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     let effects = fx.handle(&GetCredentials {
         customer_id: customer_id.clone(),
@@ -395,7 +396,7 @@ fn customers_credentials_are_answered_never_announced() {
 
 #[test]
 fn customers_get_unknown_is_not_found() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     for customer_id in [ann(), String::new(), "x/y".into()] {
         assert_rejected(
             &fx.handle(&GetCustomer { customer_id }),
@@ -409,7 +410,7 @@ fn customers_get_unknown_is_not_found() {
 
 #[test]
 fn customers_add_address_records_announces_and_retries() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     let effects = fx.handle(&add_address(&customer_id, address("home")));
     let customer = customer_of(&effects);
@@ -447,7 +448,7 @@ fn customers_add_address_records_announces_and_retries() {
 
 #[test]
 fn customers_address_validation_names_the_field() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     type Change = Box<dyn Fn(&mut Address)>;
     let cases: Vec<(Change, &str)> = vec![
@@ -503,7 +504,7 @@ fn customers_address_validation_names_the_field() {
 
 #[test]
 fn customers_address_of_unknown_customer_is_not_found() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     assert_rejected(
         &fx.handle(&add_address(&ann(), address("home"))),
         Code::NotFound,
@@ -521,7 +522,7 @@ fn customers_address_of_unknown_customer_is_not_found() {
 
 #[test]
 fn customers_remove_address() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     fx.handle(&add_address(&customer_id, address("home")));
     fx.handle(&add_address(&customer_id, address("work")));
@@ -547,7 +548,7 @@ fn customers_remove_address() {
 
 #[test]
 fn customers_at_most_twenty_addresses() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     for index in 0..20 {
         let id = format!("a{index}");
@@ -571,7 +572,7 @@ fn customers_at_most_twenty_addresses() {
 
 #[test]
 fn customers_create_cart_retry_and_currency_conflict() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     let effects = fx.handle(&create_cart(&customer_id, "C-1", "EUR"));
     let cart = cart_of(&effects);
@@ -609,7 +610,7 @@ fn customers_create_cart_retry_and_currency_conflict() {
 
 #[test]
 fn customers_open_carts_are_limited_and_a_checkout_frees_a_place() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.registered();
     for index in 0..crate::create_cart::MAX_OPEN_CARTS {
         cart_of(&fx.handle(&create_cart(
@@ -655,7 +656,7 @@ fn customers_open_carts_are_limited_and_a_checkout_frees_a_place() {
 
 #[test]
 fn customers_create_cart_refusals() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     assert_rejected(
         &fx.handle(&create_cart(&ann(), "C-1", "EUR")),
         Code::NotFound,
@@ -679,7 +680,7 @@ fn customers_create_cart_refusals() {
 
 #[test]
 fn customers_set_line_adds_changes_and_removes() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[]);
     let added = fx.handle(&set_line(&customer_id, "C-1", "SKU-1", 2, 1_500));
     let cart = cart_of(&added);
@@ -725,7 +726,7 @@ fn customers_set_line_adds_changes_and_removes() {
 
 #[test]
 fn customers_set_line_limits() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[]);
     let cases = [
         (set_line(&customer_id, "C-1", "", 1, 100), "sku"),
@@ -778,7 +779,7 @@ fn customers_set_line_limits() {
 
 #[test]
 fn customers_set_line_on_missing_or_foreign_cart_is_not_found() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let ann_id = fx.cart_with(&[]);
     let bob = register("bob@example.com", HASH);
     let bob_id = customer_of(&fx.handle(&bob)).customer_id;
@@ -805,7 +806,7 @@ fn customers_set_line_on_missing_or_foreign_cart_is_not_found() {
 
 #[test]
 fn customers_checkout_forwards_one_place_order_and_announces() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500), ("SKU-2", 1, 900)]);
     let envelope = fx.envelope::<CheckoutCart>();
     let effects = fx.handle_as(&envelope, &checkout(&customer_id, "key-1").encode_to_vec());
@@ -860,7 +861,7 @@ fn customers_checkout_forwards_one_place_order_and_announces() {
 
 #[test]
 fn customers_checkout_retry_forwards_the_same_place_order() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500)]);
     let first = fx.handle(&checkout(&customer_id, "key-1"));
     let (_, placed) = only_forwarded(&first);
@@ -886,7 +887,7 @@ fn customers_checkout_retry_forwards_the_same_place_order() {
 
 #[test]
 fn customers_checkout_under_another_key_is_an_illegal_transition() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500)]);
     fx.handle(&checkout(&customer_id, "key-1"));
     let refused = assert_rejected(
@@ -911,7 +912,7 @@ fn customers_checkout_under_another_key_is_an_illegal_transition() {
 
 #[test]
 fn customers_checkout_refusals() {
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[]);
     let refused = assert_rejected(
         &fx.handle(&checkout(&customer_id, "key-1")),
@@ -953,11 +954,11 @@ fn customers_checkout_refusals() {
 
 #[test]
 fn customers_unknown_message_is_malformed() {
-    let fx = Fixture::new(CustomersHandler);
+    let fx = Fixture::new(handler());
     let envelope = Envelope::new("d2c.customers.v1.Nope".into(), uuid::Uuid::from_u128(9), T0);
     let error = fx
         .test
-        .handle(&CustomersHandler, &envelope, &[])
+        .handle(&handler(), &envelope, &[])
         .expect_err("unknown type");
     assert!(matches!(error, d2c_runtime::HandlerError::Malformed(_)));
     assert!(!error.is_retryable());
@@ -965,7 +966,7 @@ fn customers_unknown_message_is_malformed() {
     let garbage = Envelope::new(RegisterCustomer::full_name(), uuid::Uuid::from_u128(10), T0);
     let error = fx
         .test
-        .handle(&CustomersHandler, &garbage, &[0xff, 0xff, 0xff])
+        .handle(&handler(), &garbage, &[0xff, 0xff, 0xff])
         .expect_err("bad payload");
     assert!(matches!(error, d2c_runtime::HandlerError::Malformed(_)));
 }
@@ -975,7 +976,7 @@ fn customers_replay_gives_identical_effects() {
     // The same messages (same envelopes) against the same starting state
     // produce byte-identical effects: nothing depends on a clock.
     let customer_id = ann();
-    let mut first = Fixture::new(CustomersHandler);
+    let mut first = Fixture::new(handler());
     let messages: Vec<(Envelope, Vec<u8>)> = vec![
         (
             first.envelope::<RegisterCustomer>(),
@@ -1010,7 +1011,7 @@ fn customers_replay_gives_identical_effects() {
             .collect()
     };
     let once = run(&mut first);
-    let mut second = Fixture::new(CustomersHandler);
+    let mut second = Fixture::new(handler());
     let twice = run(&mut second);
     assert_eq!(once, twice);
     assert_eq!(
@@ -1022,7 +1023,7 @@ fn customers_replay_gives_identical_effects() {
 #[test]
 fn customers_a_cart_refused_on_price_opens_again_repriced_once() {
     use d2c_proto::customers::v1::{CartReopened, ReopenCart, RepricedLine};
-    let mut fx = Fixture::new(CustomersHandler);
+    let mut fx = Fixture::new(handler());
     let customer_id = fx.cart_with(&[("SKU-1", 2, 1_500), ("SKU-2", 1, 900)]);
     let first = fx.handle(&checkout(&customer_id, "key-1"));
     let (_, placed) = only_forwarded(&first);

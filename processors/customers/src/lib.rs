@@ -79,19 +79,20 @@ use d2c_proto::customers::v1::{
     RemoveAddress, ReopenCart, SetCartLine,
 };
 use d2c_runtime::router::Router;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
-use d2c_state::StateRead;
+use d2c_runtime::Processor;
 
 pub const SERVICE: &str = "customers";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9105;
 
-#[derive(Debug, Default)]
-pub struct CustomersHandler;
+/// The customers processor, ready to run.
+pub fn processor() -> Processor {
+    Processor::new(SERVICE, DEFAULT_ADMIN_PORT).handler(handler())
+}
 
 /// Every command and query customers handles, by type.
-static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
-    Router::new()
+pub fn handler() -> Router {
+    Router::new(SERVICE)
         .on::<RegisterCustomer, _>(register::apply)
         .on::<GetCustomer, _>(get_customer::apply)
         .on::<GetCredentials, _>(credentials::apply)
@@ -102,15 +103,4 @@ static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
         .on::<GetCart, _>(get_cart::apply)
         .on::<CheckoutCart, _>(checkout_cart::apply)
         .on::<ReopenCart, _>(reopen_cart::apply)
-});
-
-impl Handler for CustomersHandler {
-    fn handle(
-        &self,
-        state: &dyn StateRead,
-        message: &Incoming<'_>,
-        effects: &mut Effects,
-    ) -> Result<(), HandlerError> {
-        ROUTES.dispatch(SERVICE, state, message, effects)
-    }
 }

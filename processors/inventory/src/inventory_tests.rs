@@ -1,13 +1,14 @@
 //! Handler tests against a real (temporary) RocksDB store, run the way the
 //! runtime runs them: one message at a time, changes committed after each.
 
-use crate::{InventoryHandler, InventoryRead};
+use crate::{handler, InventoryRead};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::inventory::v1::{
     stock_changed::Reason, stock_reply, AdjustStock, CommitStock, GetStock, ReleaseStock,
     ReservationResult, ReservationStatus, ReserveStock, SetStock, StockChanged, StockLevel,
     StockRecord, StockRefused, StockReply,
 };
+use d2c_runtime::router::Router;
 use d2c_runtime::testing::{on_topic, replies, TestEnv};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_topology::topic;
@@ -15,7 +16,7 @@ use prost::{Message, Name};
 
 /// The shared handler test environment; this crate's helpers are on
 /// [`Helpers`].
-type Fixture = TestEnv<InventoryHandler>;
+type Fixture = TestEnv<Router>;
 
 trait Helpers {
     fn stock(&self, sku: &str) -> Option<StockRecord>;
@@ -120,7 +121,7 @@ fn level(sku: &str, on_hand: i64, reserved: i64, sold: i64) -> StockLevel {
 
 #[test]
 fn set_stock_records_announces_and_answers() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     let effects = fx.handle(&SetStock {
         sku: "SKU-1".into(),
         on_hand: 10,
@@ -138,7 +139,7 @@ fn set_stock_records_announces_and_answers() {
 
 #[test]
 fn set_stock_rejects_invalid_fields() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     let rejection = rejection_of(fx.set("", 1));
     assert_eq!(
         (rejection.code, rejection.field.as_str()),
@@ -159,7 +160,7 @@ fn set_stock_rejects_invalid_fields() {
 
 #[test]
 fn set_stock_below_reserved_is_refused() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 6);
     let effects = fx.handle(&SetStock {
@@ -179,7 +180,7 @@ fn set_stock_below_reserved_is_refused() {
 
 #[test]
 fn reserve_within_stock_holds_units_and_answers_orders() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 10);
     let effects = fx.reserve("o-1", "SKU-1", 4);
     assert_eq!(
@@ -211,7 +212,7 @@ fn reserve_within_stock_holds_units_and_answers_orders() {
 
 #[test]
 fn reserve_beyond_stock_is_refused_and_never_negative() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 5);
     assert!(reservation_result(&fx.reserve("o-1", "SKU-1", 3)).reserved);
     let effects = fx.reserve("o-2", "SKU-1", 3);
@@ -244,7 +245,7 @@ fn reserve_beyond_stock_is_refused_and_never_negative() {
 
 #[test]
 fn duplicate_reserve_answers_identically_and_changes_nothing() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 5);
     let first = reservation_result(&fx.reserve("o-1", "SKU-1", 4));
     let retry = fx.reserve("o-1", "SKU-1", 4);
@@ -272,7 +273,7 @@ fn duplicate_reserve_answers_identically_and_changes_nothing() {
 
 #[test]
 fn release_returns_reserved_units() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 5);
     fx.reserve("o-1", "SKU-1", 5);
     let effects = fx.release("o-1", "SKU-1");
@@ -294,7 +295,7 @@ fn release_returns_reserved_units() {
 
 #[test]
 fn release_before_reserve_leaves_a_tombstone() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 5);
     let effects = fx.release("o-1", "SKU-1");
     assert!(effects.outgoing().is_empty());
@@ -319,7 +320,7 @@ fn release_before_reserve_leaves_a_tombstone() {
 
 #[test]
 fn commit_moves_reserved_to_sold() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 3);
     let effects = fx.commit("o-1", "SKU-1");
@@ -339,7 +340,7 @@ fn commit_moves_reserved_to_sold() {
 
 #[test]
 fn release_of_committed_returns_stock() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 10);
     fx.reserve("o-1", "SKU-1", 3);
     fx.commit("o-1", "SKU-1");
@@ -355,7 +356,7 @@ fn release_of_committed_returns_stock() {
 
 #[test]
 fn adjustment_counts_once_per_id() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     fx.set("SKU-1", 10);
     let adjust = |delta: i64, id: &str| AdjustStock {
         sku: "SKU-1".into(),
@@ -396,7 +397,7 @@ fn adjustment_counts_once_per_id() {
 
 #[test]
 fn get_stock_answers_the_level_or_not_found() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     let unknown = fx.handle(&GetStock {
         sku: "SKU-404".into(),
     });
@@ -417,7 +418,7 @@ fn get_stock_answers_the_level_or_not_found() {
 
 #[test]
 fn unknown_types_and_missing_ids_are_malformed() {
-    let mut fx = Fixture::new(InventoryHandler);
+    let mut fx = Fixture::new(handler());
     let mut envelope = fx.envelope::<GetStock>();
     envelope.message_type = "d2c.inventory.v1.Nonsense".into();
     assert!(matches!(
@@ -438,8 +439,8 @@ fn unknown_types_and_missing_ids_are_malformed() {
 
 #[test]
 fn replaying_a_message_gives_identical_effects() {
-    let mut a = Fixture::new(InventoryHandler);
-    let mut b = Fixture::new(InventoryHandler);
+    let mut a = Fixture::new(handler());
+    let mut b = Fixture::new(handler());
     for fx in [&mut a, &mut b] {
         fx.set("SKU-1", 5);
     }
@@ -466,7 +467,7 @@ fn random_saga_sequences_keep_invariants() {
     const SKUS: [&str; 2] = ["SKU-A", "SKU-B"];
     const ORDERS: [&str; 6] = ["o-1", "o-2", "o-3", "o-4", "o-5", "o-6"];
     for seed in [1_u64, 7, 42] {
-        let mut fx = Fixture::new(InventoryHandler);
+        let mut fx = Fixture::new(handler());
         let mut random = Lcg(seed);
         let mut total = [0_i64; 2];
         let (mut granted, mut committed) = (0, 0);

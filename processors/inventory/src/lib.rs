@@ -73,40 +73,28 @@ use d2c_proto::inventory::v1::{
     AdjustStock, CommitStock, GetStock, ReleaseStock, ReserveStock, SetStock,
 };
 use d2c_runtime::router::Router;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
-use d2c_state::StateRead;
+use d2c_runtime::Processor;
 
 pub const SERVICE: &str = "inventory";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9102;
 
-#[derive(Debug, Default)]
-pub struct InventoryHandler;
+/// The inventory processor, ready to run.
+pub fn processor() -> Processor {
+    Processor::new(SERVICE, DEFAULT_ADMIN_PORT).handler(handler())
+}
 
 /// Every command and query inventory handles, by type.
-static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
-    Router::new()
+///
+/// `SetStock` is an absolute set: applied again after an `AdjustStock`
+/// it would undo the adjustment, so copies are dropped by message id.
+pub fn handler() -> Router {
+    Router::new(SERVICE)
+        .dedupe()
         .on::<ReserveStock, _>(reserve_stock::apply)
         .on::<ReleaseStock, _>(release_stock::apply)
         .on::<CommitStock, _>(commit_stock::apply)
         .on::<SetStock, _>(set_stock::apply)
         .on::<AdjustStock, _>(adjust_stock::apply)
         .on::<GetStock, _>(get_stock::apply)
-});
-
-impl Handler for InventoryHandler {
-    /// `SetStock` is an absolute set: applied again after an `AdjustStock`
-    /// it would undo the adjustment, so copies are dropped by message id.
-    fn dedupe_by_message_id(&self) -> bool {
-        true
-    }
-
-    fn handle(
-        &self,
-        state: &dyn StateRead,
-        message: &Incoming<'_>,
-        effects: &mut Effects,
-    ) -> Result<(), HandlerError> {
-        ROUTES.dispatch(SERVICE, state, message, effects)
-    }
 }

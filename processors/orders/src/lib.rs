@@ -61,59 +61,26 @@ use d2c_proto::inventory::v1::ReservationResult;
 use d2c_proto::orders::v1::{CancelOrder, FulfilOrder, GetOrder, PlaceOrder, RefundOrder};
 use d2c_proto::payments::v1::PaymentResult;
 use d2c_runtime::router::Router;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming, Outgoing};
-use d2c_state::StateRead;
 
 pub const SERVICE: &str = "orders";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9101;
 
 /// The orders handler: order state from the partition store, prices from
-/// the catalog view every instance keeps.
-pub struct OrdersHandler {
-    routes: Router,
-    tick: Option<std::time::Duration>,
-}
-
-impl OrdersHandler {
-    pub fn new(prices: std::sync::Arc<dyn prices::PriceBook>) -> Self {
-        let routes = Router::new()
-            .on_envelope::<PlaceOrder, _>(move |state, envelope, command, effects| {
-                place_order::apply(state, prices.as_ref(), envelope, command, effects)
-            })
-            .on::<ReservationResult, _>(saga::on_reservation)
-            .on::<PaymentResult, _>(saga::on_payment)
-            .on::<CancelOrder, _>(cancel::apply)
-            .on::<GetOrder, _>(get_order::apply)
-            .on::<FulfilOrder, _>(fulfil::apply)
-            .on::<RefundOrder, _>(refund::apply)
-            .on::<Tick, _>(|state, _, effects| expiry::on_tick(state, effects));
-        Self { routes, tick: None }
-    }
-
-    /// Ticks every `interval` drive the deadlines ([`deadlines`]).
-    pub fn with_ticks(mut self, interval: std::time::Duration) -> Self {
-        self.tick = Some(interval);
-        self
-    }
-}
-
-impl Handler for OrdersHandler {
-    fn handle(
-        &self,
-        state: &dyn StateRead,
-        message: &Incoming<'_>,
-        effects: &mut Effects,
-    ) -> Result<(), HandlerError> {
-        self.routes.dispatch(SERVICE, state, message, effects)
-    }
-
-    /// Saga outcomes and revenue, from the order events of a committed batch.
-    fn committed(&self, outgoing: &[Outgoing]) {
-        metrics::record(outgoing);
-    }
-
-    fn tick_interval(&self) -> Option<std::time::Duration> {
-        self.tick
-    }
+/// the catalog view every instance keeps. Deadlines ([`deadlines`]) need
+/// ticks: the caller sets their interval (`.ticks(..)`).
+pub fn handler(prices: std::sync::Arc<dyn prices::PriceBook>) -> Router {
+    Router::new(SERVICE)
+        .on_envelope::<PlaceOrder, _>(move |state, envelope, command, effects| {
+            place_order::apply(state, prices.as_ref(), envelope, command, effects)
+        })
+        .on::<ReservationResult, _>(saga::on_reservation)
+        .on::<PaymentResult, _>(saga::on_payment)
+        .on::<CancelOrder, _>(cancel::apply)
+        .on::<GetOrder, _>(get_order::apply)
+        .on::<FulfilOrder, _>(fulfil::apply)
+        .on::<RefundOrder, _>(refund::apply)
+        .on::<Tick, _>(|state, _, effects| expiry::on_tick(state, effects))
+        // Saga outcomes and revenue, from the order events of a committed batch.
+        .on_commit(metrics::record)
 }

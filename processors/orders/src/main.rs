@@ -1,8 +1,8 @@
 use d2c_orders::deadlines::{millis_var, Deadlines};
 use d2c_orders::prices::{CatalogPrices, CatalogView};
-use d2c_orders::{OrdersHandler, DEFAULT_ADMIN_PORT, SERVICE};
+use d2c_orders::{handler, DEFAULT_ADMIN_PORT, SERVICE};
 use d2c_platform::global::{GlobalTopic, GlobalTopicSettings, StartAt};
-use d2c_runtime::{Handler, ProcessorSpec, RuntimeConfig};
+use d2c_runtime::{Handler, Processor, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +25,10 @@ const DEFAULT_TICK_MS: u64 = 5_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    d2c_runtime::run_built(
-        ProcessorSpec {
-            service: SERVICE,
-            default_admin_port: DEFAULT_ADMIN_PORT,
-        },
-        Box::new(with_catalog_prices),
-    )
-    .await
+    Processor::new(SERVICE, DEFAULT_ADMIN_PORT)
+        .handler_built(with_catalog_prices)
+        .run()
+        .await
 }
 
 /// The handler, once this instance's catalog view is whole: an order must
@@ -63,7 +59,5 @@ fn with_catalog_prices(
     tracing::info!(skus = view.len(), "Catalog prices loaded");
     let prices = CatalogPrices::new(view, feed, CATALOG_MISS_WAIT);
     d2c_orders::deadlines::configure(deadlines);
-    Ok(Arc::new(
-        OrdersHandler::new(Arc::new(prices)).with_ticks(tick),
-    ))
+    Ok(Arc::new(handler(Arc::new(prices)).ticks(tick)))
 }

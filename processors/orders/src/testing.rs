@@ -2,10 +2,10 @@
 //! (temporary) RocksDB store, committing each message's changes.
 
 use crate::prices::CatalogView;
-use crate::OrdersHandler;
 use d2c_proto::catalog::v1::{Price, Product, Variant};
 use d2c_proto::orders::v1::{OrderReply, PlaceOrder, RequestedLine};
 use d2c_proto::{Envelope, ReplyTo};
+use d2c_runtime::router::Router;
 use d2c_runtime::testing::TestStore;
 use d2c_runtime::Effects;
 use d2c_state::PartitionStore;
@@ -16,7 +16,7 @@ use prost::{Message, Name};
 pub struct Harness {
     store: TestStore,
     catalog: std::sync::Arc<CatalogView>,
-    handler: OrdersHandler,
+    handler: Router,
 }
 
 impl Harness {
@@ -26,12 +26,12 @@ impl Harness {
         catalog.put(&product("p-2", 1, "SKU-2", 500));
         Self {
             store: TestStore::new(),
-            handler: OrdersHandler::new(catalog.clone()),
+            handler: crate::handler(catalog.clone()),
             catalog,
         }
     }
 
-    pub fn handler(&self) -> &OrdersHandler {
+    pub fn handler(&self) -> &Router {
         &self.handler
     }
 

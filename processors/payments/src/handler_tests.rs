@@ -1,8 +1,8 @@
 //! The payment state machine, driven through the handler against a real
 //! (temporary) RocksDB store, the way the runtime runs it.
 
+use crate::handler;
 use crate::table::PaymentRead;
-use crate::PaymentsHandler;
 use d2c_proto::payments::v1::{
     provider_outcome::Kind, AuthorizePayment, CapturePayment, CaptureRequested, PaymentAuthorized,
     PaymentCaptured, PaymentDeclined, PaymentRefunded, PaymentRequested, PaymentResult,
@@ -29,11 +29,7 @@ fn try_handle<M: Message + Name>(
     id: u128,
     message: &M,
 ) -> Result<Effects, HandlerError> {
-    store.handle(
-        &PaymentsHandler,
-        &envelope_for::<M>(id),
-        &message.encode_to_vec(),
-    )
+    store.handle(&handler(), &envelope_for::<M>(id), &message.encode_to_vec())
 }
 
 fn handle<M: Message + Name>(store: &TestStore, id: u128, message: &M) -> Effects {

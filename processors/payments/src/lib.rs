@@ -3,7 +3,7 @@
 //!
 //! Two parts, one process:
 //!
-//! * [`PaymentsHandler`], a pure handler run by the shared runtime on
+//! * [`handler`], a pure handler run by the shared runtime on
 //!   `payments.messages`. It never calls the provider: it records what is
 //!   wanted (`PaymentRequested`, `CaptureRequested`, `VoidRequested`,
 //!   `RefundRequested` on `payments.events`) and
@@ -111,33 +111,17 @@ use d2c_proto::payments::v1::{
     AuthorizePayment, CapturePayment, ProviderOutcome, RefundPayment, VoidPayment,
 };
 use d2c_runtime::router::Router;
-use d2c_runtime::{Effects, Handler, HandlerError, Incoming};
-use d2c_state::StateRead;
 
 pub const SERVICE: &str = "payments";
 /// Admin port (/health, /ready, /metrics) when D2C_ADMIN_ADDR is not set.
 pub const DEFAULT_ADMIN_PORT: u16 = 9103;
 
-#[derive(Debug, Default)]
-pub struct PaymentsHandler;
-
 /// Every command payments handles, by type.
-static ROUTES: std::sync::LazyLock<Router> = std::sync::LazyLock::new(|| {
-    Router::new()
+pub fn handler() -> Router {
+    Router::new(SERVICE)
         .on::<AuthorizePayment, _>(authorize::apply)
         .on::<ProviderOutcome, _>(outcome::apply)
         .on::<RefundPayment, _>(refund::apply)
         .on::<CapturePayment, _>(capture::apply_capture)
         .on::<VoidPayment, _>(capture::apply_void)
-});
-
-impl Handler for PaymentsHandler {
-    fn handle(
-        &self,
-        state: &dyn StateRead,
-        message: &Incoming<'_>,
-        effects: &mut Effects,
-    ) -> Result<(), HandlerError> {
-        ROUTES.dispatch(SERVICE, state, message, effects)
-    }
 }

@@ -1,12 +1,11 @@
 use anyhow::Context as _;
 use d2c_payments::{
-    run_worker, PaymentsConfig, PaymentsHandler, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
+    handler, run_worker, PaymentsConfig, WorkerSettings, DEFAULT_ADMIN_PORT, SERVICE,
 };
 use d2c_platform::kafka::producer_config;
 use d2c_platform::producer::KafkaProducer;
-use d2c_runtime::{ProcessorSpec, RuntimeConfig};
+use d2c_runtime::{Processor, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -46,14 +45,10 @@ async fn main() -> anyhow::Result<()> {
         provider,
         worker_shutdown,
     ));
-    let processor = d2c_runtime::run_with_routes(
-        ProcessorSpec {
-            service: SERVICE,
-            default_admin_port: DEFAULT_ADMIN_PORT,
-        },
-        Arc::new(PaymentsHandler),
-        webhook_routes,
-    );
+    let processor = Processor::new(SERVICE, DEFAULT_ADMIN_PORT)
+        .handler(handler())
+        .http(webhook_routes)
+        .run();
     tokio::pin!(processor);
     tokio::pin!(worker);
     tokio::select! {

@@ -73,7 +73,7 @@ struct WebhookState {
 }
 
 /// The webhook route, to merge into the admin endpoint
-/// (`d2c_runtime::run_with_routes`). `secret` is the signing secret
+/// (`d2c_runtime::Processor::http`). `secret` is the signing secret
 /// (`whsec_…`); `topic` the physical name of `payments.messages`.
 pub fn routes(secret: String, producer: KafkaProducer, topic: String) -> Router {
     LazyLock::force(&WEBHOOKS);

@@ -45,4 +45,4 @@ pub use config::RuntimeConfig;
 pub use config::StandbyMode;
 pub use error::RuntimeError;
 pub use handler::{read_record, Effects, Handler, HandlerError, Incoming, Outgoing};
-pub use run::{run, run_built, run_with_routes, BuildHandler, ProcessorSpec};
+pub use run::Processor;

@@ -1,12 +1,15 @@
-//! Typed dispatch: a handler registers one function per message type it
+//! Typed dispatch: a service registers one function per message type it
 //! handles, each taking the decoded message, instead of comparing type
 //! names in an if-chain. An unknown type, or a payload that does not decode
-//! as its type, is `Malformed` (dead-lettered by the runtime).
+//! as its type, is `Malformed` (dead-lettered by the runtime). The router
+//! is the service's [`Handler`], with what else the runtime asks of one
+//! (drop copies by message id, ticks, a hook after each commit).
 
-use crate::handler::{Effects, HandlerError, Incoming};
+use crate::handler::{Effects, Handler, HandlerError, Incoming, Outgoing};
 use d2c_proto::Envelope;
 use d2c_state::StateRead;
 use std::collections::HashMap;
+use std::time::Duration;
 
 type Route = Box<
     dyn Fn(&dyn StateRead, &Envelope, &[u8], &mut Effects) -> Result<(), HandlerError>
@@ -14,15 +17,49 @@ type Route = Box<
         + Sync,
 >;
 
+type OnCommit = Box<dyn Fn(&[Outgoing]) + Send + Sync>;
+
 /// Message type name → the function that handles it.
-#[derive(Default)]
 pub struct Router {
+    service: &'static str,
     routes: HashMap<String, Route>,
+    dedupe_by_message_id: bool,
+    tick_interval: Option<Duration>,
+    on_commit: Option<OnCommit>,
 }
 
 impl Router {
-    pub fn new() -> Self {
-        Self::default()
+    /// The routes of `service` (named in the error of an unrouted type).
+    pub fn new(service: &'static str) -> Self {
+        Self {
+            service,
+            routes: HashMap::new(),
+            dedupe_by_message_id: false,
+            tick_interval: None,
+            on_commit: None,
+        }
+    }
+
+    /// Copies of a message handled before are dropped by message id (see
+    /// [`Handler::dedupe_by_message_id`]): for a service whose commands are
+    /// not idempotent when applied twice.
+    pub fn dedupe(mut self) -> Self {
+        self.dedupe_by_message_id = true;
+        self
+    }
+
+    /// A `d2c.common.v1.Tick` on each owned partition every `interval` (for
+    /// timers kept in the state; route `Tick` too).
+    pub fn ticks(mut self, interval: Duration) -> Self {
+        self.tick_interval = Some(interval);
+        self
+    }
+
+    /// `record` runs once per committed batch with what it sent (business
+    /// counters; see [`Handler::committed`]).
+    pub fn on_commit(mut self, record: impl Fn(&[Outgoing]) + Send + Sync + 'static) -> Self {
+        self.on_commit = Some(Box::new(record));
+        self
     }
 
     /// Messages of type `M` go to `handle`, decoded.
@@ -67,9 +104,17 @@ impl Router {
         self
     }
 
-    pub fn dispatch(
+    /// The message types routed, sorted (for docs and tests).
+    pub fn message_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+}
+
+impl Handler for Router {
+    fn handle(
         &self,
-        service: &str,
         state: &dyn StateRead,
         message: &Incoming<'_>,
         effects: &mut Effects,
@@ -78,16 +123,24 @@ impl Router {
         match self.routes.get(message_type) {
             Some(route) => route(state, message.envelope, message.payload, effects),
             None => Err(HandlerError::Malformed(format!(
-                "{service} does not handle {message_type}"
+                "{} does not handle {message_type}",
+                self.service
             ))),
         }
     }
 
-    /// The message types routed, sorted (for docs and tests).
-    pub fn message_types(&self) -> Vec<&str> {
-        let mut types: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-        types.sort_unstable();
-        types
+    fn committed(&self, outgoing: &[Outgoing]) {
+        if let Some(record) = &self.on_commit {
+            record(outgoing);
+        }
+    }
+
+    fn dedupe_by_message_id(&self) -> bool {
+        self.dedupe_by_message_id
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.tick_interval
     }
 }
 
@@ -99,7 +152,7 @@ mod tests {
     use prost::{Message, Name};
 
     fn router() -> Router {
-        Router::new().on::<GetOrder, _>(|_, query, effects| {
+        Router::new("test").on::<GetOrder, _>(|_, query, effects| {
             effects.send("orders.events", &query.order_id, &Tick {});
             Ok(())
         })
@@ -128,34 +181,45 @@ mod tests {
         let payload = query.encode_to_vec();
         let mut effects = Effects::new(&envelope);
         router
-            .dispatch(
-                "test",
-                &store.store,
-                &incoming(&envelope, &payload),
-                &mut effects,
-            )
+            .handle(&store.store, &incoming(&envelope, &payload), &mut effects)
             .expect("handled");
         assert_eq!(effects.outgoing().len(), 1);
 
         let mut effects = Effects::new(&envelope);
         let garbage = incoming(&envelope, b"\xff\xff\xff");
         assert!(matches!(
-            router.dispatch("test", &store.store, &garbage, &mut effects),
+            router.handle(&store.store, &garbage, &mut effects),
             Err(HandlerError::Malformed(_))
         ));
         let other = Envelope::new("x.Unknown".into(), uuid::Uuid::from_u128(2), 1);
         let error = router
-            .dispatch(
-                "test",
-                &store.store,
-                &incoming(&other, &payload),
-                &mut effects,
-            )
+            .handle(&store.store, &incoming(&other, &payload), &mut effects)
             .expect_err("not routed");
         assert!(
             error.to_string().contains("test does not handle x.Unknown"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn what_the_runtime_asks_of_a_handler_is_what_the_router_was_told() {
+        let plain = router();
+        assert!(!Handler::dedupe_by_message_id(&plain));
+        assert_eq!(plain.tick_interval(), None);
+        plain.committed(&[]);
+
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&commits);
+        let told = router()
+            .dedupe()
+            .ticks(Duration::from_secs(5))
+            .on_commit(move |outgoing| {
+                counted.fetch_add(outgoing.len() + 1, std::sync::atomic::Ordering::Relaxed);
+            });
+        assert!(Handler::dedupe_by_message_id(&told));
+        assert_eq!(told.tick_interval(), Some(Duration::from_secs(5)));
+        told.committed(&[]);
+        assert_eq!(commits.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -29,39 +29,85 @@ use std::time::Duration;
 
 /// Which service this is; topic names follow from it.
 #[derive(Debug, Clone, Copy)]
-pub struct ProcessorSpec {
+struct ProcessorSpec {
     pub service: &'static str,
     pub default_admin_port: u16,
 }
 
-/// Run a processor until SIGTERM/SIGINT, or until it cannot go on.
-pub async fn run(spec: ProcessorSpec, handler: Arc<dyn Handler>) -> anyhow::Result<()> {
-    run_with_routes(spec, handler, Router::new()).await
-}
-
 /// Builds a handler once the configuration is known, before the processor
 /// joins its group (e.g. to load a global table); runs on a blocking thread.
-pub type BuildHandler =
+type BuildHandler =
     Box<dyn FnOnce(&RuntimeConfig, &TopicNames) -> anyhow::Result<Arc<dyn Handler>> + Send>;
 
-/// [`run`], with the handler made by `build`: the admin endpoint answers
-/// `/health` meanwhile, and `/ready` only once the processor has joined.
-pub async fn run_built(spec: ProcessorSpec, build: BuildHandler) -> anyhow::Result<()> {
-    telemetry::init();
-    finish(spec, run_processor(spec, build, Router::new()).await).await
+/// One processor, described and then run until SIGTERM/SIGINT or until it
+/// cannot go on:
+///
+/// ```ignore
+/// Processor::new(SERVICE, DEFAULT_ADMIN_PORT).handler(handler()).run().await
+/// ```
+pub struct Processor {
+    spec: ProcessorSpec,
+    build: Option<BuildHandler>,
+    http: Router,
 }
 
-/// [`run`], with `routes` served by the admin HTTP endpoint next to
-/// `/health`, `/ready` and `/metrics` (for a service's own endpoints, e.g.
-/// provider webhooks). `routes` must not reuse those three paths.
-pub async fn run_with_routes(
-    spec: ProcessorSpec,
-    handler: Arc<dyn Handler>,
-    routes: Router,
-) -> anyhow::Result<()> {
-    telemetry::init();
-    let build: BuildHandler = Box::new(move |_, _| Ok(handler));
-    finish(spec, run_processor(spec, build, routes).await).await
+impl Processor {
+    /// The processor of `service` (its topics follow from the name); its
+    /// admin endpoint listens on `default_admin_port` unless D2C_ADMIN_ADDR
+    /// says otherwise.
+    pub fn new(service: &'static str, default_admin_port: u16) -> Self {
+        Self {
+            spec: ProcessorSpec {
+                service,
+                default_admin_port,
+            },
+            build: None,
+            http: Router::new(),
+        }
+    }
+
+    /// What handles its messages (e.g. a [`crate::router::Router`]).
+    pub fn handler(self, handler: impl Handler + 'static) -> Self {
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.handler_built(move |_, _| Ok(handler))
+    }
+
+    /// The handler, made once the configuration is known and before the
+    /// processor joins its group: the admin endpoint answers `/health`
+    /// meanwhile, and `/ready` only once the processor has joined.
+    pub fn handler_built(
+        mut self,
+        build: impl FnOnce(&RuntimeConfig, &TopicNames) -> anyhow::Result<Arc<dyn Handler>>
+            + Send
+            + 'static,
+    ) -> Self {
+        self.build = Some(Box::new(build));
+        self
+    }
+
+    /// `routes` served by the admin endpoint next to `/health`, `/ready` and
+    /// `/metrics` (a service's own endpoints, e.g. provider webhooks); they
+    /// must not reuse those three paths.
+    pub fn http(mut self, routes: Router) -> Self {
+        self.http = routes;
+        self
+    }
+
+    /// # Errors
+    /// No handler was given, the configuration is invalid, or the processor
+    /// failed (logged, so Slack and Sentry hear of it, before returning).
+    pub async fn run(self) -> anyhow::Result<()> {
+        telemetry::init();
+        let spec = self.spec;
+        let result = match self.build {
+            Some(build) => run_processor(spec, build, self.http).await,
+            None => Err(anyhow::anyhow!(
+                "the {} processor has no handler",
+                spec.service
+            )),
+        };
+        finish(spec, result).await
+    }
 }
 
 async fn finish(spec: ProcessorSpec, result: anyhow::Result<()>) -> anyhow::Result<()> {

@@ -3,13 +3,13 @@
 
 use crate::deadlines::{self, parse_timer_key, timer_key, waiting_step};
 use crate::saga::{
-    answer_refund_waiter, finish_cancel, illegal, release, settle, settle_step, void_hold,
+    answer_refund_waiter, finish_cancel, release, step_updated, step_with_event, void_hold,
 };
-use crate::status::{status_of, transition, CANCEL_REFUND_ID};
+use crate::status::{status_of, CANCEL_REFUND_ID};
 use crate::table::{OrderRead, OrderWrite};
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{
-    OrderDeadlineExpired, OrderRecord, OrderRejected, OrderStatus, RefundStatus,
+    Order, OrderDeadlineExpired, OrderRecord, OrderRejected, OrderStatus, RefundStatus,
 };
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::{StateRead, Table};
@@ -63,40 +63,41 @@ fn expire(mut record: OrderRecord, due_ms: i64, effects: &mut Effects) -> Result
     let Some(order) = record.order.as_mut() else {
         return Ok(());
     };
+    let hold_may_exist = record.authorization_requested || step == "authorization";
     match status_of(order) {
         OrderStatus::Placed | OrderStatus::AwaitingPayment => {
-            transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
-            order.rejection = Some(Rejection {
-                code: Code::TimedOut as i32,
-                field: step.to_owned(),
-                message: format!("the order was rejected: {message}"),
-                ..Rejection::default()
-            });
-            order.reason = message;
-            let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
-            release(effects, &order.order_id, skus);
-            // Checkout asks for the authorization with the reservations, so
-            // a hold may exist (or still come) whichever step expired.
-            if record.authorization_requested || step == "authorization" {
-                void_hold(effects, &order.order_id);
-            }
-            settle(record, effects, |order| OrderRejected {
-                order: Some(order),
+            let rejected = |order: &mut Order, effects: &mut Effects| {
+                order.rejection = Some(Rejection {
+                    code: Code::TimedOut as i32,
+                    field: step.to_owned(),
+                    message: format!("the order was rejected: {message}"),
+                    ..Rejection::default()
+                });
+                order.reason = message;
+                let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
+                release(effects, &order.order_id, skus);
+                // Checkout asks for the authorization with the reservations,
+                // so a hold may exist (or still come) whichever step expired.
+                if hold_may_exist {
+                    void_hold(effects, &order.order_id);
+                }
+            };
+            step_with_event(record, effects, OrderStatus::Rejected, rejected, |order| {
+                OrderRejected { order: Some(order) }
             })
         }
         OrderStatus::Fulfilling => {
-            transition(order, OrderStatus::CaptureFailed, now).map_err(illegal)?;
-            order.reason = format!("{message}: the payment provider did not confirm the capture");
-            settle_step(record, effects, "capture_failed")
+            step_updated(record, effects, OrderStatus::CaptureFailed, |order, _| {
+                order.reason =
+                    format!("{message}: the payment provider did not confirm the capture");
+            })
         }
         OrderStatus::Cancelling if step == "refund" => {
             mark_failed(&mut record, CANCEL_REFUND_ID, now);
-            let Some(order) = record.order.as_mut() else {
-                return Ok(());
-            };
-            transition(order, OrderStatus::RefundFailed, now).map_err(illegal)?;
-            order.reason = format!("{message}: the payment provider did not confirm the refund");
-            settle_step(record, effects, "refund_failed")
+            step_updated(record, effects, OrderStatus::RefundFailed, |order, _| {
+                order.reason =
+                    format!("{message}: the payment provider did not confirm the refund");
+            })
         }
         OrderStatus::Cancelling => {
             // Nothing was captured; a hold nobody voids lapses by itself.

@@ -131,39 +131,31 @@ fn authorized_first(
 }
 
 fn captured(
-    mut record: OrderRecord,
+    record: OrderRecord,
     result: PaymentResult,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let now = effects.cause().sent_at_ms;
-    let Some(order) = record.order.as_mut() else {
-        return Ok(());
-    };
-    transition(order, OrderStatus::Fulfilled, now).map_err(illegal)?;
-    order.captured_minor = if result.amount_minor > 0 {
-        result.amount_minor
-    } else {
-        order.total_minor
-    };
-    order.reason.clear();
-    settle_step(record, effects, "fulfilled")
+    step_updated(record, effects, OrderStatus::Fulfilled, |order, _| {
+        order.captured_minor = if result.amount_minor > 0 {
+            result.amount_minor
+        } else {
+            order.total_minor
+        };
+        order.reason.clear();
+    })
 }
 
 fn capture_failed(
-    mut record: OrderRecord,
+    record: OrderRecord,
     result: PaymentResult,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let now = effects.cause().sent_at_ms;
-    let Some(order) = record.order.as_mut() else {
-        return Ok(());
-    };
-    transition(order, OrderStatus::CaptureFailed, now).map_err(illegal)?;
-    order.reason = format!(
-        "the payment provider refused the capture: {}",
-        provider_words(&result)
-    );
-    settle_step(record, effects, "capture_failed")
+    step_updated(record, effects, OrderStatus::CaptureFailed, |order, _| {
+        order.reason = format!(
+            "the payment provider refused the capture: {}",
+            provider_words(&result)
+        );
+    })
 }
 
 /// A refund settled: the cancellation's ends the cancel, a partial one
@@ -212,12 +204,12 @@ fn refund_settled(
         return finish_cancel(record, effects);
     }
     if !refunded && status == OrderStatus::Cancelling {
-        transition(order, OrderStatus::RefundFailed, now).map_err(illegal)?;
-        order.reason = format!(
-            "the payment provider refused the cancellation's refund: {}",
-            provider_words(&result)
-        );
-        return settle_step(record, effects, "refund_failed");
+        return step_updated(record, effects, OrderStatus::RefundFailed, |order, _| {
+            order.reason = format!(
+                "the payment provider refused the cancellation's refund: {}",
+                provider_words(&result)
+            );
+        });
     }
     effects.put_order(&record);
     Ok(())
@@ -315,11 +307,6 @@ fn all_lines_answered(mut record: OrderRecord, effects: &mut Effects) -> Result<
         effects.put_order(&record);
         return Ok(());
     }
-    transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
-    // A hold still on its way is voided when it arrives (on_payment).
-    if record.authorized {
-        void_hold(effects, &order.order_id);
-    }
     let reserved: Vec<String> = order
         .lines
         .iter()
@@ -327,79 +314,130 @@ fn all_lines_answered(mut record: OrderRecord, effects: &mut Effects) -> Result<
         .filter(|(_, status)| **status == LineStatus::Reserved as i32)
         .map(|(line, _)| line.sku.clone())
         .collect();
-    release(effects, &order.order_id, reserved);
-    settle(record, effects, |order| OrderRejected {
-        order: Some(order),
+    let authorized = record.authorized;
+    let rejected = |order: &mut Order, effects: &mut Effects| {
+        // A hold still on its way is voided when it arrives (on_payment).
+        if authorized {
+            void_hold(effects, &order.order_id);
+        }
+        release(effects, &order.order_id, reserved);
+    };
+    step_with_event(record, effects, OrderStatus::Rejected, rejected, |order| {
+        OrderRejected { order: Some(order) }
     })
 }
 
 fn confirm(
-    mut record: OrderRecord,
+    record: OrderRecord,
     provider_ref: String,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let now = effects.cause().sent_at_ms;
-    let Some(order) = record.order.as_mut() else {
-        return Ok(());
+    let confirmed = |order: &mut Order, effects: &mut Effects| {
+        order.payment_ref = provider_ref;
+        for line in &order.lines {
+            effects.send(
+                topic::INVENTORY_MESSAGES,
+                &line.sku,
+                &CommitStock {
+                    order_id: order.order_id.clone(),
+                    sku: line.sku.clone(),
+                },
+            );
+        }
     };
-    transition(order, OrderStatus::Confirmed, now).map_err(illegal)?;
-    order.payment_ref = provider_ref;
-    for line in &order.lines {
-        effects.send(
-            topic::INVENTORY_MESSAGES,
-            &line.sku,
-            &CommitStock {
-                order_id: order.order_id.clone(),
-                sku: line.sku.clone(),
-            },
-        );
-    }
-    settle(record, effects, |order| OrderConfirmed {
-        order: Some(order),
-    })
+    step_with_event(
+        record,
+        effects,
+        OrderStatus::Confirmed,
+        confirmed,
+        |order| OrderConfirmed { order: Some(order) },
+    )
 }
 
 fn decline(
-    mut record: OrderRecord,
+    record: OrderRecord,
     result: PaymentResult,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let now = effects.cause().sent_at_ms;
-    let Some(order) = record.order.as_mut() else {
-        return Ok(());
+    let declined = |order: &mut Order, effects: &mut Effects| {
+        let message = if result.message.is_empty() {
+            format!("the payment was declined ({})", result.decline_code)
+        } else {
+            format!("the payment was declined: {}", result.message)
+        };
+        order.rejection = Some(Rejection {
+            code: Code::PaymentDeclined as i32,
+            field: "payment_method".into(),
+            message,
+            reason: result.decline_code,
+            ..Rejection::default()
+        });
+        let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
+        release(effects, &order.order_id, skus);
     };
-    transition(order, OrderStatus::Rejected, now).map_err(illegal)?;
-    let message = if result.message.is_empty() {
-        format!("the payment was declined ({})", result.decline_code)
-    } else {
-        format!("the payment was declined: {}", result.message)
-    };
-    order.rejection = Some(Rejection {
-        code: Code::PaymentDeclined as i32,
-        field: "payment_method".into(),
-        message,
-        reason: result.decline_code,
-        ..Rejection::default()
-    });
-    let skus = order.lines.iter().map(|line| line.sku.clone()).collect();
-    release(effects, &order.order_id, skus);
-    settle(record, effects, |order| OrderRejected {
-        order: Some(order),
+    step_with_event(record, effects, OrderStatus::Rejected, declined, |order| {
+        OrderRejected { order: Some(order) }
     })
 }
 
 pub(crate) fn finish_cancel(
-    mut record: OrderRecord,
+    record: OrderRecord,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
+    step_with_event(
+        record,
+        effects,
+        OrderStatus::Cancelled,
+        |_, _| {},
+        |order| OrderCancelled { order: Some(order) },
+    )
+}
+
+/// One step of the saga: the order moves to `to` at the cause's time (an
+/// illegal move refuses the whole message), `decide` writes what the step
+/// decided and sends what it asks of others, and the step ends as
+/// `OrderUpdated` named after the new status, answered and stored.
+pub(crate) fn step_updated(
+    mut record: OrderRecord,
+    effects: &mut Effects,
+    to: OrderStatus,
+    decide: impl FnOnce(&mut Order, &mut Effects),
+) -> Result<(), HandlerError> {
+    if !advance(&mut record, effects, to, decide)? {
+        return Ok(());
+    }
+    settle_step(record, effects, label(to))
+}
+
+/// [`step_updated`], ending with an event of its own (`event`) instead.
+pub(crate) fn step_with_event<E: prost::Message + prost::Name>(
+    mut record: OrderRecord,
+    effects: &mut Effects,
+    to: OrderStatus,
+    decide: impl FnOnce(&mut Order, &mut Effects),
+    event: impl FnOnce(Order) -> E,
+) -> Result<(), HandlerError> {
+    if !advance(&mut record, effects, to, decide)? {
+        return Ok(());
+    }
+    settle(record, effects, event)
+}
+
+/// The transition and the step's decision; false for a record without an
+/// order (nothing to move).
+fn advance(
+    record: &mut OrderRecord,
+    effects: &mut Effects,
+    to: OrderStatus,
+    decide: impl FnOnce(&mut Order, &mut Effects),
+) -> Result<bool, HandlerError> {
     let now = effects.cause().sent_at_ms;
     let Some(order) = record.order.as_mut() else {
-        return Ok(());
+        return Ok(false);
     };
-    transition(order, OrderStatus::Cancelled, now).map_err(illegal)?;
-    settle(record, effects, |order| OrderCancelled {
-        order: Some(order),
-    })
+    transition(order, to, now).map_err(illegal)?;
+    decide(order, effects);
+    Ok(true)
 }
 
 /// Asks payments to release the money held for `order_id` (nothing to do

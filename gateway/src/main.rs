@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         partition: config.reply_partition,
     };
     let replies_assigned = Arc::new(AtomicBool::new(false));
-    start_reply_consumer(
+    let reply_loop = start_reply_consumer(
         &config.brokers,
         &reply_to.topic,
         reply_to.partition,
@@ -122,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(d2c_platform::shutdown_signal())
         .await?;
+    // Every parked request is answered by now: no reply is awaited.
+    reply_loop.stop().await;
     producer
         .flush(Duration::from_secs(10))
         .context("flushing the producer")?;

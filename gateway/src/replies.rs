@@ -158,7 +158,7 @@ pub async fn start_reply_consumer(
     stats_interval: Duration,
     pending: Arc<Pending>,
     assigned: Arc<AtomicBool>,
-) -> Result<tokio::task::JoinHandle<()>, ReplyConsumerError> {
+) -> Result<ReplyLoop, ReplyConsumerError> {
     GATEWAY_METRICS.reply_partition_assigned.set(0);
     let mut config = assigned_consumer_config(brokers, REPLY_CONSUMER, fetch_wait);
     let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
@@ -187,17 +187,42 @@ pub async fn start_reply_consumer(
     assigned.store(true, Ordering::Release);
     GATEWAY_METRICS.reply_partition_assigned.set(1);
     tracing::info!(topic, partition, offset = high, "Reading replies");
-    Ok(tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         loop {
-            match consumer.recv().await {
-                Ok(message) => deliver(&pending, &message),
-                Err(error) => {
-                    tracing::warn!(%error, "Reply consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            tokio::select! {
+                _ = &mut stopped => break,
+                received = consumer.recv() => match received {
+                    Ok(message) => deliver(&pending, &message),
+                    Err(error) => {
+                        tracing::warn!(%error, "Reply consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
             }
         }
-    }))
+        GATEWAY_METRICS.reply_partition_assigned.set(0);
+        tracing::info!("Reply consumer stopped");
+    });
+    Ok(ReplyLoop { stop, task })
+}
+
+/// The running reply loop.
+pub struct ReplyLoop {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyLoop {
+    /// Ends the loop (after the reply it is delivering) and waits for it.
+    /// Call it once the HTTP server has answered its last request: until
+    /// then, parked requests still need their replies.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "The reply loop ended abnormally");
+        }
+    }
 }
 
 fn deliver(pending: &Pending, message: &rdkafka::message::BorrowedMessage<'_>) {

@@ -499,3 +499,24 @@ async fn a_fresh_instance_restores_state_from_the_changelog() {
     assert_eq!(events.len(), 20);
     assert!(events.values().all(|(ids, _)| ids.len() == 1));
 }
+
+/// SIGTERM: the server answers what it holds, then the reply loop stops,
+/// then the producer is flushed, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stops_its_reply_loop_after_the_server_on_sigterm() {
+    let platform = Platform::new(SERVICES).await.expect("platform");
+    let mut gateway = platform
+        .gateway_ready("gateway", 5, 2_000)
+        .await
+        .expect("gateway");
+    let status = gateway.terminate().await.expect("gateway stops");
+    assert!(status.success(), "clean exit: {status}");
+    let log = std::fs::read_to_string(&gateway.log).expect("gateway log");
+    let stopped = log
+        .find("Reply consumer stopped")
+        .unwrap_or_else(|| panic!("the reply loop did not stop:\n{log}"));
+    let clean = log
+        .find("Stopped cleanly")
+        .unwrap_or_else(|| panic!("no clean stop:\n{log}"));
+    assert!(stopped < clean, "the loop stops before the end:\n{log}");
+}

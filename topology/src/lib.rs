@@ -22,6 +22,7 @@ pub mod topic {
     pub const INVENTORY_EVENTS: &str = "inventory.events";
     pub const PAYMENTS_MESSAGES: &str = "payments.messages";
     pub const PAYMENTS_EVENTS: &str = "payments.events";
+    pub const PAYMENTS_PROVIDER_REQUESTS: &str = "payments.provider-requests";
     pub const CATALOG_MESSAGES: &str = "catalog.messages";
     pub const CATALOG_EVENTS: &str = "catalog.events";
     pub const CUSTOMERS_MESSAGES: &str = "customers.messages";

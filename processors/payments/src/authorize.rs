@@ -64,7 +64,7 @@ pub fn apply(
     let record = record_of(&command);
     put_payment(effects, &record);
     effects.send(
-        topic::PAYMENTS_EVENTS,
+        topic::PAYMENTS_PROVIDER_REQUESTS,
         &record.order_id,
         &PaymentRequested {
             order_id: record.order_id.clone(),

@@ -30,7 +30,7 @@ pub fn apply_capture(
             record.status = PaymentStatus::CaptureRequested as i32;
             put_payment(effects, &record);
             effects.send(
-                topic::PAYMENTS_EVENTS,
+                topic::PAYMENTS_PROVIDER_REQUESTS,
                 &record.order_id,
                 &CaptureRequested {
                     order_id: record.order_id.clone(),
@@ -79,7 +79,7 @@ pub fn apply_void(
             record.status = PaymentStatus::VoidRequested as i32;
             put_payment(effects, &record);
             effects.send(
-                topic::PAYMENTS_EVENTS,
+                topic::PAYMENTS_PROVIDER_REQUESTS,
                 &record.order_id,
                 &VoidRequested {
                     order_id: record.order_id.clone(),

@@ -102,7 +102,7 @@ fn authorized(store: &TestStore, order_id: &str) {
 fn payments_authorize_records_the_request_and_asks_the_provider() {
     let store = temp_store();
     let effects = handle(&store, 1, &authorize("o-1", "pm_card_visa"));
-    let requested: Vec<PaymentRequested> = sent(&effects, topic::PAYMENTS_EVENTS);
+    let requested: Vec<PaymentRequested> = sent(&effects, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(requested.len(), 1);
     assert_eq!(requested[0].order_id, "o-1");
     assert_eq!(requested[0].amount_minor, 3_000);
@@ -181,7 +181,7 @@ fn payments_duplicate_authorize_after_decision_resends_the_result() {
     authorized(&store, "o-1");
     let repeat = handle(&store, 7, &authorize("o-1", "pm_card_visa"));
     assert!(repeat.changes().is_empty());
-    assert!(sent::<PaymentRequested>(&repeat, topic::PAYMENTS_EVENTS).is_empty());
+    assert!(sent::<PaymentRequested>(&repeat, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty());
     let answers = results(&repeat);
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].status, PaymentStatus::Authorized as i32);
@@ -214,7 +214,7 @@ fn payments_invalid_request_is_declined_without_asking_the_provider() {
         mutate(&mut command);
         let effects = handle(&store, 100 + index as u128, &command);
         assert!(
-            sent::<PaymentRequested>(&effects, topic::PAYMENTS_EVENTS).is_empty(),
+            sent::<PaymentRequested>(&effects, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty(),
             "{field}"
         );
         let answers = results(&effects);
@@ -261,7 +261,7 @@ fn captured(store: &TestStore, order_id: &str) {
         order_id: order_id.into(),
     };
     let requested = handle(store, 20, &capture);
-    let events: Vec<CaptureRequested> = sent(&requested, topic::PAYMENTS_EVENTS);
+    let events: Vec<CaptureRequested> = sent(&requested, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].idempotency_key, format!("d2c-capture-{order_id}"));
     assert_eq!(events[0].amount_minor, 3_000);
@@ -331,7 +331,7 @@ fn payments_void_releases_the_hold_once() {
         order_id: "o-1".into(),
     };
     let requested = handle(&store, 3, &void);
-    let events: Vec<VoidRequested> = sent(&requested, topic::PAYMENTS_EVENTS);
+    let events: Vec<VoidRequested> = sent(&requested, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events[0].idempotency_key, "d2c-void-o-1");
     assert!(handle(&store, 4, &void).outgoing().is_empty(), "in flight");
     let done = handle(&store, 5, &outcome("o-1", Kind::Void, true));
@@ -362,7 +362,7 @@ fn payments_partial_refunds_never_exceed_the_capture() {
     let store = temp_store();
     captured(&store, "o-1");
     let first = handle(&store, 3, &refund("o-1", "r-1", 1_000));
-    let events: Vec<RefundRequested> = sent(&first, topic::PAYMENTS_EVENTS);
+    let events: Vec<RefundRequested> = sent(&first, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events[0].amount_minor, 1_000);
     assert_eq!(events[0].refund_id, "r-1");
     assert_eq!(events[0].idempotency_key, "d2c-refund-o-1-r-1");
@@ -373,7 +373,7 @@ fn payments_partial_refunds_never_exceed_the_capture() {
 
     let second = handle(&store, 5, &refund("o-1", "r-2", 1_500));
     assert_eq!(
-        sent::<RefundRequested>(&second, topic::PAYMENTS_EVENTS).len(),
+        sent::<RefundRequested>(&second, topic::PAYMENTS_PROVIDER_REQUESTS).len(),
         1
     );
     // 1,000 + 1,500 pending: 500 left, so 600 is refused and recorded nowhere.
@@ -415,7 +415,7 @@ fn payments_partial_refunds_never_exceed_the_capture() {
     // The refused 1,500 is available again: 0 means "the rest", 2,000.
     let rest = handle(&store, 11, &refund("o-1", "r-4", 0));
     assert_eq!(
-        sent::<RefundRequested>(&rest, topic::PAYMENTS_EVENTS)[0].amount_minor,
+        sent::<RefundRequested>(&rest, topic::PAYMENTS_PROVIDER_REQUESTS)[0].amount_minor,
         2_000
     );
 }
@@ -437,7 +437,7 @@ fn payments_refund_without_a_capture_is_trivially_done_or_refused() {
     handle(&store, 3, &charge_outcome("o-declined", false));
     let declined = handle(&store, 4, &refund("o-declined", "r", 0));
     assert_eq!(results(&declined)[0].message, "nothing to refund");
-    assert!(sent::<RefundRequested>(&declined, topic::PAYMENTS_EVENTS).is_empty());
+    assert!(sent::<RefundRequested>(&declined, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty());
 
     authorized(&store, "o-held");
     let held = handle(&store, 5, &refund("o-held", "r", 0));

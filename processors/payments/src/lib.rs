@@ -6,10 +6,11 @@
 //! * [`handler`], a pure handler run by the shared runtime on
 //!   `payments.messages`. It never calls the provider: it records what is
 //!   wanted (`PaymentRequested`, `CaptureRequested`, `VoidRequested`,
-//!   `RefundRequested` on `payments.events`) and
+//!   `RefundRequested` on its internal `payments.provider-requests`; its
+//!   facts go to `payments.events`) and
 //!   applies what the provider said (`ProviderOutcome`).
 //! * The provider worker ([`worker`]), the only place with I/O: its own
-//!   consumer group on `payments.events` calls the [`PaymentProvider`] for each
+//!   consumer group on `payments.provider-requests` calls the [`PaymentProvider`] for each
 //!   request and reports the answer as a `ProviderOutcome` on
 //!   `payments.messages`. Its offset is stored only after the outcome is
 //!   acknowledged, so a crash repeats a provider call, never loses one; the

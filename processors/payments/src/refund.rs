@@ -84,7 +84,7 @@ fn request_refund(record: &mut PaymentRecord, refund_id: &str, amount: i64, effe
     });
     put_payment(effects, record);
     effects.send(
-        topic::PAYMENTS_EVENTS,
+        topic::PAYMENTS_PROVIDER_REQUESTS,
         &record.order_id,
         &RefundRequested {
             order_id: record.order_id.clone(),

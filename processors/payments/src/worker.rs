@@ -1,6 +1,7 @@
 //! The provider worker: the only part of payments with I/O.
 //!
-//! Its own consumer group (`{group_id}-provider`) reads `payments.events`.
+//! Its own consumer group (`{group_id}-provider`) reads
+//! `payments.provider-requests`, which only payments writes.
 //! For each `PaymentRequested`, `CaptureRequested`, `VoidRequested` and
 //! `RefundRequested` it calls the provider
 //! (with the request's fixed idempotency key), produces what the provider
@@ -8,7 +9,7 @@
 //! for the broker's acknowledgement, and only then stores the offset. A crash
 //! anywhere repeats the call with the same key (one charge) and the outcome
 //! with the same message id (derived from the event's), which the runtime
-//! drops. Other event types are skipped.
+//! drops. Other message types are skipped (none are written there).
 //!
 //! Transient failures (5xx, 429, timeouts, connection errors) are retried with
 //! exponential backoff for ever: a charge given up on might have succeeded.
@@ -153,7 +154,7 @@ pub async fn run_worker(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let names = TopicNames::new(settings.topic_prefix.clone());
-    let input = names.name(topic::PAYMENTS_EVENTS);
+    let input = names.name(topic::PAYMENTS_PROVIDER_REQUESTS);
     let output = names.name(topic::PAYMENTS_MESSAGES);
     let group = settings.consumer_group();
     let engine = SinkEngine::subscribe(SinkSettings {

@@ -22,6 +22,7 @@ mod orders;
 mod products;
 mod report;
 mod search;
+mod versions;
 
 pub use archive::{archive_events, ArchivedEvent};
 pub use database::{connect, drop_database, ensure_database, migrate};

@@ -3,16 +3,12 @@
 
 use crate::database::without_nul;
 use crate::search::{self, SearchPage, SearchQuery};
+use crate::versions::IS_LATEST;
 use crate::{ReadsideError, Result};
 use d2c_proto::catalog::v1::Product;
 use prost::Message;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use std::collections::BTreeMap;
-
-/// A version is the latest when no newer version of its product exists (an
-/// anti-join on the primary key).
-pub(crate) const IS_LATEST: &str = "NOT EXISTS (SELECT 1 FROM product_versions newer \
-     WHERE newer.product_id = p.product_id AND newer.version > p.version)";
 
 /// Inserts one product version; a version already stored is left as it is.
 pub async fn insert_product_version(conn: &mut PgConnection, product: &Product) -> Result<u64> {

@@ -3,7 +3,7 @@
 //! of letters and digits, so no input can be a tsquery syntax error.
 
 use crate::database::without_nul;
-use crate::products::IS_LATEST;
+use crate::versions::IS_LATEST;
 use crate::{ReadsideError, Result};
 use d2c_proto::catalog::v1::Product;
 use sqlx::{Postgres, QueryBuilder};

@@ -6,17 +6,16 @@ use d2c_proto::catalog::v1::{Price, Product, Variant};
 use d2c_proto::orders::v1::{OrderReply, PlaceOrder, RequestedLine};
 use d2c_proto::{Envelope, ReplyTo};
 use d2c_runtime::router::Router;
-use d2c_runtime::testing::TestStore;
+use d2c_runtime::testing::TestEnv;
 use d2c_runtime::Effects;
 use d2c_state::PartitionStore;
 use prost::{Message, Name};
 
-/// A temporary store driven by the orders handler, with a catalog that
-/// sells SKU-1 at 12.50 and SKU-2 at 5.00 EUR.
+/// The orders handler on a temporary store ([`TestEnv`]), with a catalog
+/// that sells SKU-1 at 12.50 and SKU-2 at 5.00 EUR.
 pub struct Harness {
-    store: TestStore,
+    env: TestEnv<Router>,
     catalog: std::sync::Arc<CatalogView>,
-    handler: Router,
 }
 
 impl Harness {
@@ -25,14 +24,13 @@ impl Harness {
         catalog.put(&product("p-1", 1, "SKU-1", 1_250));
         catalog.put(&product("p-2", 1, "SKU-2", 500));
         Self {
-            store: TestStore::new(),
-            handler: crate::handler(catalog.clone()),
+            env: TestEnv::new(crate::handler(catalog.clone())),
             catalog,
         }
     }
 
     pub fn handler(&self) -> &Router {
-        &self.handler
+        &self.env.handler
     }
 
     pub fn catalog(&self) -> &CatalogView {
@@ -40,15 +38,15 @@ impl Harness {
     }
 
     pub fn store(&self) -> &PartitionStore {
-        &self.store.store
+        self.env.store()
     }
 
+    /// Handles `message` under `envelope` (given: tests choose whether it
+    /// asks for a reply), retyped as `M`.
     pub fn handle<M: Message + Name>(&self, envelope: &Envelope, message: &M) -> Effects {
         let mut envelope = envelope.clone();
         envelope.message_type = M::full_name();
-        self.store
-            .handle(&self.handler, &envelope, &message.encode_to_vec())
-            .expect("handled")
+        self.env.handle_as(&envelope, &message.encode_to_vec())
     }
 }
 

@@ -9,31 +9,15 @@ use d2c_proto::payments::v1::{
     PaymentStatus, PaymentStepFailed, PaymentVoided, ProviderOutcome, RefundPayment,
     RefundRequested, VoidPayment, VoidRequested,
 };
-use d2c_proto::Envelope;
 use d2c_runtime::handler::Destination;
-use d2c_runtime::testing::{sent, TestStore};
+use d2c_runtime::router::Router;
+use d2c_runtime::testing::{sent, TestEnv};
 use d2c_runtime::{Effects, HandlerError};
 use d2c_topology::topic;
-use prost::{Message, Name};
 
-fn temp_store() -> TestStore {
-    TestStore::new()
-}
-
-fn envelope_for<M: Name>(id: u128) -> Envelope {
-    Envelope::new(M::full_name(), uuid::Uuid::from_u128(id), 1_700_000_000_000)
-}
-
-fn try_handle<M: Message + Name>(
-    store: &TestStore,
-    id: u128,
-    message: &M,
-) -> Result<Effects, HandlerError> {
-    store.handle(&handler(), &envelope_for::<M>(id), &message.encode_to_vec())
-}
-
-fn handle<M: Message + Name>(store: &TestStore, id: u128, message: &M) -> Effects {
-    try_handle(store, id, message).expect("handled")
+/// The payments handler against a fresh store.
+fn fixture() -> TestEnv<Router> {
+    TestEnv::new(handler())
 }
 
 fn authorize(order_id: &str, token: &str) -> AuthorizePayment {
@@ -83,9 +67,9 @@ fn results(effects: &Effects) -> Vec<PaymentResult> {
     sent(effects, topic::ORDERS_MESSAGES)
 }
 
-fn status(store: &TestStore, order_id: &str) -> PaymentStatus {
+fn status(store: &TestEnv<Router>, order_id: &str) -> PaymentStatus {
     let record = store
-        .store
+        .store()
         .payment(order_id)
         .expect("read")
         .expect("recorded");
@@ -93,15 +77,15 @@ fn status(store: &TestStore, order_id: &str) -> PaymentStatus {
 }
 
 /// Authorize and approve `order_id`.
-fn authorized(store: &TestStore, order_id: &str) {
-    handle(store, 1, &authorize(order_id, "pm_card_visa"));
-    handle(store, 2, &charge_outcome(order_id, true));
+fn authorized(store: &mut TestEnv<Router>, order_id: &str) {
+    store.handle(&authorize(order_id, "pm_card_visa"));
+    store.handle(&charge_outcome(order_id, true));
 }
 
 #[test]
 fn payments_authorize_records_the_request_and_asks_the_provider() {
-    let store = temp_store();
-    let effects = handle(&store, 1, &authorize("o-1", "pm_card_visa"));
+    let mut store = fixture();
+    let effects = store.handle(&authorize("o-1", "pm_card_visa"));
     let requested: Vec<PaymentRequested> = sent(&effects, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(requested.len(), 1);
     assert_eq!(requested[0].order_id, "o-1");
@@ -115,16 +99,16 @@ fn payments_authorize_records_the_request_and_asks_the_provider() {
     );
     assert_eq!(status(&store, "o-1"), PaymentStatus::Requested);
 
-    let repeat = handle(&store, 9, &authorize("o-1", "pm_card_visa"));
+    let repeat = store.handle(&authorize("o-1", "pm_card_visa"));
     assert!(repeat.outgoing().is_empty(), "in flight: nothing new");
     assert!(repeat.changes().is_empty());
 }
 
 #[test]
 fn payments_approval_authorizes_and_answers_orders() {
-    let store = temp_store();
-    handle(&store, 1, &authorize("o-1", "pm_card_visa"));
-    let effects = handle(&store, 2, &charge_outcome("o-1", true));
+    let mut store = fixture();
+    store.handle(&authorize("o-1", "pm_card_visa"));
+    let effects = store.handle(&charge_outcome("o-1", true));
     let events: Vec<PaymentAuthorized> = sent(&effects, topic::PAYMENTS_EVENTS);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].provider_ref, "pi_1");
@@ -144,26 +128,26 @@ fn payments_approval_authorizes_and_answers_orders() {
 
 #[test]
 fn payments_duplicate_outcome_changes_nothing() {
-    let store = temp_store();
-    authorized(&store, "o-1");
-    let again = handle(&store, 3, &charge_outcome("o-1", true));
+    let mut store = fixture();
+    authorized(&mut store, "o-1");
+    let again = store.handle(&charge_outcome("o-1", true));
     assert!(again.outgoing().is_empty());
     assert!(again.changes().is_empty());
-    let contradiction = handle(&store, 4, &charge_outcome("o-1", false));
+    let contradiction = store.handle(&charge_outcome("o-1", false));
     assert!(
         contradiction.outgoing().is_empty(),
         "the first outcome wins"
     );
     assert_eq!(status(&store, "o-1"), PaymentStatus::Authorized);
-    let unknown = handle(&store, 5, &charge_outcome("o-unknown", true));
+    let unknown = store.handle(&charge_outcome("o-unknown", true));
     assert!(unknown.outgoing().is_empty());
 }
 
 #[test]
 fn payments_decline_is_recorded_and_answered() {
-    let store = temp_store();
-    handle(&store, 1, &authorize("o-1", "pm_card_chargeDeclined"));
-    let effects = handle(&store, 2, &charge_outcome("o-1", false));
+    let mut store = fixture();
+    store.handle(&authorize("o-1", "pm_card_chargeDeclined"));
+    let effects = store.handle(&charge_outcome("o-1", false));
     let events: Vec<PaymentDeclined> = sent(&effects, topic::PAYMENTS_EVENTS);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].decline_code, "card_declined");
@@ -177,9 +161,9 @@ fn payments_decline_is_recorded_and_answered() {
 
 #[test]
 fn payments_duplicate_authorize_after_decision_resends_the_result() {
-    let store = temp_store();
-    authorized(&store, "o-1");
-    let repeat = handle(&store, 7, &authorize("o-1", "pm_card_visa"));
+    let mut store = fixture();
+    authorized(&mut store, "o-1");
+    let repeat = store.handle(&authorize("o-1", "pm_card_visa"));
     assert!(repeat.changes().is_empty());
     assert!(sent::<PaymentRequested>(&repeat, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty());
     let answers = results(&repeat);
@@ -187,13 +171,9 @@ fn payments_duplicate_authorize_after_decision_resends_the_result() {
     assert_eq!(answers[0].status, PaymentStatus::Authorized as i32);
     assert_eq!(answers[0].provider_ref, "pi_1");
 
-    handle(&store, 11, &authorize("o-2", "pm_card_chargeDeclined"));
-    handle(&store, 12, &charge_outcome("o-2", false));
-    let answers = results(&handle(
-        &store,
-        13,
-        &authorize("o-2", "pm_card_chargeDeclined"),
-    ));
+    store.handle(&authorize("o-2", "pm_card_chargeDeclined"));
+    store.handle(&charge_outcome("o-2", false));
+    let answers = results(&store.handle(&authorize("o-2", "pm_card_chargeDeclined")));
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].status, PaymentStatus::Declined as i32);
     assert_eq!(answers[0].decline_code, "card_declined");
@@ -201,7 +181,7 @@ fn payments_duplicate_authorize_after_decision_resends_the_result() {
 
 #[test]
 fn payments_invalid_request_is_declined_without_asking_the_provider() {
-    let store = temp_store();
+    let mut store = fixture();
     type Mutation = fn(&mut AuthorizePayment);
     let cases: [(&str, Mutation); 3] = [
         ("payment_method", |c| c.payment_method.clear()),
@@ -212,7 +192,7 @@ fn payments_invalid_request_is_declined_without_asking_the_provider() {
         let order_id = format!("o-bad-{index}");
         let mut command = authorize(&order_id, "pm_card_visa");
         mutate(&mut command);
-        let effects = handle(&store, 100 + index as u128, &command);
+        let effects = store.handle(&command);
         assert!(
             sent::<PaymentRequested>(&effects, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty(),
             "{field}"
@@ -223,7 +203,7 @@ fn payments_invalid_request_is_declined_without_asking_the_provider() {
         assert_eq!(answers[0].decline_code, "invalid_request");
         assert_eq!(status(&store, &order_id), PaymentStatus::Declined);
     }
-    let effects = handle(&store, 200, &authorize("", "pm_card_visa"));
+    let effects = store.handle(&authorize("", "pm_card_visa"));
     assert_eq!(results(&effects)[0].decline_code, "invalid_request");
     assert!(
         effects.changes().is_empty(),
@@ -255,22 +235,19 @@ fn outcome(order_id: &str, kind: Kind, approved: bool) -> ProviderOutcome {
 }
 
 /// An authorized payment of 30.00, captured.
-fn captured(store: &TestStore, order_id: &str) {
+fn captured(store: &mut TestEnv<Router>, order_id: &str) {
     authorized(store, order_id);
     let capture = CapturePayment {
         order_id: order_id.into(),
     };
-    let requested = handle(store, 20, &capture);
+    let requested = store.handle(&capture);
     let events: Vec<CaptureRequested> = sent(&requested, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].idempotency_key, format!("d2c-capture-{order_id}"));
     assert_eq!(events[0].amount_minor, 3_000);
     assert!(results(&requested).is_empty(), "answered by the outcome");
-    assert!(
-        handle(store, 21, &capture).outgoing().is_empty(),
-        "in flight"
-    );
-    let done = handle(store, 22, &outcome(order_id, Kind::Capture, true));
+    assert!(store.handle(&capture).outgoing().is_empty(), "in flight");
+    let done = store.handle(&outcome(order_id, Kind::Capture, true));
     let answers = results(&done);
     assert_eq!(answers[0].status, PaymentStatus::Captured as i32);
     assert_eq!(answers[0].amount_minor, 3_000);
@@ -283,35 +260,27 @@ fn captured(store: &TestStore, order_id: &str) {
 
 #[test]
 fn payments_capture_then_a_repeat_answers_captured() {
-    let store = temp_store();
-    captured(&store, "o-1");
-    let again = handle(
-        &store,
-        30,
-        &CapturePayment {
-            order_id: "o-1".into(),
-        },
-    );
+    let mut store = fixture();
+    captured(&mut store, "o-1");
+    let again = store.handle(&CapturePayment {
+        order_id: "o-1".into(),
+    });
     assert_eq!(results(&again)[0].status, PaymentStatus::Captured as i32);
     assert!(again.changes().is_empty());
-    let duplicate = handle(&store, 31, &outcome("o-1", Kind::Capture, true));
+    let duplicate = store.handle(&outcome("o-1", Kind::Capture, true));
     assert!(duplicate.outgoing().is_empty());
-    let authorize_again = results(&handle(&store, 32, &authorize("o-1", "pm_card_visa")));
+    let authorize_again = results(&store.handle(&authorize("o-1", "pm_card_visa")));
     assert_eq!(authorize_again[0].status, PaymentStatus::Authorized as i32);
 }
 
 #[test]
 fn payments_a_refused_capture_is_recorded_and_announced() {
-    let store = temp_store();
-    authorized(&store, "o-1");
-    handle(
-        &store,
-        3,
-        &CapturePayment {
-            order_id: "o-1".into(),
-        },
-    );
-    let refused = handle(&store, 4, &outcome("o-1", Kind::Capture, false));
+    let mut store = fixture();
+    authorized(&mut store, "o-1");
+    store.handle(&CapturePayment {
+        order_id: "o-1".into(),
+    });
+    let refused = store.handle(&outcome("o-1", Kind::Capture, false));
     assert_eq!(
         results(&refused)[0].status,
         PaymentStatus::CaptureFailed as i32
@@ -325,32 +294,28 @@ fn payments_a_refused_capture_is_recorded_and_announced() {
 
 #[test]
 fn payments_void_releases_the_hold_once() {
-    let store = temp_store();
-    authorized(&store, "o-1");
+    let mut store = fixture();
+    authorized(&mut store, "o-1");
     let void = VoidPayment {
         order_id: "o-1".into(),
     };
-    let requested = handle(&store, 3, &void);
+    let requested = store.handle(&void);
     let events: Vec<VoidRequested> = sent(&requested, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events[0].idempotency_key, "d2c-void-o-1");
-    assert!(handle(&store, 4, &void).outgoing().is_empty(), "in flight");
-    let done = handle(&store, 5, &outcome("o-1", Kind::Void, true));
+    assert!(store.handle(&void).outgoing().is_empty(), "in flight");
+    let done = store.handle(&outcome("o-1", Kind::Void, true));
     assert_eq!(results(&done)[0].status, PaymentStatus::Voided as i32);
     assert_eq!(
         sent::<PaymentVoided>(&done, topic::PAYMENTS_EVENTS).len(),
         1
     );
     assert_eq!(
-        results(&handle(&store, 6, &void))[0].status,
+        results(&store.handle(&void))[0].status,
         PaymentStatus::Voided as i32
     );
-    let no_capture = handle(
-        &store,
-        7,
-        &CapturePayment {
-            order_id: "o-1".into(),
-        },
-    );
+    let no_capture = store.handle(&CapturePayment {
+        order_id: "o-1".into(),
+    });
     assert_eq!(
         results(&no_capture)[0].status,
         PaymentStatus::CaptureFailed as i32
@@ -359,32 +324,33 @@ fn payments_void_releases_the_hold_once() {
 
 #[test]
 fn payments_partial_refunds_never_exceed_the_capture() {
-    let store = temp_store();
-    captured(&store, "o-1");
-    let first = handle(&store, 3, &refund("o-1", "r-1", 1_000));
+    let mut store = fixture();
+    captured(&mut store, "o-1");
+    let first = store.handle(&refund("o-1", "r-1", 1_000));
     let events: Vec<RefundRequested> = sent(&first, topic::PAYMENTS_PROVIDER_REQUESTS);
     assert_eq!(events[0].amount_minor, 1_000);
     assert_eq!(events[0].refund_id, "r-1");
     assert_eq!(events[0].idempotency_key, "d2c-refund-o-1-r-1");
     assert!(results(&first).is_empty(), "answered by the outcome");
-    assert!(handle(&store, 4, &refund("o-1", "r-1", 1_000))
+    assert!(store
+        .handle(&refund("o-1", "r-1", 1_000))
         .outgoing()
         .is_empty());
 
-    let second = handle(&store, 5, &refund("o-1", "r-2", 1_500));
+    let second = store.handle(&refund("o-1", "r-2", 1_500));
     assert_eq!(
         sent::<RefundRequested>(&second, topic::PAYMENTS_PROVIDER_REQUESTS).len(),
         1
     );
     // 1,000 + 1,500 pending: 500 left, so 600 is refused and recorded nowhere.
-    let too_much = handle(&store, 6, &refund("o-1", "r-3", 600));
+    let too_much = store.handle(&refund("o-1", "r-3", 600));
     assert_eq!(
         results(&too_much)[0].status,
         PaymentStatus::RefundFailed as i32
     );
     assert!(too_much.changes().is_empty());
 
-    let done = handle(&store, 7, &refund_outcome("o-1", "r-1"));
+    let done = store.handle(&refund_outcome("o-1", "r-1"));
     let answers = results(&done);
     assert_eq!(
         (answers[0].status, answers[0].refund_id.as_str()),
@@ -395,15 +361,16 @@ fn payments_partial_refunds_never_exceed_the_capture() {
         sent::<PaymentRefunded>(&done, topic::PAYMENTS_EVENTS)[0].refund_id,
         "r-1"
     );
-    assert!(handle(&store, 8, &refund_outcome("o-1", "r-1"))
+    assert!(store
+        .handle(&refund_outcome("o-1", "r-1"))
         .outgoing()
         .is_empty());
-    let repeat = handle(&store, 9, &refund("o-1", "r-1", 1_000));
+    let repeat = store.handle(&refund("o-1", "r-1", 1_000));
     assert_eq!(results(&repeat)[0].status, PaymentStatus::Refunded as i32);
 
     let mut refused = refund_outcome("o-1", "r-2");
     refused.approved = false;
-    let refused = handle(&store, 10, &refused);
+    let refused = store.handle(&refused);
     assert_eq!(
         results(&refused)[0].status,
         PaymentStatus::RefundFailed as i32
@@ -413,7 +380,7 @@ fn payments_partial_refunds_never_exceed_the_capture() {
         1
     );
     // The refused 1,500 is available again: 0 means "the rest", 2,000.
-    let rest = handle(&store, 11, &refund("o-1", "r-4", 0));
+    let rest = store.handle(&refund("o-1", "r-4", 0));
     assert_eq!(
         sent::<RefundRequested>(&rest, topic::PAYMENTS_PROVIDER_REQUESTS)[0].amount_minor,
         2_000
@@ -422,25 +389,21 @@ fn payments_partial_refunds_never_exceed_the_capture() {
 
 #[test]
 fn payments_refund_without_a_capture_is_trivially_done_or_refused() {
-    let store = temp_store();
-    let none = handle(&store, 1, &refund("o-none", "r", 0));
+    let mut store = fixture();
+    let none = store.handle(&refund("o-none", "r", 0));
     let answers = results(&none);
     assert_eq!(answers[0].status, PaymentStatus::Refunded as i32);
     assert_eq!(answers[0].message, "nothing to refund");
     assert!(none.changes().is_empty());
 
-    handle(
-        &store,
-        2,
-        &authorize("o-declined", "pm_card_chargeDeclined"),
-    );
-    handle(&store, 3, &charge_outcome("o-declined", false));
-    let declined = handle(&store, 4, &refund("o-declined", "r", 0));
+    store.handle(&authorize("o-declined", "pm_card_chargeDeclined"));
+    store.handle(&charge_outcome("o-declined", false));
+    let declined = store.handle(&refund("o-declined", "r", 0));
     assert_eq!(results(&declined)[0].message, "nothing to refund");
     assert!(sent::<RefundRequested>(&declined, topic::PAYMENTS_PROVIDER_REQUESTS).is_empty());
 
-    authorized(&store, "o-held");
-    let held = handle(&store, 5, &refund("o-held", "r", 0));
+    authorized(&mut store, "o-held");
+    let held = store.handle(&refund("o-held", "r", 0));
     assert_eq!(
         results(&held)[0].status,
         PaymentStatus::RefundFailed as i32,
@@ -451,30 +414,25 @@ fn payments_refund_without_a_capture_is_trivially_done_or_refused() {
 
 #[test]
 fn payments_unknown_messages_are_malformed() {
-    let store = temp_store();
-    let error = try_handle(
-        &store,
-        1,
-        &PaymentAuthorized {
+    let mut store = fixture();
+    let error = store
+        .try_handle(&PaymentAuthorized {
             order_id: "o-1".into(),
             ..PaymentAuthorized::default()
-        },
-    )
-    .expect_err("not a command");
+        })
+        .expect_err("not a command");
     assert!(matches!(error, HandlerError::Malformed(_)));
     let mut no_kind = charge_outcome("o-1", true);
     no_kind.kind = Kind::Unspecified as i32;
     assert!(matches!(
-        try_handle(&store, 2, &no_kind),
+        store.try_handle(&no_kind),
         Err(HandlerError::Malformed(_))
     ));
 }
 
 #[test]
 fn payments_replay_gives_identical_effects() {
-    let a = temp_store();
-    let b = temp_store();
-    let first = handle(&a, 9, &authorize("o-9", "pm_card_visa"));
-    let second = handle(&b, 9, &authorize("o-9", "pm_card_visa"));
+    let first = fixture().handle(&authorize("o-9", "pm_card_visa"));
+    let second = fixture().handle(&authorize("o-9", "pm_card_visa"));
     assert_eq!(first.outgoing(), second.outgoing());
 }

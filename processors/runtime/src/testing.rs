@@ -112,7 +112,7 @@ impl<H: Handler> TestEnv<H> {
 
     /// Handles `payload` under `envelope` and commits its changes.
     pub fn try_handle_as(
-        &mut self,
+        &self,
         envelope: &Envelope,
         payload: &[u8],
     ) -> Result<Effects, HandlerError> {
@@ -121,14 +121,25 @@ impl<H: Handler> TestEnv<H> {
 
     /// # Panics
     /// When the handler refuses the message (tests only).
-    pub fn handle_as(&mut self, envelope: &Envelope, payload: &[u8]) -> Effects {
+    pub fn handle_as(&self, envelope: &Envelope, payload: &[u8]) -> Effects {
         self.try_handle_as(envelope, payload).expect("handled")
     }
 
     /// Handles `message` in a fresh envelope, commits, returns the effects.
+    ///
+    /// # Panics
+    /// When the handler refuses the message (tests only).
     pub fn handle<M: prost::Message + prost::Name>(&mut self, message: &M) -> Effects {
+        self.try_handle(message).expect("handled")
+    }
+
+    /// [`TestEnv::handle`], or the handler's refusal.
+    pub fn try_handle<M: prost::Message + prost::Name>(
+        &mut self,
+        message: &M,
+    ) -> Result<Effects, HandlerError> {
         let envelope = self.envelope::<M>();
-        self.handle_as(&envelope, &message.encode_to_vec())
+        self.try_handle_as(&envelope, &message.encode_to_vec())
     }
 }
 

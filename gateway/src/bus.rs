@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-pub enum Outcome {
+pub enum RequestOutcome {
     Replied(Reply),
     /// The command was sent but its reply did not come in time; a reply
     /// arriving later carries `correlation_id`.
@@ -47,7 +47,7 @@ impl Bus {
         key: &str,
         message: &M,
         idempotency_key: Option<&str>,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<RequestOutcome, ApiError> {
         let Some(admitted) = self.admission.admit() else {
             return Err(ApiError::unavailable(
                 "the platform is at capacity; retry after the time in Retry-After",
@@ -75,17 +75,17 @@ impl Bus {
             .instrument(span)
             .await?;
         let Some(parked) = parked else {
-            return Ok(Outcome::NotWaited { correlation_id });
+            return Ok(RequestOutcome::NotWaited { correlation_id });
         };
         let mut parked = parked;
         match tokio::time::timeout_at(deadline, &mut parked.receiver).await {
             Ok(Ok(reply)) => {
                 admitted.replied();
-                Ok(Outcome::Replied(reply))
+                Ok(RequestOutcome::Replied(reply))
             }
             _ => {
                 admitted.timed_out();
-                Ok(Outcome::TimedOut { correlation_id })
+                Ok(RequestOutcome::TimedOut { correlation_id })
             }
         }
     }
@@ -105,7 +105,7 @@ impl Bus {
         M: prost::Message + prost::Name,
         R: prost::Message + prost::Name + Default,
     {
-        let Outcome::Replied(reply) = self.request(topic, key, message, None).await? else {
+        let RequestOutcome::Replied(reply) = self.request(topic, key, message, None).await? else {
             crate::metrics::GATEWAY_METRICS
                 .reply_timeouts
                 .with_label_values(&[route])

@@ -11,7 +11,7 @@
 //!   into a PlaceOrder and answers like `POST /orders`.
 
 use crate::auth::CustomerId;
-use crate::bus::Outcome;
+use crate::bus::RequestOutcome;
 use crate::error::{ApiError, ErrorBody};
 use crate::orders::{checkout_outcome, OrderJson, PendingJson};
 use crate::validate::{is_currency, is_identifier, json_body, IdempotencyKey, MAX_ID_LEN};
@@ -370,7 +370,7 @@ pub async fn checkout(
         .await?;
     // A refusal comes from customers (a CartReply); an accepted checkout is
     // answered by orders, like POST /orders.
-    if let Outcome::Replied(reply) = &outcome {
+    if let RequestOutcome::Replied(reply) = &outcome {
         if reply.message_type == <CartReply as prost::Name>::full_name() {
             return match decode_cart(&reply.payload)?.result {
                 Some(cart_reply::Result::Rejected(rejection)) => Err(rejection.into()),

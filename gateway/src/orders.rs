@@ -3,7 +3,7 @@
 //! if it did not exist.
 
 use crate::auth::CustomerId;
-use crate::bus::Outcome;
+use crate::bus::RequestOutcome;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::GATEWAY_METRICS;
 use crate::validate::{
@@ -227,21 +227,21 @@ pub async fn place_order(
 /// gateway until its reply arrives (see [`crate::settling`]).
 pub fn checkout_outcome(
     app: &AppState,
-    outcome: Outcome,
+    outcome: RequestOutcome,
     order_id: &str,
     customer_id: &str,
     route: &str,
 ) -> Result<Response, ApiError> {
     let correlation_id = match outcome {
-        Outcome::Replied(reply) => return checkout_response(&reply.payload),
-        Outcome::TimedOut { correlation_id } => {
+        RequestOutcome::Replied(reply) => return checkout_response(&reply.payload),
+        RequestOutcome::TimedOut { correlation_id } => {
             GATEWAY_METRICS
                 .reply_timeouts
                 .with_label_values(&[route])
                 .inc();
             correlation_id
         }
-        Outcome::NotWaited { correlation_id } => correlation_id,
+        RequestOutcome::NotWaited { correlation_id } => correlation_id,
     };
     app.bus
         .pending
@@ -341,11 +341,11 @@ pub async fn cancel_order(
 /// The step's answer: the order when it settled, 202 + Location while
 /// `still_running` says so or the wait ended first.
 pub(crate) fn settled_or_pending(
-    outcome: Outcome,
+    outcome: RequestOutcome,
     order_id: &str,
     still_running: impl Fn(OrderStatus, &Order) -> bool,
 ) -> Result<Response, ApiError> {
-    let Outcome::Replied(reply) = outcome else {
+    let RequestOutcome::Replied(reply) = outcome else {
         return Ok(pending(order_id));
     };
     let reply = decode_reply(&reply.payload)?;
@@ -412,8 +412,8 @@ pub(crate) async fn read_order(
         .request(topic::ORDERS_MESSAGES, &order_id, &query, None)
         .await?
     {
-        Outcome::Replied(reply) => order_response(&reply.payload, StatusCode::OK),
-        Outcome::TimedOut { .. } | Outcome::NotWaited { .. } => {
+        RequestOutcome::Replied(reply) => order_response(&reply.payload, StatusCode::OK),
+        RequestOutcome::TimedOut { .. } | RequestOutcome::NotWaited { .. } => {
             if let Some(route) = timeout_route {
                 GATEWAY_METRICS
                     .reply_timeouts

@@ -217,7 +217,7 @@ impl std::fmt::Display for Audit {
 
 /// One request's story.
 #[derive(Debug, Clone)]
-struct Outcome {
+struct RequestStory {
     customer: String,
     key: String,
     status: Option<u16>,
@@ -505,7 +505,7 @@ async fn send_until_answered(
     index: usize,
     deadline: Duration,
     scheduled: (Instant, Duration),
-) -> Outcome {
+) -> RequestStory {
     let (started, due) = scheduled;
     let customer = format!("fault-customer-{}", index % CUSTOMERS);
     let client = &clients[index % CUSTOMERS];
@@ -538,7 +538,7 @@ async fn send_until_answered(
         tokio::time::sleep(Duration::from_millis(250 * attempts.min(8) as u64)).await;
     };
     let (status, body) = answer.map_or((None, Value::Null), |(status, body)| (Some(status), body));
-    Outcome {
+    RequestStory {
         customer,
         key,
         status,
@@ -790,13 +790,17 @@ impl Stack {
 }
 
 /// Latency of the requests scheduled in each stretch between two marks.
-fn phase_stats(outcomes: &[Outcome], marks: &[(f64, String)], run: Duration) -> Vec<PhaseStats> {
+fn phase_stats(
+    outcomes: &[RequestStory],
+    marks: &[(f64, String)],
+    run: Duration,
+) -> Vec<PhaseStats> {
     let mut phases = Vec::new();
     for (index, (from, label)) in marks.iter().enumerate() {
         let to = marks
             .get(index + 1)
             .map_or(run.as_secs_f64(), |(next, _)| *next);
-        let in_stretch: Vec<&Outcome> = outcomes
+        let in_stretch: Vec<&RequestStory> = outcomes
             .iter()
             .filter(|outcome| (*from..to).contains(&outcome.scheduled.as_secs_f64()))
             .collect();
@@ -828,10 +832,14 @@ fn phase_stats(outcomes: &[Outcome], marks: &[(f64, String)], run: Duration) -> 
     phases
 }
 
-async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> anyhow::Result<()> {
+async fn audit_run(
+    stack: &Stack,
+    outcomes: &[RequestStory],
+    audit: &mut Audit,
+) -> anyhow::Result<()> {
     audit.requests = outcomes.len();
     let base = stack.gateway_url()?;
-    let mut by_order: BTreeMap<String, &Outcome> = BTreeMap::new();
+    let mut by_order: BTreeMap<String, &RequestStory> = BTreeMap::new();
     for outcome in outcomes {
         if outcome.attempts > 1 {
             audit.retried_requests += 1;
@@ -883,7 +891,7 @@ async fn audit_run(stack: &Stack, outcomes: &[Outcome], audit: &mut Audit) -> an
 /// Every order's final state, as its owner reports it.
 async fn settle_orders(
     base: &str,
-    by_order: &BTreeMap<String, &Outcome>,
+    by_order: &BTreeMap<String, &RequestStory>,
     audit: &mut Audit,
 ) -> BTreeMap<String, (Value, bool)> {
     let mut settled = BTreeMap::new();
@@ -1023,7 +1031,7 @@ async fn check_charges(
 /// nobody asked for.
 async fn check_events(
     stack: &Stack,
-    by_order: &BTreeMap<String, &Outcome>,
+    by_order: &BTreeMap<String, &RequestStory>,
     audit: &mut Audit,
 ) -> anyhow::Result<()> {
     let brokers = stack.platform.brokers.clone();

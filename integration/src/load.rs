@@ -26,7 +26,7 @@ const HIST_MAX_US: u64 = 3_600_000_000;
 
 /// How one scheduled operation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum OperationOutcome {
     /// 200/201: done.
     Done,
     /// 202 at first: the gateway stopped waiting and answered late. A
@@ -44,24 +44,24 @@ pub enum Outcome {
 /// Classifies a finished HTTP exchange. The body is drained first: the
 /// connection only goes back to the pool once it has, and the response only
 /// counts as complete once it has fully arrived.
-pub async fn outcome_of(result: reqwest::Result<reqwest::Response>) -> Outcome {
+pub async fn outcome_of(result: reqwest::Result<reqwest::Response>) -> OperationOutcome {
     let response = match result {
         Ok(response) => response,
-        Err(e) => return Outcome::Error(transport_error(&e).to_owned()),
+        Err(e) => return OperationOutcome::Error(transport_error(&e).to_owned()),
     };
     let status = response.status().as_u16();
     if let Err(e) = response.bytes().await {
-        return Outcome::Error(transport_error(&e).to_owned());
+        return OperationOutcome::Error(transport_error(&e).to_owned());
     }
     outcome_of_status(status)
 }
 
-pub fn outcome_of_status(status: u16) -> Outcome {
+pub fn outcome_of_status(status: u16) -> OperationOutcome {
     match status {
-        200 | 201 => Outcome::Done,
-        202 => Outcome::Accepted,
-        402 | 409 => Outcome::Refused,
-        s => Outcome::Error(format!("http_{s}")),
+        200 | 201 => OperationOutcome::Done,
+        202 => OperationOutcome::Accepted,
+        402 | 409 => OperationOutcome::Refused,
+        s => OperationOutcome::Error(format!("http_{s}")),
     }
 }
 
@@ -138,19 +138,25 @@ struct Stats {
 }
 
 impl Stats {
-    fn record(&self, outcome: Outcome, latency: Duration, measured: bool, since_window: Duration) {
+    fn record(
+        &self,
+        outcome: OperationOutcome,
+        latency: Duration,
+        measured: bool,
+        since_window: Duration,
+    ) {
         if !measured {
             self.warmup_finished.fetch_add(1, Ordering::Relaxed);
-            if !matches!(outcome, Outcome::Error(_)) {
+            if !matches!(outcome, OperationOutcome::Error(_)) {
                 self.warmup_ok.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
         let counter = match outcome {
-            Outcome::Done => &self.done,
-            Outcome::Accepted => &self.accepted,
-            Outcome::Refused => &self.refused,
-            Outcome::Error(kind) => return self.error(kind),
+            OperationOutcome::Done => &self.done,
+            OperationOutcome::Accepted => &self.accepted,
+            OperationOutcome::Refused => &self.refused,
+            OperationOutcome::Error(kind) => return self.error(kind),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -188,7 +194,7 @@ impl Stats {
 pub async fn run<F, Fut>(schedule: &Schedule, operation: F) -> Result<Report>
 where
     F: Fn(u64) -> Fut,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    Fut: Future<Output = OperationOutcome> + Send + 'static,
 {
     let stats = Arc::new(Stats {
         hist: Mutex::new(Some(
@@ -221,7 +227,7 @@ where
         }
         if tasks.len() >= schedule.max_in_flight {
             let late = Instant::now().saturating_duration_since(window_start);
-            let overloaded = Outcome::Error("client_overloaded".to_owned());
+            let overloaded = OperationOutcome::Error("client_overloaded".to_owned());
             stats.record(overloaded, Duration::ZERO, measured, late);
             continue;
         }
@@ -373,7 +379,7 @@ mod tests {
             async move {
                 let _one_at_a_time = gate.lock().await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                Outcome::Done
+                OperationOutcome::Done
             }
         })
         .await
@@ -389,10 +395,10 @@ mod tests {
         let report = run(&schedule(100.0, 3), |i| async move {
             tokio::time::sleep(Duration::from_millis(if i % 2 == 0 { 1 } else { 200 })).await;
             match i % 4 {
-                0 => Outcome::Done,
-                1 => Outcome::Refused,
-                2 => Outcome::Accepted,
-                _ => Outcome::Error("http_503".to_owned()),
+                0 => OperationOutcome::Done,
+                1 => OperationOutcome::Refused,
+                2 => OperationOutcome::Accepted,
+                _ => OperationOutcome::Error("http_503".to_owned()),
             }
         })
         .await
@@ -410,12 +416,12 @@ mod tests {
 
     #[test]
     fn statuses_map_to_outcomes() {
-        assert_eq!(outcome_of_status(201), Outcome::Done);
-        assert_eq!(outcome_of_status(202), Outcome::Accepted);
-        assert_eq!(outcome_of_status(409), Outcome::Refused);
+        assert_eq!(outcome_of_status(201), OperationOutcome::Done);
+        assert_eq!(outcome_of_status(202), OperationOutcome::Accepted);
+        assert_eq!(outcome_of_status(409), OperationOutcome::Refused);
         assert_eq!(
             outcome_of_status(503),
-            Outcome::Error("http_503".to_owned())
+            OperationOutcome::Error("http_503".to_owned())
         );
     }
 }

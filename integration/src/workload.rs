@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::demo;
-use crate::load::{outcome_of, transport_error, Outcome};
+use crate::load::{outcome_of, transport_error, OperationOutcome};
 use crate::rng::SplitMix64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -272,7 +272,7 @@ impl Shoppers {
     }
 
     /// Arrival `index` of `phase`.
-    pub async fn perform(self: Arc<Self>, phase: Phase, index: u64) -> Outcome {
+    pub async fn perform(self: Arc<Self>, phase: Phase, index: u64) -> OperationOutcome {
         match phase {
             Phase::Checkout => self.checkout(index).await,
             Phase::CartCheckout => self.cart_checkout(index).await,
@@ -327,7 +327,7 @@ impl Shoppers {
         skus
     }
 
-    async fn checkout(&self, index: u64) -> Outcome {
+    async fn checkout(&self, index: u64) -> OperationOutcome {
         let deadline = Instant::now() + self.options.timeout;
         let order = self.order(index);
         let request = self
@@ -340,19 +340,19 @@ impl Shoppers {
             .await
     }
 
-    async fn cart_checkout(&self, index: u64) -> Outcome {
+    async fn cart_checkout(&self, index: u64) -> OperationOutcome {
         let deadline = Instant::now() + self.options.timeout;
         let order = self.order(index);
         let key = uuid::Uuid::new_v4().to_string();
         let cart_id = match self.open_cart(order.customer, &key).await {
             Ok(cart_id) => cart_id,
-            Err(kind) => return Outcome::Error(format!("open_cart_{kind}")),
+            Err(kind) => return OperationOutcome::Error(format!("open_cart_{kind}")),
         };
         for line in &order.lines {
             let outcome = self
                 .set_line(order.customer, &cart_id, &line.sku, line.quantity)
                 .await;
-            if outcome != Outcome::Done {
+            if outcome != OperationOutcome::Done {
                 return step_failed("cart_line", outcome);
             }
         }
@@ -375,7 +375,7 @@ impl Shoppers {
         customer: usize,
         result: reqwest::Result<reqwest::Response>,
         deadline: Instant,
-    ) -> Outcome {
+    ) -> OperationOutcome {
         let response = match result {
             Ok(response) if response.status() == StatusCode::ACCEPTED => response,
             other => return outcome_of(other).await,
@@ -387,10 +387,10 @@ impl Shoppers {
             .and_then(|location| poll_url(&self.options.url, location));
         // Drained, so the connection goes back to the pool.
         if let Err(e) = response.bytes().await {
-            return Outcome::Error(transport_error(&e).to_owned());
+            return OperationOutcome::Error(transport_error(&e).to_owned());
         }
         let Some(url) = url else {
-            return Outcome::Error("no_location".to_owned());
+            return OperationOutcome::Error("no_location".to_owned());
         };
         self.await_settled(customer, &url, deadline).await
     }
@@ -398,12 +398,17 @@ impl Shoppers {
     /// Polls the order at `url` until it settles; every poll ends by
     /// `deadline`, and the waits between polls are at least `FIRST_POLL`,
     /// so the loop is bounded in time and in count.
-    async fn await_settled(&self, customer: usize, url: &str, deadline: Instant) -> Outcome {
+    async fn await_settled(
+        &self,
+        customer: usize,
+        url: &str,
+        deadline: Instant,
+    ) -> OperationOutcome {
         let mut interval = FIRST_POLL;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Outcome::Error(CONFIRM_TIMEOUT.to_owned());
+                return OperationOutcome::Error(CONFIRM_TIMEOUT.to_owned());
             }
             let sent = self
                 .client
@@ -420,9 +425,9 @@ impl Shoppers {
         }
     }
 
-    async fn change_cart_line(&self, index: u64) -> Outcome {
+    async fn change_cart_line(&self, index: u64) -> OperationOutcome {
         let Some(carts) = self.carts.get().filter(|carts| !carts.is_empty()) else {
-            return Outcome::Error("no_carts".to_owned());
+            return OperationOutcome::Error("no_carts".to_owned());
         };
         let mut rng = SplitMix64(index);
         let (customer, cart_id) = &carts[(index % carts.len() as u64) as usize];
@@ -431,7 +436,13 @@ impl Shoppers {
         self.set_line(*customer, cart_id, &sku, quantity).await
     }
 
-    async fn set_line(&self, customer: usize, cart_id: &str, sku: &str, quantity: u64) -> Outcome {
+    async fn set_line(
+        &self,
+        customer: usize,
+        cart_id: &str,
+        sku: &str,
+        quantity: u64,
+    ) -> OperationOutcome {
         let request = self
             .client
             .put(self.url(&format!("/carts/{cart_id}/lines/{sku}")))
@@ -466,7 +477,7 @@ impl Shoppers {
             .ok_or_else(|| "no_cart_id".to_owned())
     }
 
-    async fn search(&self, index: u64) -> Outcome {
+    async fn search(&self, index: u64) -> OperationOutcome {
         let mut rng = SplitMix64(index);
         let query = rng.pick(SEARCHES);
         let offset = rng.range(0, 2) * 20;
@@ -477,13 +488,13 @@ impl Shoppers {
         outcome_of(request.send().await).await
     }
 
-    async fn read_product(&self, index: u64) -> Outcome {
+    async fn read_product(&self, index: u64) -> OperationOutcome {
         let product = SplitMix64(index).range(0, self.options.products - 1);
         let url = self.url(&format!("/products/{}", demo::product_id(product)));
         outcome_of(self.client.get(url).send().await).await
     }
 
-    async fn list_orders(&self, index: u64) -> Outcome {
+    async fn list_orders(&self, index: u64) -> OperationOutcome {
         let customer = SplitMix64(index).range(0, (self.tokens.len() as u64).max(1) - 1);
         let request = self
             .client
@@ -500,7 +511,7 @@ enum Polled {
     /// Not settled yet: poll again.
     Pending,
     /// The checkout's outcome.
-    Settled(Outcome),
+    Settled(OperationOutcome),
 }
 
 /// Where a checkout stands, by its order's `status`.
@@ -539,7 +550,10 @@ async fn poll_answer(result: reqwest::Result<reqwest::Response>) -> Polled {
         if e.is_timeout() {
             Polled::Pending
         } else {
-            Polled::Settled(Outcome::Error(format!("confirm_{}", transport_error(e))))
+            Polled::Settled(OperationOutcome::Error(format!(
+                "confirm_{}",
+                transport_error(e)
+            )))
         }
     };
     let response = match result {
@@ -563,13 +577,13 @@ fn polled(http_status: u16, body: &[u8]) -> Polled {
         200 => match serde_json::from_slice::<OrderStatusJson>(body) {
             Ok(order) => match settlement(&order.status) {
                 Settlement::Settling => Polled::Pending,
-                Settlement::Confirmed => Polled::Settled(Outcome::Accepted),
-                Settlement::Rejected => Polled::Settled(Outcome::Refused),
+                Settlement::Confirmed => Polled::Settled(OperationOutcome::Accepted),
+                Settlement::Rejected => Polled::Settled(OperationOutcome::Refused),
             },
-            Err(_) => Polled::Settled(Outcome::Error("confirm_unreadable".to_owned())),
+            Err(_) => Polled::Settled(OperationOutcome::Error("confirm_unreadable".to_owned())),
         },
         202 | 404 | 503 => Polled::Pending,
-        s => Polled::Settled(Outcome::Error(format!("confirm_http_{s}"))),
+        s => Polled::Settled(OperationOutcome::Error(format!("confirm_http_{s}"))),
     }
 }
 
@@ -592,12 +606,12 @@ fn next_poll_interval(interval: Duration) -> Duration {
 
 /// A step before the last one of a flow failed or was refused: the flow
 /// did not happen, counted under the step's name.
-fn step_failed(step: &str, outcome: Outcome) -> Outcome {
+fn step_failed(step: &str, outcome: OperationOutcome) -> OperationOutcome {
     match outcome {
-        Outcome::Error(kind) => Outcome::Error(format!("{step}_{kind}")),
-        Outcome::Refused => Outcome::Error(format!("{step}_refused")),
-        Outcome::Accepted => Outcome::Error(format!("{step}_accepted")),
-        Outcome::Done => Outcome::Done,
+        OperationOutcome::Error(kind) => OperationOutcome::Error(format!("{step}_{kind}")),
+        OperationOutcome::Refused => OperationOutcome::Error(format!("{step}_refused")),
+        OperationOutcome::Accepted => OperationOutcome::Error(format!("{step}_accepted")),
+        OperationOutcome::Done => OperationOutcome::Done,
     }
 }
 
@@ -709,11 +723,11 @@ mod tests {
         assert_eq!(polled(200, order("placed").as_bytes()), Polled::Pending);
         assert_eq!(
             polled(200, order("confirmed").as_bytes()),
-            Polled::Settled(Outcome::Accepted)
+            Polled::Settled(OperationOutcome::Accepted)
         );
         assert_eq!(
             polled(200, order("rejected").as_bytes()),
-            Polled::Settled(Outcome::Refused)
+            Polled::Settled(OperationOutcome::Refused)
         );
         assert_eq!(
             polled(202, br#"{"order_id":"o-1","status":"pending"}"#),
@@ -723,11 +737,11 @@ mod tests {
         assert_eq!(polled(503, b"{}"), Polled::Pending);
         assert_eq!(
             polled(401, b"{}"),
-            Polled::Settled(Outcome::Error("confirm_http_401".to_owned()))
+            Polled::Settled(OperationOutcome::Error("confirm_http_401".to_owned()))
         );
         assert_eq!(
             polled(200, b"not json"),
-            Polled::Settled(Outcome::Error("confirm_unreadable".to_owned()))
+            Polled::Settled(OperationOutcome::Error("confirm_unreadable".to_owned()))
         );
     }
 
@@ -848,7 +862,7 @@ mod tests {
         let (url, gateway) = fake_gateway(4, "confirmed").await;
         let started = Instant::now();
         let outcome = shoppers(url, Duration::from_secs(10)).checkout(0).await;
-        assert_eq!(outcome, Outcome::Accepted);
+        assert_eq!(outcome, OperationOutcome::Accepted);
         assert_eq!(gateway.polls.load(std::sync::atomic::Ordering::SeqCst), 4);
         // Waits of 20, 40 and 80 ms between the four polls.
         assert!(
@@ -862,7 +876,7 @@ mod tests {
     async fn a_checkout_rejected_after_202_is_refused() {
         let (url, _) = fake_gateway(2, "rejected").await;
         let outcome = shoppers(url, Duration::from_secs(10)).checkout(0).await;
-        assert_eq!(outcome, Outcome::Refused);
+        assert_eq!(outcome, OperationOutcome::Refused);
     }
 
     #[tokio::test]
@@ -870,7 +884,7 @@ mod tests {
         let (url, gateway) = fake_gateway(usize::MAX, "confirmed").await;
         let started = Instant::now();
         let outcome = shoppers(url, Duration::from_millis(500)).checkout(0).await;
-        assert_eq!(outcome, Outcome::Error(CONFIRM_TIMEOUT.to_owned()));
+        assert_eq!(outcome, OperationOutcome::Error(CONFIRM_TIMEOUT.to_owned()));
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");

@@ -85,7 +85,7 @@ impl Args {
 }
 
 /// One kill's figures.
-struct Outcome {
+struct KillFigures {
     partitions: usize,
     entries: u64,
     owned_all_ms: f64,
@@ -96,7 +96,7 @@ struct Outcome {
     unanswered: usize,
 }
 
-impl Outcome {
+impl KillFigures {
     /// From the group handing the survivor every partition to a reply on
     /// each: the takeover itself, without the failure detection before it
     /// (the member session, whose phase against the kill varies by up to a
@@ -272,7 +272,7 @@ async fn settle(
     }
 }
 
-async fn run_once(node: &KafkaNode, args: &Args, mode: &str, run: u32) -> Result<Outcome> {
+async fn run_once(node: &KafkaNode, args: &Args, mode: &str, run: u32) -> Result<KillFigures> {
     let platform = Platform::on_broker(&["inventory"], node.brokers()).await?;
     let partitions = d2c_integration::harness::test_partitions();
     let env = [
@@ -360,7 +360,7 @@ async fn run_once(node: &KafkaNode, args: &Args, mode: &str, run: u32) -> Result
     let (entries, open_ms, opened_from) = takeover_from_log(&survivor, log_lines_before, &victims);
     let mut survivor = survivor;
     survivor.terminate().await?;
-    Ok(Outcome {
+    Ok(KillFigures {
         partitions: victims.len(),
         entries,
         owned_all_ms: owned_all.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
@@ -414,7 +414,7 @@ async fn main() -> Result<ExitCode> {
             median(outcomes.iter().map(|o| o.open_ms as f64).collect()),
             median(outcomes.iter().map(|o| o.first_reply_ms).collect()),
             median(outcomes.iter().map(|o| o.all_partitions_ms).collect()),
-            median(outcomes.iter().map(Outcome::takeover_ms).collect()),
+            median(outcomes.iter().map(KillFigures::takeover_ms).collect()),
         ));
     }
     println!();

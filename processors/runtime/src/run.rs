@@ -10,9 +10,8 @@ use crate::error::RuntimeError;
 use crate::handler::Handler;
 use crate::partitions::{MembershipWatch, Partitions, RebalanceContext};
 use crate::standby::{FollowerSetup, Standby};
-use crate::transactions::{self, Committer, Pending, TransactionClock};
+use crate::transactions::{self, Committer, QueuedBatch, TransactionClock};
 use anyhow::Context as _;
-use axum::Router;
 use d2c_platform::admin::{self, Readiness};
 use d2c_platform::kafka::{group_consumer_config, producer_config};
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
@@ -48,7 +47,7 @@ type BuildHandler =
 pub struct Processor {
     spec: ProcessorSpec,
     build: Option<BuildHandler>,
-    http: Router,
+    http: axum::Router,
 }
 
 impl Processor {
@@ -62,7 +61,7 @@ impl Processor {
                 default_admin_port,
             },
             build: None,
-            http: Router::new(),
+            http: axum::Router::new(),
         }
     }
 
@@ -88,7 +87,7 @@ impl Processor {
     /// `routes` served by the admin endpoint next to `/health`, `/ready` and
     /// `/metrics` (a service's own endpoints, e.g. provider webhooks); they
     /// must not reuse those three paths.
-    pub fn http(mut self, routes: Router) -> Self {
+    pub fn http(mut self, routes: axum::Router) -> Self {
         self.http = routes;
         self
     }
@@ -123,7 +122,7 @@ async fn finish(spec: ProcessorSpec, result: anyhow::Result<()>) -> anyhow::Resu
 async fn run_processor(
     spec: ProcessorSpec,
     build: BuildHandler,
-    routes: Router,
+    routes: axum::Router,
 ) -> anyhow::Result<()> {
     let config = RuntimeConfig::from_env(spec.service, spec.default_admin_port)?;
     tracing::info!(?config, "Starting the {} processor", spec.service);
@@ -315,7 +314,7 @@ fn group_metadata(consumer: &Arc<BaseConsumer<RebalanceContext>>) -> transaction
 async fn start_committers(
     shared: &Arc<Shared>,
     consumer: &Arc<BaseConsumer<RebalanceContext>>,
-    queue: Receiver<Pending>,
+    queue: Receiver<QueuedBatch>,
     stop: &Arc<AtomicBool>,
     rejoin: &Arc<AtomicBool>,
     clock: &Arc<TransactionClock>,

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// A planned batch waiting for its transaction.
-pub(crate) struct Pending {
+pub(crate) struct QueuedBatch {
     pub partition: i32,
     /// Outgoing messages and dead letters, then changelog entries, in order.
     pub records: Vec<Record>,
@@ -50,7 +50,7 @@ pub(crate) struct Pending {
 }
 
 /// What a worker uses to commit batches.
-pub(crate) type CommitQueue = Sender<Pending>;
+pub(crate) type CommitQueue = Sender<QueuedBatch>;
 
 /// A transactional producer for this instance, its earlier life's open
 /// transaction aborted.
@@ -156,7 +156,7 @@ impl Committer {
     /// queue is shared with the instance's other committers; it is held only
     /// while a round is gathered (the linger at most), never during a
     /// transaction.
-    pub fn run(mut self, queue: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
+    pub fn run(mut self, queue: &Mutex<Receiver<QueuedBatch>>, stop: &AtomicBool) {
         loop {
             let round = {
                 let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,7 +172,7 @@ impl Committer {
         }
     }
 
-    fn commit_round(&mut self, round: Vec<Pending>) {
+    fn commit_round(&mut self, round: Vec<QueuedBatch>) {
         let started = Instant::now();
         self.clock.begin(self.index);
         let broken = Cell::new(false);
@@ -204,7 +204,11 @@ impl Committer {
 
     /// One transaction: begin, produce, send offsets, commit. On failure
     /// the transaction is aborted, so nothing of it is ever read.
-    fn transact(&self, round: &[Pending], broken: &Cell<bool>) -> Result<Vec<Option<i64>>, String> {
+    fn transact(
+        &self,
+        round: &[QueuedBatch],
+        broken: &Cell<bool>,
+    ) -> Result<Vec<Option<i64>>, String> {
         let metadata = (self.group_metadata)().ok_or("the consumer has no group metadata yet")?;
         self.producer
             .begin_transaction()
@@ -295,7 +299,7 @@ impl Committer {
 
     /// Enqueue every record in order (waiting out a full queue). The commit
     /// waits for their acknowledgements.
-    fn produce(&self, round: &[Pending]) -> Result<Vec<Delivery>, String> {
+    fn produce(&self, round: &[QueuedBatch]) -> Result<Vec<Delivery>, String> {
         let mut deliveries = Vec::new();
         let changelog_records = round
             .iter()

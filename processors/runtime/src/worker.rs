@@ -29,7 +29,7 @@
 use crate::context::Shared;
 use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
 use crate::outbox::{changelog_records, send_all, Record};
-use crate::transactions::{CommitQueue, Pending};
+use crate::transactions::{CommitQueue, QueuedBatch};
 use d2c_platform::kafka::envelope_of;
 use d2c_platform::metrics::METRICS;
 use d2c_platform::tracing_context;
@@ -123,15 +123,15 @@ async fn run(
         }
         METRICS.batch_messages.observe(batch.len() as f64);
         match process_batch(&shared, &store, &batch, applied, &revoked).await {
-            Outcome::Applied(last) => {
+            BatchOutcome::Applied(last) => {
                 applied = Some(last);
                 if shared.commits.is_none() {
                     // The poll thread stores it for the next auto-commit.
                     let _ = shared.offsets.send((partition, last));
                 }
             }
-            Outcome::NothingNew => {}
-            Outcome::Stopped => {
+            BatchOutcome::NothingNew => {}
+            BatchOutcome::Stopped => {
                 if !revoked.load(Ordering::Acquire) {
                     // Skipping would break the partition's order; stall
                     // instead, visibly (lag grows, the error is logged).
@@ -144,7 +144,7 @@ async fn run(
     }
 }
 
-enum Outcome {
+enum BatchOutcome {
     Applied(i64),
     NothingNew,
     Stopped,
@@ -156,7 +156,7 @@ async fn process_batch(
     batch: &[OwnedMessage],
     applied: Option<i64>,
     revoked: &AtomicBool,
-) -> Outcome {
+) -> BatchOutcome {
     let Some(plan) = retry(revoked, "handle batch", || {
         std::future::ready(
             plan_batch(shared, store, batch, applied)
@@ -165,10 +165,10 @@ async fn process_batch(
     })
     .await
     else {
-        return Outcome::Stopped;
+        return BatchOutcome::Stopped;
     };
     let Some(last_offset) = plan.last_offset else {
-        return Outcome::NothingNew;
+        return BatchOutcome::NothingNew;
     };
     match &shared.commits {
         Some(queue) => {
@@ -186,7 +186,7 @@ async fn commit_in_transaction(
     last_offset: i64,
     revoked: &AtomicBool,
     queue: &CommitQueue,
-) -> Outcome {
+) -> BatchOutcome {
     let partition = store.partition();
     let started = Instant::now();
     let mut records = plan.records.clone();
@@ -197,7 +197,7 @@ async fn commit_in_transaction(
     ));
     let committed = retry(revoked, "commit the transaction", || {
         let (done, answer) = oneshot::channel();
-        let queued = queue.send(Pending {
+        let queued = queue.send(QueuedBatch {
             partition,
             records: records.clone(),
             next_offset: last_offset + 1,
@@ -214,7 +214,7 @@ async fn commit_in_transaction(
     })
     .await;
     let Some(changelog_last) = committed else {
-        return Outcome::Stopped;
+        return BatchOutcome::Stopped;
     };
     crate::faults::point("after-commit", || {});
     observe_phase("transaction", started);
@@ -237,12 +237,12 @@ async fn commit_in_transaction(
     .await
     .is_none()
     {
-        return Outcome::Stopped;
+        return BatchOutcome::Stopped;
     }
     observe_phase("commit", started);
     count_handled(&plan);
     shared.handler.committed(&plan.outgoing);
-    Outcome::Applied(last_offset)
+    BatchOutcome::Applied(last_offset)
 }
 
 fn count_dead_letters(shared: &Shared, plan: &Plan) {
@@ -270,7 +270,7 @@ async fn commit_in_steps(
     plan: Plan,
     last_offset: i64,
     revoked: &AtomicBool,
-) -> Outcome {
+) -> BatchOutcome {
     let started = Instant::now();
     if retry(revoked, "produce outgoing messages", || async {
         send_all(&shared.producer, &plan.records)
@@ -280,7 +280,7 @@ async fn commit_in_steps(
     .await
     .is_none()
     {
-        return Outcome::Stopped;
+        return BatchOutcome::Stopped;
     }
     observe_phase("produce", started);
     crate::faults::point("before-commit", || {});
@@ -299,7 +299,7 @@ async fn commit_in_steps(
     .await
     .is_none()
     {
-        return Outcome::Stopped;
+        return BatchOutcome::Stopped;
     }
     observe_phase("commit", started);
     count_handled(&plan);
@@ -335,7 +335,7 @@ async fn commit_in_steps(
         ),
     }
     observe_phase("changelog", started);
-    Outcome::Applied(last_offset)
+    BatchOutcome::Applied(last_offset)
 }
 
 /// This hop's wait: the record's Kafka timestamp (set by its producer) to

@@ -22,6 +22,7 @@ mod orders;
 mod products;
 mod report;
 mod search;
+pub mod testing;
 mod versions;
 
 pub use archive::{archive_events, ArchivedEvent};

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 
-use common::{now_ms, TestDb};
+use common::now_ms;
+use d2c_readside::testing::TestDatabase;
 
 fn event(topic: &str, partition: i32, offset: i64, recorded_at_ms: i64) -> ArchivedEvent {
     ArchivedEvent {
@@ -69,7 +70,7 @@ fn query(text: Option<&str>) -> SearchQuery {
     }
 }
 
-async fn insert(db: &TestDb, products: &[Product]) {
+async fn insert(db: &TestDatabase, products: &[Product]) {
     let mut conn = db.pool.acquire().await.expect("connection");
     insert_product_versions(&mut conn, products)
         .await
@@ -85,7 +86,7 @@ fn ids(page: &d2c_readside::SearchPage) -> Vec<&str> {
 
 #[tokio::test]
 async fn month_partitions_are_created_and_events_land_in_their_month() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let created = ensure_month_partitions(&db.pool, SystemTime::now(), 3, 3)
         .await
         .expect("partitions created");
@@ -121,7 +122,7 @@ async fn month_partitions_are_created_and_events_land_in_their_month() {
 
 #[tokio::test]
 async fn an_event_without_its_month_partition_is_refused_until_created() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     // 2001-09-09: far outside the months maintenance keeps ready.
     let old = event("orders.events", 1, 7, 1_000_000_000_000);
     let mut conn = db.pool.acquire().await.expect("connection");
@@ -141,7 +142,7 @@ async fn an_event_without_its_month_partition_is_refused_until_created() {
 
 #[tokio::test]
 async fn archiving_a_batch_twice_inserts_it_once() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     ensure_month_partitions(&db.pool, SystemTime::now(), 1, 1)
         .await
         .expect("partitions");
@@ -173,7 +174,7 @@ async fn archiving_a_batch_twice_inserts_it_once() {
 
 #[tokio::test]
 async fn reads_take_the_latest_version() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let v1 = product_v("p1", 1, "Linen shirt", "Light", "shirts");
     let mut v2 = product_v("p1", 2, "Washed linen shirt", "Light", "shirts");
     v2.variants = vec![variant("NEW-SKU", &[("EUR", 900)])];
@@ -223,7 +224,7 @@ async fn reads_take_the_latest_version() {
 
 #[tokio::test]
 async fn a_name_match_ranks_above_a_description_match() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     insert(
         &db,
         &[
@@ -248,7 +249,7 @@ async fn a_name_match_ranks_above_a_description_match() {
 
 #[tokio::test]
 async fn words_match_as_prefixes_while_typing() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     insert(
         &db,
         &[
@@ -276,7 +277,7 @@ async fn words_match_as_prefixes_while_typing() {
 
 #[tokio::test]
 async fn category_and_price_filters() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let mut cheap = product_v("cheap", 1, "Cheap shirt", "", "shirts");
     cheap.variants = vec![
         variant("C-1", &[("EUR", 1500), ("USD", 1700)]),
@@ -339,7 +340,7 @@ async fn category_and_price_filters() {
 
 #[tokio::test]
 async fn pages_are_stable_without_duplicates_and_count_everything() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     // Equal ranks everywhere: the tie-break alone orders them.
     let products: Vec<Product> = (0..23)
         .map(|n| product_v(&format!("p{n:02}"), 1, "Linen shirt", "Light", "shirts"))
@@ -367,7 +368,7 @@ async fn pages_are_stable_without_duplicates_and_count_everything() {
 
 #[tokio::test]
 async fn hostile_query_text_does_not_error() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     insert(&db, &[product_v("a", 1, "Apron, linen", "", "kitchen")]).await;
     for hostile in [
         "a & | ! ( ' :*",
@@ -401,7 +402,7 @@ async fn hostile_query_text_does_not_error() {
 
 #[tokio::test]
 async fn one_leader_at_a_time_and_the_next_takes_over() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let mut first = Leader::new(&db.pool, MAINTENANCE_LOCK_KEY);
     let mut second = Leader::new(&db.pool, MAINTENANCE_LOCK_KEY);
     let a = first.try_acquire().await.expect("first try");
@@ -433,7 +434,7 @@ async fn one_leader_at_a_time_and_the_next_takes_over() {
 
 #[tokio::test]
 async fn a_leader_whose_session_is_killed_loses_the_lock() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let mut leader = Leader::new(&db.pool, MAINTENANCE_LOCK_KEY);
     assert!(leader.try_acquire().await.expect("acquired"));
     sqlx::query(
@@ -457,7 +458,7 @@ async fn a_leader_whose_session_is_killed_loses_the_lock() {
 
 #[tokio::test]
 async fn prune_removes_only_superseded_old_versions() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     insert(
         &db,
         &[
@@ -523,7 +524,7 @@ fn order_of(id: &str, customer: &str, placed_at_ms: i64) -> Order {
 
 #[tokio::test]
 async fn orders_of_a_customer_newest_first_latest_version() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let mut conn = db.pool.acquire().await.expect("connection");
     let mut confirmed = order_of("o1", "c1", 1_000);
     confirmed.status = OrderStatus::Confirmed as i32;
@@ -568,7 +569,7 @@ async fn orders_of_a_customer_newest_first_latest_version() {
 
 #[tokio::test]
 async fn maintenance_runs_are_recorded() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let report = run_maintenance(
         &db.pool,
         "replica-a",
@@ -607,7 +608,7 @@ async fn maintenance_runs_are_recorded() {
 #[tokio::test]
 async fn orders_by_status_age_counts_each_order_once_at_its_latest_status() {
     use d2c_proto::orders::v1::{Order, OrderStatus};
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     let order = |id: &str, status: OrderStatus| Order {
         order_id: id.into(),
         customer_id: "c-1".into(),

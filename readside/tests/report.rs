@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 
-use common::{now_ms, TestDb};
+use common::now_ms;
+use d2c_readside::testing::TestDatabase;
 
 fn line(sku: &str, quantity: i64, unit_price_minor: i64) -> OrderLine {
     OrderLine {
@@ -78,7 +79,7 @@ fn event(offset: i64, order_id: &str, message_type: &str, at_ms: i64) -> Archive
 
 #[tokio::test]
 async fn the_report_counts_the_checkouts_placed_in_its_period() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     ensure_month_partitions(&db.pool, SystemTime::now(), 1, 1)
         .await
         .expect("month partitions");
@@ -308,7 +309,7 @@ async fn the_report_counts_the_checkouts_placed_in_its_period() {
 
 #[tokio::test]
 async fn the_next_report_starts_where_the_last_posted_one_ended() {
-    let db = TestDb::new().await;
+    let db = TestDatabase::migrated().await.expect("test database");
     assert_eq!(last_reported_until(&db.pool).await.expect("read"), None);
     let report = business_report(&db.pool, 1_000, 61_000, 5)
         .await

@@ -26,6 +26,7 @@ use d2c_proto::catalog::v1::Product;
 use d2c_proto::customers::v1::{
     cart_reply, Cart, CartReply, CartStatus, CheckoutCart, CreateCart, GetCart, SetCartLine,
 };
+use d2c_proto::identifiers::Sku;
 use d2c_topology::topic;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -262,11 +263,8 @@ async fn change_line(
     sku: String,
     quantity: i64,
 ) -> Result<Response, ApiError> {
-    if !is_identifier(&sku) {
-        return Err(ApiError::invalid(
-            "sku",
-            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
-        ));
+    if let Err(invalid) = Sku::parse(&sku) {
+        return Err(ApiError::invalid("sku", invalid.to_string()));
     }
     let (product_id, unit_price_minor) = if quantity == 0 {
         (String::new(), 0)

@@ -26,6 +26,7 @@ use d2c_proto::catalog::v1::{
     product_reply, ArchiveProduct, CreateProduct, GetProduct, Price, Product, ProductReply,
     UpdateProduct, Variant,
 };
+use d2c_proto::identifiers::Sku;
 use d2c_topology::topic;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -206,10 +207,10 @@ impl ContentRequest {
 }
 
 fn parse_variant(index: usize, variant: VariantJson) -> Result<Variant, ApiError> {
-    if !is_identifier(&variant.sku) {
+    if let Err(invalid) = Sku::parse(&variant.sku) {
         return Err(ApiError::invalid(
             format!("variants[{index}].sku"),
-            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
+            invalid.to_string(),
         ));
     }
     if variant.name.chars().count() > MAX_NAME_CHARS {

@@ -4,7 +4,7 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::validate::{is_identifier, json_body, MAX_ID_LEN};
+use crate::validate::json_body;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use d2c_proto::identifiers::Sku;
 use d2c_proto::inventory::v1::{stock_reply, GetStock, SetStock, StockLevel, StockReply};
 use d2c_topology::topic;
 use prost::Message;
@@ -49,14 +50,9 @@ impl From<StockLevel> for StockJson {
 }
 
 fn check_sku(sku: &str) -> Result<(), ApiError> {
-    if is_identifier(sku) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "sku",
-            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
-        ))
-    }
+    Sku::parse(sku)
+        .map(|_| ())
+        .map_err(|invalid| ApiError::invalid("sku", invalid.to_string()))
 }
 
 /// `PUT /admin/inventory/{sku}` with `{"on_hand": n}`.

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
+use d2c_proto::identifiers::Sku;
 use d2c_proto::orders::v1::{PlaceOrder, RequestedLine};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
 /// 100 million in minor units (1,000,000.00 EUR) per unit.
 pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000;
-pub const MAX_ID_LEN: usize = 64;
 pub const MAX_KEY_LEN: usize = 255;
 
 /// Active ISO 4217 codes that a shop may plausibly charge in.
@@ -196,13 +196,7 @@ fn field_of(path: &str, message: &str) -> String {
     }
 }
 
-pub fn is_identifier(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_ID_LEN
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
-}
+pub use d2c_proto::identifiers::{is_identifier, MAX_ID_LEN};
 
 /// An order request that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,10 +311,10 @@ fn first_repeated_sku(lines: &[RequestedLine]) -> Option<usize> {
 }
 
 fn parse_line(index: usize, line: &LineRequest) -> Result<RequestedLine, ApiError> {
-    if !is_identifier(&line.sku) {
+    if let Err(invalid) = Sku::parse(&line.sku) {
         return Err(ApiError::invalid(
             format!("lines[{index}].sku"),
-            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
+            invalid.to_string(),
         ));
     }
     if !(1..=MAX_QUANTITY).contains(&line.quantity) {

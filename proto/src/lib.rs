@@ -3,6 +3,7 @@
 //! the headers carry what routing, tracing and de-duplication need.
 
 pub mod envelope;
+pub mod identifiers;
 pub mod ids;
 
 pub use envelope::{Envelope, EnvelopeError, ReplyTo};

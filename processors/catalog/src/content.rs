@@ -3,9 +3,9 @@
 //! the HTTP edge names it (`variants[1].prices[0].currency`).
 
 use d2c_proto::catalog::v1::{Product, Variant};
+use d2c_proto::identifiers::Sku;
 use std::collections::HashSet;
 
-pub const MAX_ID_LEN: usize = 64;
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
 pub const MAX_VARIANTS: usize = 100;
@@ -27,14 +27,7 @@ fn breach(field: impl Into<String>, message: impl Into<String>) -> Breach {
     }
 }
 
-/// 1 to 64 letters, digits or `-_.:` (the identifier rule of the edge).
-pub fn is_identifier(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_ID_LEN
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
-}
+pub use d2c_proto::identifiers::{is_identifier, MAX_ID_LEN};
 
 pub fn check_product_id(product_id: &str) -> Result<(), Breach> {
     if is_identifier(product_id) {
@@ -126,10 +119,10 @@ impl<'a> Content<'a> {
 }
 
 fn check_variant(index: usize, variant: &Variant) -> Result<(), Breach> {
-    if !is_identifier(&variant.sku) {
+    if let Err(invalid) = Sku::parse(&variant.sku) {
         return Err(breach(
             format!("variants[{index}].sku"),
-            format!("sku must be 1 to {MAX_ID_LEN} letters, digits or -_.:"),
+            invalid.to_string(),
         ));
     }
     if variant.name.chars().count() > MAX_NAME_CHARS {

@@ -6,7 +6,6 @@ use crate::reply::invalid;
 use d2c_proto::common::v1::Rejection;
 use d2c_proto::customers::v1::Address;
 
-pub const MAX_ID_LEN: usize = 64;
 pub const MIN_EMAIL_CHARS: usize = 3;
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -20,14 +19,7 @@ pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000;
 /// else means a sender that skipped hashing.
 pub const PASSWORD_HASH_PREFIX: &str = "$argon2";
 
-/// 1 to 64 letters, digits or `-_.:` (the identifier rule of the edge).
-pub fn is_identifier(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_ID_LEN
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
-}
+pub use d2c_proto::identifiers::{is_identifier, MAX_ID_LEN};
 
 pub fn check_identifier(field: &str, value: &str) -> Result<(), Rejection> {
     if is_identifier(value) {

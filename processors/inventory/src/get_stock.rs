@@ -12,7 +12,7 @@ pub fn apply(
     query: GetStock,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let known = if crate::table::valid_sku(&query.sku) {
+    let known = if d2c_proto::identifiers::is_identifier(&query.sku) {
         state.stock(&query.sku)?
     } else {
         None

@@ -51,8 +51,9 @@
 //! final too: the late ReserveStock is answered `reserved = false`.
 //! A reservation quantity below 1 is refused.
 //!
-//! Saga commands without an order id or SKU (or with a NUL byte in the SKU,
-//! which ends the SKU part of a key) are malformed and dead-lettered; the
+//! Saga commands without an order id, or whose SKU is not one (1 to 64
+//! letters, digits or `-_.:`, `d2c_proto::identifiers::Sku`, the rule the
+//! gateway and the catalog apply too), are malformed and dead-lettered; the
 //! admin commands answer such a SKU with INVALID.
 
 pub mod adjust_stock;

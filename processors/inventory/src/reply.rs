@@ -23,13 +23,7 @@ pub(crate) fn rejected(code: Code, field: &str, message: impl Into<String>) -> S
 
 /// The SKU check of the admin commands, as a rejection naming `sku`.
 pub(crate) fn check_sku(sku: &str) -> Result<(), StockReply> {
-    if crate::table::valid_sku(sku) {
-        Ok(())
-    } else {
-        Err(rejected(
-            Code::Invalid,
-            "sku",
-            "sku is required and cannot contain NUL bytes",
-        ))
-    }
+    d2c_proto::identifiers::Sku::parse(sku)
+        .map(|_| ())
+        .map_err(|invalid| rejected(Code::Invalid, "sku", invalid.to_string()))
 }

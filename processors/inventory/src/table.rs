@@ -8,6 +8,7 @@
 //! The SKU comes first in every key so that all of a SKU's state sits
 //! together, on the partition that owns the SKU.
 
+use d2c_proto::identifiers::Sku;
 use d2c_proto::inventory::v1::{
     stock_changed::Reason, ReservationRecord, StockChanged, StockLevel, StockRecord,
 };
@@ -160,21 +161,16 @@ pub(crate) fn sub(sku: &str, what: &str, value: i64, amount: i64) -> Result<i64,
 }
 
 /// Saga commands name the order and the SKU; without them there is nothing
-/// to act on. A SKU never holds a NUL byte: it ends the SKU part of a key.
+/// to act on. A SKU is an identifier (`d2c_proto::identifiers::Sku`), so it
+/// never holds the NUL byte that ends the SKU part of a key.
 pub(crate) fn check_ids(message: &str, order_id: &str, sku: &str) -> Result<(), HandlerError> {
     if order_id.is_empty() {
         return Err(HandlerError::Malformed(format!(
             "{message} needs an order_id"
         )));
     }
-    if !valid_sku(sku) {
-        return Err(HandlerError::Malformed(format!(
-            "{message} needs a sku without NUL bytes"
-        )));
+    if let Err(invalid) = Sku::parse(sku) {
+        return Err(HandlerError::Malformed(format!("{message}: {invalid}")));
     }
     Ok(())
-}
-
-pub(crate) fn valid_sku(sku: &str) -> bool {
-    !sku.is_empty() && !sku.contains('\0')
 }

@@ -145,8 +145,8 @@ fn check_request(command: &PlaceOrder) -> Result<(), Rejection> {
         return Err(invalid("lines", "an order needs at least one line"));
     }
     for (index, line) in command.lines.iter().enumerate() {
-        if line.sku.is_empty() {
-            return Err(invalid(format!("lines[{index}].sku"), "sku is required"));
+        if let Err(error) = d2c_proto::identifiers::Sku::parse(&line.sku) {
+            return Err(invalid(format!("lines[{index}].sku"), error.to_string()));
         }
         if command.lines[..index]
             .iter()

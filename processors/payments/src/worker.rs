@@ -4,9 +4,10 @@
 //! `payments.provider-requests`, which only payments writes.
 //! For each `PaymentRequested`, `CaptureRequested`, `VoidRequested` and
 //! `RefundRequested` it calls the provider
-//! (with the request's fixed idempotency key), produces what the provider
-//! said as a `ProviderOutcome` to `payments.messages` keyed by order id, waits
-//! for the broker's acknowledgement, and only then stores the offset. A crash
+//! (with the request's fixed idempotency key) and returns what the provider
+//! said as a `ProviderOutcome` for `payments.messages`, keyed by order id;
+//! the runtime's sink engine produces it, waits for the broker's
+//! acknowledgement, and only then stores the offset. A crash
 //! anywhere repeats the call with the same key (one charge) and the outcome
 //! with the same message id (derived from the event's), which the runtime
 //! drops. Other message types are skipped (none are written there).
@@ -36,23 +37,19 @@ use crate::provider::{
     CaptureRequest, ChargeRequest, PaymentProvider, ProviderDecision, ProviderError, RefundRequest,
     VoidRequest,
 };
-use d2c_platform::kafka::{envelope_headers, envelope_of, producer_config};
+use d2c_platform::kafka::envelope_of;
 use d2c_platform::metrics::METRICS;
-use d2c_platform::producer::KafkaProducer;
 use d2c_platform::retry::Retryable;
 use d2c_proto::payments::v1::{
     provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
     VoidRequested,
 };
-use d2c_proto::Envelope;
-use d2c_runtime::sink::{Handled, Lanes, Sink, SinkEngine, SinkSettings};
-use d2c_runtime::RuntimeConfig;
+use d2c_runtime::sink::{Handled, Lanes, Sink, SinkEngine, SinkOutput, SinkSettings};
+use d2c_runtime::{Effects, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
 use prometheus::IntCounterVec;
 use prost::{Message as _, Name};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -127,23 +124,35 @@ static WORKER_METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     }
 });
 
-/// Calls the provider for each request event and reports its outcome.
+/// Calls the provider for each request and reports its outcome, which the
+/// engine produces before the request's offset moves on.
 struct ProviderSink {
     provider: Arc<dyn PaymentProvider>,
-    producer: KafkaProducer,
-    output: String,
     retry: RetryPolicy,
 }
 
 impl Sink for ProviderSink {
     async fn handle(&self, batch: &[OwnedMessage], stop: &mut watch::Receiver<bool>) -> Handled {
+        let mut outcomes = Vec::new();
         for message in batch {
-            if !handle_record(self, message, stop).await {
-                return Handled::Stopped;
+            match handle_record(self, message, stop).await {
+                Handling::Stopped => return Handled::Stopped,
+                Handling::Skipped => {}
+                Handling::Decided(effects) => outcomes.push(*effects),
             }
         }
-        Handled::Done
+        Handled::Send(outcomes)
     }
+}
+
+/// What became of one request record.
+enum Handling {
+    /// Not a provider request (or unreadable): nothing to report.
+    Skipped,
+    /// The provider decided: its outcome, caused by the request.
+    Decided(Box<Effects>),
+    /// Stopping interrupted it: its offset must not move.
+    Stopped,
 }
 
 /// Run the provider worker until `shutdown` resolves (or Kafka cannot be
@@ -172,12 +181,11 @@ pub async fn run_worker(
         batch_linger: Duration::ZERO,
         // The payments processor in the same process reports its own.
         report_assigned: false,
+        output: Some(SinkOutput {
+            topic_prefix: settings.topic_prefix.clone(),
+            linger: settings.linger,
+        }),
     })?;
-    let producer = KafkaProducer::create(&producer_config(
-        &settings.brokers,
-        CLIENT_ID,
-        settings.linger,
-    ))?;
     tracing::info!(
         provider = provider.name(),
         %group,
@@ -195,8 +203,6 @@ pub async fn run_worker(
     });
     let sink = ProviderSink {
         provider,
-        producer,
-        output,
         retry: settings.retry,
     };
     engine.run(Arc::new(sink), stop).await;
@@ -204,13 +210,12 @@ pub async fn run_worker(
     Ok(())
 }
 
-/// Handles one record; `false` when stopping interrupted it (its offset must
-/// not be stored).
+/// Calls the provider for one record.
 async fn handle_record(
     shared: &ProviderSink,
     message: &OwnedMessage,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Handling {
     let envelope = match envelope_of(message) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -220,12 +225,12 @@ async fn handle_record(
                 offset = message.offset(),
                 "Skipping a payments event without a valid envelope"
             );
-            return true;
+            return Handling::Skipped;
         }
     };
     let payload = message.payload().unwrap_or_default();
     let Some(request) = ProviderRequest::decode(&envelope.message_type, payload) else {
-        return true;
+        return Handling::Skipped;
     };
     // The provider call is a hop of the order's trace: a child of the
     // event's span, and the parent of the outcome's handling.
@@ -248,14 +253,14 @@ async fn handle_record(
         .instrument(span.clone())
         .await
     {
-        Step::Stopped => return false,
+        Step::Stopped => return Handling::Stopped,
         Step::Outcome(outcome) => outcome,
     };
-    // The outcome's envelope is caused by `envelope`: it keeps the
-    // traceparent naming this span.
-    produce_outcome(shared, &envelope, &outcome, stop)
-        .instrument(span)
-        .await
+    // The outcome is caused by `envelope`: its message id is derived from
+    // the request's, and it keeps the traceparent naming this span.
+    let mut effects = Effects::new(&envelope);
+    effects.send(topic::PAYMENTS_MESSAGES, &outcome.order_id, &outcome);
+    Handling::Decided(Box::new(effects))
 }
 
 /// What to do with one event.
@@ -473,47 +478,6 @@ fn interruptible(
             sleep_unless_stopped(delay, &mut stop).await;
         })
     }
-}
-
-/// Produce the outcome and wait for the acknowledgement, retrying until it is
-/// acknowledged; `false` if stopping interrupted the retries.
-async fn produce_outcome(
-    shared: &ProviderSink,
-    cause: &Envelope,
-    outcome: &ProviderOutcome,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let envelope = cause.caused(ProviderOutcome::full_name(), 0);
-    let headers = envelope_headers(&envelope);
-    let payload = outcome.encode_to_vec();
-    let send = || async {
-        let record = FutureRecord::to(&shared.output)
-            .key(outcome.order_id.as_bytes())
-            .payload(payload.as_slice())
-            .headers(headers.clone());
-        shared
-            .producer
-            .send(record, Timeout::Never)
-            .await
-            .map_err(|(error, _)| error)
-    };
-    let stopping = stop.clone();
-    let sent = send
-        .retry(shared.retry.backoff())
-        .sleep(interruptible(stop.clone()))
-        .when(|_| !*stopping.borrow())
-        .notify(|error: &rdkafka::error::KafkaError, wait: Duration| {
-            tracing::warn!(%error, order_id = %outcome.order_id, retry_in_ms = wait.as_millis() as u64,
-                "Producing a provider outcome failed; retrying");
-        })
-        .await;
-    if sent.is_ok() {
-        METRICS
-            .messages_produced
-            .with_label_values(&[&shared.output])
-            .inc();
-    }
-    sent.is_ok()
 }
 
 /// Waits `delay`; `true` if stopping came first.

@@ -49,6 +49,8 @@ pub fn sink_settings(config: &ProjectorConfig) -> SinkSettings {
         max_batch: config.max_batch,
         batch_linger: BATCH_LINGER,
         report_assigned: true,
+        // The projector writes to Postgres only.
+        output: None,
     }
 }
 

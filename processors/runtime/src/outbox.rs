@@ -5,9 +5,12 @@
 //! acknowledgement, so within a partition the log keeps that order; the
 //! producer is idempotent, so its own retries add no copies.
 
+use crate::handler::{Destination, Outgoing};
 use d2c_platform::metrics::METRICS;
 use d2c_platform::producer::KafkaProducer;
+use d2c_platform::tracing_context;
 use d2c_state::Entry;
+use d2c_topology::TopicNames;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::time::Duration;
@@ -105,4 +108,33 @@ pub(crate) async fn send_all(
         }
     }
     Ok(highest)
+}
+
+/// `outgoing`, carrying the trace context of the span it is sent from.
+pub(crate) fn in_current_trace(mut outgoing: Outgoing) -> Outgoing {
+    if let Some(traceparent) = tracing_context::current_traceparent() {
+        outgoing.envelope.traceparent = Some(traceparent);
+    }
+    outgoing
+}
+
+/// The record of an outgoing message: its physical topic (a reply goes to
+/// the partition it names) and its envelope as headers.
+pub(crate) fn record_of(names: &TopicNames, outgoing: Outgoing) -> Record {
+    let (topic, partition) = match outgoing.destination {
+        Destination::Topic(logical) => (names.name(&logical), None),
+        Destination::Reply(reply_to) => (reply_to.topic, Some(reply_to.partition)),
+    };
+    Record {
+        topic,
+        partition,
+        key: outgoing.key,
+        payload: Some(outgoing.payload),
+        headers: outgoing
+            .envelope
+            .headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.into_bytes()))
+            .collect(),
+    }
 }

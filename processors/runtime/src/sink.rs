@@ -12,12 +12,22 @@
 //! one batch after another. On stop, a lane finishes the batch in hand (or
 //! the sink gives it up), starts no other, and the stored offsets are
 //! committed synchronously before the group is left.
+//!
+//! A sink that reports something (the provider worker's outcomes) returns
+//! it as [`Effects`] ([`Handled::Send`]): the engine produces them (an
+//! idempotent producer; message ids derived from each cause, so a batch
+//! handled again sends copies the receiver drops) and stores the batch's
+//! offsets only once every one is acknowledged.
 
 use crate::error::RuntimeError;
+use crate::handler::Effects;
+use crate::outbox::{record_of, send_all, Record};
 use crate::stuck::Waiting;
-use d2c_platform::kafka::group_consumer_config;
+use d2c_platform::kafka::{group_consumer_config, producer_config};
 use d2c_platform::lag::{enable_statistics, ConsumerLag};
 use d2c_platform::metrics::METRICS;
+use d2c_platform::producer::KafkaProducer;
+use d2c_topology::TopicNames;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -29,6 +39,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+const SEND_BACKOFF_START: Duration = Duration::from_millis(100);
+const SEND_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How a sink's records are split into sequential lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +75,32 @@ pub struct SinkSettings {
     /// Whether this consumer's partitions are the process's
     /// `d2c_assigned_partitions` (false beside a processor, which owns it).
     pub report_assigned: bool,
+    /// Where what the sink sends goes; `None` for a sink that sends nothing.
+    pub output: Option<SinkOutput>,
+}
+
+/// How the engine produces what a sink sends.
+#[derive(Debug, Clone)]
+pub struct SinkOutput {
+    /// D2C_TOPIC_PREFIX: logical topics are named with it.
+    pub topic_prefix: String,
+    pub linger: Duration,
+}
+
+/// The engine's producer and topic names.
+struct Output {
+    producer: KafkaProducer,
+    names: TopicNames,
 }
 
 /// What became of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Handled {
     /// Its effects are done: its offsets may move on.
     Done,
+    /// Done once these messages are acknowledged (the engine sends them,
+    /// retrying until they are or stopping starts).
+    Send(Vec<Effects>),
     /// Stopping interrupted it: its offsets must not move; the next owner
     /// handles it again.
     Stopped,
@@ -233,6 +265,7 @@ pub struct SinkEngine {
     consumer: Arc<StreamConsumer<SinkContext>>,
     settings: SinkSettings,
     assignments: Arc<Assignments>,
+    output: Option<Arc<Output>>,
 }
 
 impl SinkEngine {
@@ -260,6 +293,17 @@ impl SinkEngine {
                     offsets: OffsetWatch::new(OFFSET_WAIT_LIMIT),
                 },
             )?;
+        let output = match &settings.output {
+            Some(output) => Some(Arc::new(Output {
+                producer: KafkaProducer::create(&producer_config(
+                    &settings.brokers,
+                    &settings.client_id,
+                    output.linger,
+                ))?,
+                names: TopicNames::new(output.topic_prefix.clone()),
+            })),
+            None => None,
+        };
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(topics = ?settings.topics, group = %settings.group_id, "Subscribed");
@@ -267,6 +311,7 @@ impl SinkEngine {
             consumer: Arc::new(consumer),
             settings,
             assignments,
+            output,
         })
     }
 
@@ -314,6 +359,7 @@ impl SinkEngine {
                         max_batch: self.settings.max_batch,
                         linger: self.settings.batch_linger,
                         stop: stop.clone(),
+                        output: self.output.clone(),
                     }
                     .run(receiver),
                 );
@@ -337,6 +383,11 @@ impl SinkEngine {
                 tracing::error!(%error, "A sink lane panicked");
             }
         }
+        if let Some(output) = &self.output {
+            if let Err(error) = output.producer.flush(Duration::from_secs(10)) {
+                tracing::warn!(%error, "The sink's producer did not flush");
+            }
+        }
         d2c_platform::kafka::commit_final_offsets(self.consumer.as_ref());
         self.consumer.unsubscribe();
         tracing::info!("Sink stopped");
@@ -351,6 +402,7 @@ struct Lane<S> {
     max_batch: usize,
     linger: Duration,
     stop: watch::Receiver<bool>,
+    output: Option<Arc<Output>>,
 }
 
 impl<S: Sink> Lane<S> {
@@ -360,10 +412,45 @@ impl<S: Sink> Lane<S> {
                 break;
             }
             let batch = self.fill(first, &mut receiver).await;
-            if self.sink.handle(&batch, &mut self.stop).await == Handled::Stopped {
+            let done = match self.sink.handle(&batch, &mut self.stop).await {
+                Handled::Done => true,
+                Handled::Send(effects) => self.send(effects).await,
+                Handled::Stopped => false,
+            };
+            if !done {
                 break;
             }
             self.store_offsets(&batch);
+        }
+    }
+
+    /// Produces what a batch sent and waits for every acknowledgement,
+    /// retrying with backoff; `false` if stopping came first (the batch's
+    /// offsets then stay, and its next owner handles it again).
+    async fn send(&mut self, effects: Vec<Effects>) -> bool {
+        let Some(output) = self.output.clone() else {
+            tracing::error!("A sink sent messages but its engine has no output: they are dropped");
+            return false;
+        };
+        let records: Vec<Record> = effects
+            .into_iter()
+            .flat_map(|effects| effects.into_parts().1)
+            .map(|outgoing| record_of(&output.names, outgoing))
+            .collect();
+        let mut wait = SEND_BACKOFF_START;
+        loop {
+            match send_all(&output.producer, &records).await {
+                Ok(_) => return true,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64,
+                        "Producing what a sink sent failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = self.stop.wait_for(|stopping| *stopping) => return false,
+                    }
+                    wait = (wait * 2).min(SEND_BACKOFF_MAX);
+                }
+            }
         }
     }
 

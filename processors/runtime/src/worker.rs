@@ -27,8 +27,8 @@
 //! handled.
 
 use crate::context::Shared;
-use crate::handler::{Destination, Effects, HandlerError, Incoming, Outgoing};
-use crate::outbox::{changelog_records, send_all, Record};
+use crate::handler::{Effects, HandlerError, Incoming, Outgoing};
+use crate::outbox::{changelog_records, in_current_trace, record_of, send_all, Record};
 use crate::transactions::{CommitQueue, QueuedBatch};
 use d2c_platform::kafka::envelope_of;
 use d2c_platform::metrics::METRICS;
@@ -436,8 +436,11 @@ fn plan_batch(
                     crate::dedupe::remember(&mut changes, &envelope);
                 }
                 plan.outgoing.extend(outgoing.iter().cloned());
-                plan.records
-                    .extend(outgoing.into_iter().map(|out| to_record(shared, out)));
+                plan.records.extend(
+                    outgoing
+                        .into_iter()
+                        .map(|out| record_of(&shared.names, in_current_trace(out))),
+                );
                 plan.handled.push(envelope.message_type.clone());
             }
             Err(HandlerError::Malformed(reason)) => {
@@ -469,28 +472,6 @@ fn plan_batch(
 
 /// Runs inside the `handle` span: the record's `traceparent` names it, so
 /// the receiver's span becomes its child (handlers never touch traces).
-fn to_record(shared: &Shared, mut outgoing: Outgoing) -> Record {
-    if let Some(traceparent) = tracing_context::current_traceparent() {
-        outgoing.envelope.traceparent = Some(traceparent);
-    }
-    let (topic, partition) = match outgoing.destination {
-        Destination::Topic(logical) => (shared.names.name(&logical), None),
-        Destination::Reply(reply_to) => (reply_to.topic, Some(reply_to.partition)),
-    };
-    Record {
-        topic,
-        partition,
-        key: outgoing.key,
-        payload: Some(outgoing.payload),
-        headers: outgoing
-            .envelope
-            .headers()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value.into_bytes()))
-            .collect(),
-    }
-}
-
 /// The original record, its headers, and why it could not be handled.
 fn dead_letter(shared: &Shared, message: &OwnedMessage, reason: &str) -> Record {
     let mut headers: Vec<(String, Vec<u8>)> = message

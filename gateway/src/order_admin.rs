@@ -12,6 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use d2c_proto::actor::Actor;
 use d2c_proto::orders::v1::{FulfilOrder, OrderStatus, RefundOrder, RefundStatus};
 use d2c_topology::topic;
 use serde::Deserialize;
@@ -39,8 +40,7 @@ pub async fn get_order(
     _admin: Admin,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    // An empty customer id is an operator's read: any order.
-    read_order(&app, order_id, String::new(), None).await
+    read_order(&app, order_id, Actor::Operator, None).await
 }
 
 /// Fulfilment: the order ships, its held payment is captured. Idempotent.

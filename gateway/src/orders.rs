@@ -16,6 +16,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use d2c_proto::actor::Actor;
 use d2c_proto::common::v1::rejection::Code;
 use d2c_proto::orders::v1::{
     order_reply, CancelOrder, GetOrder, Order, OrderReply, OrderStatus, RefundStatus,
@@ -379,18 +380,24 @@ pub async fn get_order(
     customer: CustomerId,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    read_order(&app, order_id, customer.0, Some("/orders/{order_id}")).await
+    read_order(
+        &app,
+        order_id,
+        Actor::Customer(customer.0),
+        Some("/orders/{order_id}"),
+    )
+    .await
 }
 
 /// `GetOrder`, answered by the partition that owns the order, as
-/// `customer_id` may see it (empty: an operator); an id that is not a UUID
+/// `actor` may see it; an id that is not a UUID
 /// is a 404, and a checkout of `customer_id` this gateway is still waiting
 /// for a `202`, both without a round trip. A wait that ends without
 /// an answer is a 503, counted under `timeout_route` when given.
 pub(crate) async fn read_order(
     app: &AppState,
     order_id: String,
-    customer_id: String,
+    actor: Actor,
     timeout_route: Option<&str>,
 ) -> Result<Response, ApiError> {
     ensure_order_id(&order_id)?;
@@ -398,14 +405,14 @@ pub(crate) async fn read_order(
         .bus
         .pending
         .settling
-        .still_settling(&order_id, &customer_id)
+        .still_settling(&order_id, actor.customer_id())
     {
         GATEWAY_METRICS.polls_answered_settling.inc();
         return Ok(pending(&order_id));
     }
     let query = GetOrder {
         order_id: order_id.clone(),
-        customer_id,
+        customer_id: actor.customer_id().to_owned(),
     };
     match app
         .bus

@@ -2,6 +2,7 @@
 //! Kafka record follows: the value is the protobuf encoding of one message,
 //! the headers carry what routing, tracing and de-duplication need.
 
+pub mod actor;
 pub mod envelope;
 pub mod identifiers;
 pub mod ids;

@@ -9,6 +9,7 @@ use crate::reply::{as_it_stands, illegal, rejected, wait_here};
 use crate::saga::{finish_cancel, release};
 use crate::status::{label, status_of, transition, CANCEL_REFUND_ID};
 use crate::table::{OrderRead, OrderWrite};
+use d2c_proto::actor::Actor;
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{
     CancelOrder, OrderCancellationRequested, OrderRefund, OrderStatus, RefundStatus,
@@ -23,7 +24,11 @@ pub fn apply(
     command: CancelOrder,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let Some(mut record) = state.order_of(&command.order_id, &command.customer_id)? else {
+    let Some(mut record) = state.order_of(
+        &command.order_id,
+        &Actor::from_customer_id(&command.customer_id),
+    )?
+    else {
         effects.reply(
             &command.order_id,
             &rejected(Rejection {

@@ -1,6 +1,7 @@
 //! GetOrder: a query answered by the partition that owns the order.
 
 use crate::table::OrderRead;
+use d2c_proto::actor::Actor;
 use d2c_proto::common::v1::{rejection::Code, Rejection};
 use d2c_proto::orders::v1::{order_reply, GetOrder, OrderReply};
 use d2c_runtime::{Effects, HandlerError};
@@ -11,7 +12,10 @@ pub fn apply(
     query: GetOrder,
     effects: &mut Effects,
 ) -> Result<(), HandlerError> {
-    let result = match state.order_of(&query.order_id, &query.customer_id)? {
+    let result = match state.order_of(
+        &query.order_id,
+        &Actor::from_customer_id(&query.customer_id),
+    )? {
         Some(record) => record.order.map(order_reply::Result::Order),
         None => Some(order_reply::Result::Rejected(Rejection {
             code: Code::NotFound as i32,

@@ -1,5 +1,6 @@
 //! The orders table: order id → OrderRecord (protobuf).
 
+use d2c_proto::actor::Actor;
 use d2c_proto::orders::v1::OrderRecord;
 use d2c_runtime::{Effects, HandlerError};
 use d2c_state::{StateRead, Table};
@@ -8,20 +9,17 @@ use prost::Message;
 pub trait OrderRead {
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, HandlerError>;
 
-    /// The order as `customer_id` may see it: another customer's order is
-    /// `None`, exactly like a missing one, so ids cannot be probed. An empty
-    /// `customer_id` is an operator's request and sees every order.
-    fn order_of(
-        &self,
-        order_id: &str,
-        customer_id: &str,
-    ) -> Result<Option<OrderRecord>, HandlerError> {
+    /// The order as `actor` may see it: another customer's order is `None`,
+    /// exactly like a missing one, so ids cannot be probed; an operator sees
+    /// every order.
+    fn order_of(&self, order_id: &str, actor: &Actor) -> Result<Option<OrderRecord>, HandlerError> {
         Ok(self.order(order_id)?.filter(|record| {
-            customer_id.is_empty()
-                || record
-                    .order
-                    .as_ref()
-                    .is_some_and(|order| order.customer_id == customer_id)
+            record
+                .order
+                .as_ref()
+                .map_or(*actor == Actor::Operator, |order| {
+                    actor.may_see(&order.customer_id)
+                })
         }))
     }
 }

@@ -44,11 +44,11 @@ use d2c_proto::payments::v1::{
     provider_outcome::Kind, CaptureRequested, PaymentRequested, ProviderOutcome, RefundRequested,
     VoidRequested,
 };
+use d2c_runtime::router::Decoder;
 use d2c_runtime::sink::{Handled, Lanes, Sink, SinkEngine, SinkOutput, SinkSettings};
 use d2c_runtime::{Effects, RuntimeConfig};
 use d2c_topology::{topic, TopicNames};
 use prometheus::IntCounterVec;
-use prost::{Message as _, Name};
 use rdkafka::message::{Message, OwnedMessage};
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -272,7 +272,16 @@ pub(crate) enum Step {
     Stopped,
 }
 
-/// A provider request event, decoded by its type.
+/// The requests the worker serves, by type.
+static REQUESTS: LazyLock<Decoder<ProviderRequest>> = LazyLock::new(|| {
+    Decoder::new()
+        .on(ProviderRequest::Charge)
+        .on(ProviderRequest::Capture)
+        .on(ProviderRequest::Void)
+        .on(ProviderRequest::Refund)
+});
+
+/// A provider request, decoded by its type.
 enum ProviderRequest {
     Charge(PaymentRequested),
     Capture(CaptureRequested),
@@ -281,25 +290,11 @@ enum ProviderRequest {
 }
 
 impl ProviderRequest {
-    /// `None` for other event types and for a payload that does not decode
-    /// (logged: nothing can be done with it).
+    /// `None` for other message types and for a payload that does not
+    /// decode (logged: nothing can be done with it).
     fn decode(message_type: &str, payload: &[u8]) -> Option<Self> {
-        let decoded = match message_type {
-            name if name == PaymentRequested::full_name() => {
-                PaymentRequested::decode(payload).map(Self::Charge)
-            }
-            name if name == CaptureRequested::full_name() => {
-                CaptureRequested::decode(payload).map(Self::Capture)
-            }
-            name if name == VoidRequested::full_name() => {
-                VoidRequested::decode(payload).map(Self::Void)
-            }
-            name if name == RefundRequested::full_name() => {
-                RefundRequested::decode(payload).map(Self::Refund)
-            }
-            _ => return None,
-        };
-        decoded
+        REQUESTS
+            .decode(message_type, payload)?
             .inspect_err(|error| {
                 tracing::error!(%error, message_type, "Skipping an undecodable provider request");
             })
@@ -493,6 +488,7 @@ mod payments_worker_tests {
     use super::*;
     use crate::sandbox::{SandboxProvider, TOKEN_DECLINED, TOKEN_TRANSIENT_ERROR, TOKEN_VISA};
     use futures::future::BoxFuture;
+    use prost::{Message as _, Name};
 
     fn requested(token: &str) -> Vec<u8> {
         PaymentRequested {

@@ -112,6 +112,58 @@ impl Router {
     }
 }
 
+/// Typed decoding for consumers that are not handlers (a sink): message
+/// type → the function that decodes its payload into the sink's own type.
+pub struct Decoder<T> {
+    decoders: HashMap<String, Box<Decode<T>>>,
+}
+
+type Decode<T> = dyn Fn(&[u8]) -> Result<T, prost::DecodeError> + Send + Sync;
+
+impl<T> Default for Decoder<T> {
+    fn default() -> Self {
+        Self {
+            decoders: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Decoder<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages of type `M` decode into `wrap(message)`.
+    ///
+    /// # Panics
+    /// When `M` already has a decoder: a wiring mistake, found at start.
+    pub fn on<M, F>(mut self, wrap: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(M) -> T + Send + Sync + 'static,
+    {
+        let name = M::full_name();
+        let decode: Box<Decode<T>> = Box::new(move |payload| M::decode(payload).map(&wrap));
+        assert!(
+            self.decoders.insert(name.clone(), decode).is_none(),
+            "{name} is decoded twice"
+        );
+        self
+    }
+
+    /// `None` for a type it has no decoder for; else the payload decoded,
+    /// or why it does not decode.
+    pub fn decode(
+        &self,
+        message_type: &str,
+        payload: &[u8],
+    ) -> Option<Result<T, prost::DecodeError>> {
+        self.decoders
+            .get(message_type)
+            .map(|decode| decode(payload))
+    }
+}
+
 impl Handler for Router {
     fn handle(
         &self,
@@ -220,6 +272,31 @@ mod tests {
         assert_eq!(told.tick_interval(), Some(Duration::from_secs(5)));
         told.committed(&[]);
         assert_eq!(commits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_decoder_decodes_its_types_and_knows_no_others() {
+        #[derive(Debug, PartialEq)]
+        enum Wanted {
+            Get(String),
+        }
+        let decoder = Decoder::new().on(|query: GetOrder| Wanted::Get(query.order_id));
+        let payload = GetOrder {
+            order_id: "o-1".into(),
+            ..GetOrder::default()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            decoder
+                .decode(&GetOrder::full_name(), &payload)
+                .map(Result::ok),
+            Some(Some(Wanted::Get("o-1".into())))
+        );
+        assert!(matches!(
+            decoder.decode(&GetOrder::full_name(), b"\xff\xff\xff"),
+            Some(Err(_))
+        ));
+        assert!(decoder.decode("x.Unknown", &payload).is_none());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use d2c_proto::orders::v1::{
     OrderUpdated,
 };
 use d2c_readside::ArchivedEvent;
-use prost::{Message as _, Name};
+use d2c_runtime::router::Decoder;
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use std::sync::LazyLock;
 
 /// A record left out of the read models, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,57 +110,39 @@ fn archived(record: &OwnedMessage, now_ms: i64) -> (ArchivedEvent, Option<String
     )
 }
 
+/// What a read-model event carries.
+enum Carried {
+    Product(Option<Box<Product>>),
+    Order(Option<Box<Order>>),
+}
+
+/// The events that carry a read-model row, by type.
+static READ_MODEL_EVENTS: LazyLock<Decoder<Carried>> = LazyLock::new(|| {
+    Decoder::new()
+        .on(|event: ProductCreated| Carried::Product(event.product.map(Box::new)))
+        .on(|event: ProductUpdated| Carried::Product(event.product.map(Box::new)))
+        .on(|event: ProductArchived| Carried::Product(event.product.map(Box::new)))
+        .on(|event: OrderPlaced| Carried::Order(event.order.map(Box::new)))
+        .on(|event: OrderConfirmed| Carried::Order(event.order.map(Box::new)))
+        .on(|event: OrderRejected| Carried::Order(event.order.map(Box::new)))
+        .on(|event: OrderCancellationRequested| Carried::Order(event.order.map(Box::new)))
+        .on(|event: OrderUpdated| Carried::Order(event.order.map(Box::new)))
+        .on(|event: OrderCancelled| Carried::Order(event.order.map(Box::new)))
+});
+
 /// Decodes the product or order an event of `message_type` carries; other
 /// event types carry no read-model row.
 fn read_model_row(message_type: &str, payload: &[u8]) -> Result<Option<Row>, String> {
-    let product = |product: Option<Product>| {
-        product
-            .map(|product| Some(Row::Product(product)))
-            .ok_or_else(|| format!("{message_type} carries no product"))
+    let Some(decoded) = READ_MODEL_EVENTS.decode(message_type, payload) else {
+        return Ok(None);
     };
-    let order = |order: Option<Order>| {
-        order
-            .map(|order| Some(Row::Order(order)))
-            .ok_or_else(|| format!("{message_type} carries no order"))
-    };
-    let undecodable = |error: prost::DecodeError| format!("{message_type}: {error}");
-    match message_type {
-        t if t == ProductCreated::full_name() => product(
-            ProductCreated::decode(payload)
-                .map_err(undecodable)?
-                .product,
-        ),
-        t if t == ProductUpdated::full_name() => product(
-            ProductUpdated::decode(payload)
-                .map_err(undecodable)?
-                .product,
-        ),
-        t if t == ProductArchived::full_name() => product(
-            ProductArchived::decode(payload)
-                .map_err(undecodable)?
-                .product,
-        ),
-        t if t == OrderPlaced::full_name() => {
-            order(OrderPlaced::decode(payload).map_err(undecodable)?.order)
-        }
-        t if t == OrderConfirmed::full_name() => {
-            order(OrderConfirmed::decode(payload).map_err(undecodable)?.order)
-        }
-        t if t == OrderRejected::full_name() => {
-            order(OrderRejected::decode(payload).map_err(undecodable)?.order)
-        }
-        t if t == OrderCancellationRequested::full_name() => order(
-            OrderCancellationRequested::decode(payload)
-                .map_err(undecodable)?
-                .order,
-        ),
-        t if t == OrderUpdated::full_name() => {
-            order(OrderUpdated::decode(payload).map_err(undecodable)?.order)
-        }
-        t if t == OrderCancelled::full_name() => {
-            order(OrderCancelled::decode(payload).map_err(undecodable)?.order)
-        }
-        _ => Ok(None),
+    match decoded.map_err(|error| format!("{message_type}: {error}"))? {
+        Carried::Product(product) => product
+            .map(|product| Some(Row::Product(*product)))
+            .ok_or_else(|| format!("{message_type} carries no product")),
+        Carried::Order(order) => order
+            .map(|order| Some(Row::Order(*order)))
+            .ok_or_else(|| format!("{message_type} carries no order")),
     }
 }
 
@@ -167,6 +150,7 @@ fn read_model_row(message_type: &str, payload: &[u8]) -> Result<Option<Row>, Str
 mod tests {
     use super::*;
     use d2c_proto::Envelope;
+    use prost::{Message as _, Name};
     use rdkafka::Timestamp;
 
     fn record(

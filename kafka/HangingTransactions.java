@@ -35,6 +35,7 @@
 //   D2C_SWEEPER_INTERVAL_MS         time between sweeps (15000)
 //   D2C_SWEEPER_MIN_AGE_MS          rule 2 (60000)
 //   D2C_SWEEPER_ABORT               false: find and report, abort nothing (true)
+import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -230,33 +231,27 @@ public final class HangingTransactions {
         HttpServer server = HttpServer.create(
             new InetSocketAddress(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1))), 16);
         server.createContext("/metrics", exchange -> {
-            byte[] body = metrics.exposition().getBytes(StandardCharsets.UTF_8);
             exchange.getResponseHeaders().set("Content-Type", "text/plain; version=0.0.4");
-            exchange.sendResponseHeaders(200, body.length);
-            try (OutputStream out = exchange.getResponseBody()) {
-                out.write(body);
-            }
+            respond(exchange, 200, metrics.exposition());
         });
-        server.createContext("/health", exchange -> {
-            byte[] body = "ok\n".getBytes(StandardCharsets.UTF_8);
-            exchange.sendResponseHeaders(200, body.length);
-            try (OutputStream out = exchange.getResponseBody()) {
-                out.write(body);
-            }
-        });
+        server.createContext("/health", exchange -> respond(exchange, 200, "ok\n"));
         // Ready once a sweep has gone through: the broker answers and the
         // credentials are good.
         server.createContext("/ready", exchange -> {
             boolean ready = metrics.sweepsOk.get() > 0;
-            byte[] body = (ready ? "ready\n" : "no sweep has completed yet\n").getBytes(StandardCharsets.UTF_8);
-            exchange.sendResponseHeaders(ready ? 200 : 503, body.length);
-            try (OutputStream out = exchange.getResponseBody()) {
-                out.write(body);
-            }
+            respond(exchange, ready ? 200 : 503, ready ? "ready\n" : "no sweep has completed yet\n");
         });
         server.start();
         // Callers that asked for port 0 learn the real one from stdout.
         System.out.println("ADMIN_LISTENING " + addr.substring(0, colon) + ":" + server.getAddress().getPort());
+    }
+
+    private static void respond(HttpExchange exchange, int status, String text) throws IOException {
+        byte[] body = text.getBytes(StandardCharsets.UTF_8);
+        exchange.sendResponseHeaders(status, body.length);
+        try (OutputStream out = exchange.getResponseBody()) {
+            out.write(body);
+        }
     }
 
     void sweepOnce() {
